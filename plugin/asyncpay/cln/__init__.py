@@ -1,0 +1,1 @@
+"""The CLN adapter: the only part of asyncpay that talks to lightningd."""

@@ -1,0 +1,153 @@
+"""Blinded onion messages: build, join and peel (BOLT 4 "Onion Messages").
+
+Every hop of an onion message is a blinded hop: the Sphinx layer is encrypted
+to the hop's *blinded* node id, and the hop's ``encrypted_recipient_data``
+tells it where to forward. Packets carry empty associated data and use 1300
+or 32768 routing bytes, whichever first fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..blinded_path import BlindedHop, BlindedPath, EncryptedData, IntroductionNode
+from ..crypto import blind_path, build_packet, peel_packet
+from ..crypto.blinding import decrypt_hop_data, hop_key, next_path_key
+from ..crypto.sphinx import MESSAGE_ROUTING_SIZES
+from ..wire import Reader, WireError
+from .payload import OnionMessagePayload
+
+ONION_MESSAGE_TYPE = 513
+
+
+@dataclass(frozen=True)
+class OnionMessage:
+    """BOLT 4 ``onion_message`` (type 513): path_key and the Sphinx packet."""
+
+    path_key: bytes
+    packet: bytes
+
+    @classmethod
+    def decode(cls, data: bytes) -> OnionMessage:
+        r = Reader(data)
+        if r.u16("type") != ONION_MESSAGE_TYPE:
+            raise WireError("onion_message: not type 513")
+        key = r.read(33, "path_key")
+        packet = r.read(r.u16("len"), "onion_message_packet")
+        r.expect_end("onion_message")
+        return cls(key, packet)
+
+    def encode(self) -> bytes:
+        return (
+            ONION_MESSAGE_TYPE.to_bytes(2, "big")
+            + self.path_key
+            + len(self.packet).to_bytes(2, "big")
+            + self.packet
+        )
+
+
+def build_path(
+    session_key: bytes,
+    hops: list[tuple[bytes, EncryptedData]],
+    pad_to_equal: bool = True,
+) -> BlindedPath:
+    """Mint a blinded path over [(node_id, encrypted data), ...].
+
+    With ``pad_to_equal`` every hop's encrypted data is padded to the longest,
+    so that hop lengths do not reveal position (BOLT 4 recommends it).
+    """
+    datas = [d for _, d in hops]
+    if pad_to_equal and len(datas) > 1:
+        size = max(len(d.encode()) for d in datas)
+        datas = [_pad(d, size) for d in datas]
+    secrets = blind_path(session_key, [(n, d.encode()) for (n, _), d in zip(hops, datas)])
+    return BlindedPath(
+        IntroductionNode(node_id=hops[0][0]),
+        secrets[0].path_key,
+        tuple(BlindedHop(s.blinded_node_id, s.encrypted_data) for s in secrets),
+    )
+
+
+def _pad(d: EncryptedData, size: int) -> EncryptedData:
+    try:
+        return d.padded_to(size)
+    except WireError:
+        # Some lengths cannot be hit exactly with one padding record; one more
+        # byte everywhere always can.
+        return d.padded_to(size + 1)
+
+
+def prepend_hop(session_key: bytes, node_id: bytes, dest: BlindedPath, dest_intro: bytes) -> BlindedPath:
+    """Join a blinded hop at ``node_id`` in front of ``dest``.
+
+    ``dest_intro`` is the node id of ``dest``'s introduction node (resolved by
+    the caller when ``dest`` names it by short channel id). The new hop points
+    at it with ``next_path_key_override`` so ``dest`` keeps its own path key.
+    """
+    data = EncryptedData(next_node_id=dest_intro, next_path_key_override=dest.first_path_key)
+    head = build_path(session_key, [(node_id, data)], pad_to_equal=False)
+    return BlindedPath(head.introduction, head.first_path_key, head.hops + dest.hops)
+
+
+def build_onion_message(
+    session_key: bytes, path: BlindedPath, payload: OnionMessagePayload
+) -> OnionMessage:
+    """The onion message to hand to ``path``'s introduction node.
+
+    ``payload`` is what the final hop reads (reply path, message); each hop's
+    ``encrypted_recipient_data`` is filled in from ``path``.
+    """
+    hops = []
+    last = len(path.hops) - 1
+    for i, hop in enumerate(path.hops):
+        if i == last:
+            p = OnionMessagePayload(**{**payload.__dict__, "encrypted_recipient_data": hop.encrypted_data})
+        else:
+            p = OnionMessagePayload(encrypted_recipient_data=hop.encrypted_data)
+        hops.append((hop.blinded_node_id, p.encode()))
+    return OnionMessage(path.first_path_key, build_packet(session_key, hops, b"", MESSAGE_ROUTING_SIZES))
+
+
+@dataclass(frozen=True)
+class Forward:
+    """We are an intermediate hop: send ``message`` on to the next node."""
+
+    next_node_id: bytes | None
+    next_short_channel_id: int | None
+    message: OnionMessage
+    data: EncryptedData
+
+
+@dataclass(frozen=True)
+class Receive:
+    """We are the final hop."""
+
+    payload: OnionMessagePayload
+    data: EncryptedData
+
+    @property
+    def path_id(self) -> bytes | None:
+        return self.data.path_id
+
+
+def peel_onion_message(node_secret: bytes, msg: OnionMessage) -> Forward | Receive:
+    """Process one layer of ``msg`` with our node key (or the endpoint key V).
+
+    Raises WireError or CryptoError for anything malformed or not for us.
+    """
+    # The Sphinx layer is keyed to our *blinded* node id for this path key.
+    key = hop_key(node_secret, msg.path_key)
+    layer = peel_packet(key.blinded_privkey, msg.packet, b"")
+    payload = OnionMessagePayload.decode(layer.payload)
+    if payload.encrypted_recipient_data is None:
+        raise WireError("onion message: no encrypted_recipient_data")
+    data = EncryptedData.decode(decrypt_hop_data(key.shared_secret, payload.encrypted_recipient_data))
+    if layer.next_packet is None:
+        return Receive(payload, data)
+    extra = payload.contents() + (["reply_path"] if payload.reply_path else []) + list(payload.unknown)
+    if extra:
+        raise WireError(f"onion message: forwarding hop carries {extra}")
+    if data.next_node_id is None and data.short_channel_id is None:
+        raise WireError("onion message: forwarding hop without next_node_id or short_channel_id")
+    next_key = data.next_path_key_override or next_path_key(msg.path_key, key.shared_secret)
+    return Forward(data.next_node_id, data.short_channel_id, OnionMessage(next_key, layer.next_packet), data)
