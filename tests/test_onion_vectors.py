@@ -2,8 +2,6 @@
 blinded onion message joined to a sender-built prefix. Every hop's values."""
 
 import pytest
-from conftest import h, load_vector
-
 from asyncpay.blinded_path import EncryptedData
 from asyncpay.crypto import CryptoError, build_packet, peel_packet
 from asyncpay.crypto.blinding import blind_path, next_path_key, unblind_hop
@@ -17,6 +15,7 @@ from asyncpay.onion_message import (
 )
 from asyncpay.payment import HopPayload, build_payment_onion, peel_payment_onion
 from asyncpay.wire import read_bigsize
+from conftest import h, load_vector
 
 ONION = load_vector("bolt04/onion-test.json")
 PAY = load_vector("bolt04/blinded-payment-onion-test.json")

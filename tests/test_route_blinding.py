@@ -1,10 +1,9 @@
 """BOLT 4 route-blinding-test.json: every intermediate value, per hop."""
 
 import pytest
-from conftest import h, load_vector
-
 from asyncpay.blinded_path import EncryptedData
 from asyncpay.crypto.blinding import blind_path, unblind_hop
+from conftest import h, load_vector
 
 V = load_vector("bolt04/route-blinding-test.json")
 GEN = V["generate"]["hops"]

@@ -1,0 +1,11 @@
+"""BOLT 12 offers, invoice requests, invoices, invoice errors and LDK's static
+invoices; their string form and merkle-tree signatures."""
+
+from .invoice import Invoice
+from .invoice_error import InvoiceError
+from .invoice_request import InvoiceRequest
+from .message import BITCOIN_CHAIN
+from .offer import Offer
+from .static_invoice import StaticInvoice
+
+__all__ = ["BITCOIN_CHAIN", "Invoice", "InvoiceError", "InvoiceRequest", "Offer", "StaticInvoice"]
