@@ -254,3 +254,32 @@ def test_offer_paths_request_doc_example():
     p = OnionMessagePayload(offer_paths_request=ASYNC_MESSAGES[75540](invoice_slot=7))
     assert p.encode().hex() == "fe00012714050400020007"
     assert OnionMessagePayload(held_htlc_available=ASYNC_MESSAGES[72]()).encode().hex() == "480100"
+
+
+def test_build_static_invoice_like_ldk():
+    """Building from LDK's offer and paths with LDK's key gives LDK's bytes."""
+    for key in INVOICES:
+        v = LDK[key]
+        ref = StaticInvoice.decode(h(v["hex"]))
+        built = StaticInvoice.build(
+            Offer.decode(h(LDK["offer"]["hex"])),
+            ref.payment_paths(),
+            ref.invoice_held_htlc_available_paths,
+            created_at=v["created_at"],
+            signing_secret=h(LDK["static_invoice"]["derived_signing_secret_key"]),
+            relative_expiry=v["relative_expiry"],
+            features=h(v["invoice_features_be"]),
+        )
+        assert built.encode().hex() == v["hex"]
+        again = StaticInvoice.decode(built.encode())
+        assert again == built
+        again.validate(now=v["created_at"])
+
+
+def test_build_static_invoice_wrong_key():
+    v = LDK["static_invoice"]
+    ref = StaticInvoice.decode(h(v["hex"]))
+    with pytest.raises(WireError, match="issuer_id"):
+        StaticInvoice.build(Offer.decode(h(LDK["offer"]["hex"])), ref.payment_paths(),
+                            ref.invoice_held_htlc_available_paths, created_at=v["created_at"],
+                            signing_secret=bytes([7]) * 32)

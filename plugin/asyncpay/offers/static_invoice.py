@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..blinded_path import BlindedPath
+from ..blinded_path import BlindedPath, BlindedPaymentPath
+from ..crypto import pubkey_of
 from ..wire import WireError
 from .fields import (
     HELD_HTLC_AVAILABLE_PATHS,
@@ -71,6 +72,37 @@ class StaticInvoice(InvoiceFields, OfferFields, Bolt12Message):
         self.check_offer_fields(self.WHAT)
         if self.signature is None:
             raise WireError("static_invoice: missing signature")
+
+    @classmethod
+    def build(
+        cls,
+        offer: Offer,
+        payment_paths: list[BlindedPaymentPath],
+        held_htlc_available_paths: list[BlindedPath],
+        created_at: int,
+        signing_secret: bytes,
+        relative_expiry: int | None = None,
+        features: bytes | None = None,
+    ) -> StaticInvoice:
+        """Build and sign a static invoice for ``offer`` (LDK ``StaticInvoiceBuilder``).
+
+        The signing key's public key must be the offer's issuer_id, or the
+        final blinded node id of one of its paths when it has no issuer_id.
+        ``relative_expiry`` equal to the 14-day default is omitted, as LDK does.
+        """
+        inv = cls.from_records(offer.to_records(), check=False)
+        inv.invoice_paths = [p.path for p in payment_paths]
+        inv.invoice_blindedpay = [p.payinfo for p in payment_paths]
+        inv.invoice_created_at = created_at
+        if relative_expiry is not None and relative_expiry != DEFAULT_RELATIVE_EXPIRY:
+            inv.invoice_relative_expiry = relative_expiry
+        inv.invoice_features = features or None
+        inv.invoice_node_id = pubkey_of(signing_secret)
+        inv.invoice_held_htlc_available_paths = list(held_htlc_available_paths)
+        inv.sign(signing_secret)
+        inv.check()
+        inv.validate(now=created_at, chain=(offer.offer_chains or [BITCOIN_CHAIN])[0])
+        return inv
 
     def offer(self) -> Offer:
         """The offer whose records this invoice carries."""

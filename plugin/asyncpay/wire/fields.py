@@ -189,7 +189,9 @@ class TlvMessage:
         return cls.from_records(read_tlv_stream(data, cls._BY_TYPE, cls.WHAT))
 
     @classmethod
-    def from_records(cls, records: TlvStream):
+    def from_records(cls, records: TlvStream, check: bool = True):
+        """Build from parsed records; ``check=False`` skips ``check()`` for
+        objects still being assembled (builders)."""
         kw: dict[str, Any] = {}
         unknown: dict[int, bytes] = {}
         for t, v in records:
@@ -204,7 +206,8 @@ class TlvMessage:
             except WireError as e:
                 raise WireError(f"{cls.WHAT}: {f.name} (type {t}): {e}") from None
         obj = cls(**kw, unknown=unknown)
-        obj.check()
+        if check:
+            obj.check()
         return obj
 
     def check(self) -> None:
