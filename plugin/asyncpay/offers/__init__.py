@@ -5,7 +5,7 @@ from .invoice import Invoice
 from .invoice_error import InvoiceError
 from .invoice_request import InvoiceRequest
 from .message import BITCOIN_CHAIN
-from .offer import Offer
+from .offer import Offer, ldk_offer_id
 from .static_invoice import StaticInvoice
 
-__all__ = ["BITCOIN_CHAIN", "Invoice", "InvoiceError", "InvoiceRequest", "Offer", "StaticInvoice"]
+__all__ = ["BITCOIN_CHAIN", "Invoice", "InvoiceError", "InvoiceRequest", "Offer", "StaticInvoice", "ldk_offer_id"]

@@ -8,7 +8,7 @@ from ..blinded_path import BlindedPath
 from ..wire import WireError
 from .fields import INVREQ_FIELDS, INVREQ_RANGES, SIGNATURE, Bip353Name
 from .message import Bolt12Message
-from .offer import Offer, OfferFields
+from .offer import Offer, OfferFields, is_offer_type
 
 
 @dataclass
@@ -26,8 +26,7 @@ class InvoiceRequestFields(OfferFields):
     def offer(self) -> Offer:
         """The offer this request was made for (its records in 1..79 and the
         experimental offer range), as BOLT 12 requires them copied verbatim."""
-        recs = [(t, v) for t, v in self.to_records() if 1 <= t < 80 or 1_000_000_000 <= t < 2_000_000_000]
-        return Offer.from_records(recs)
+        return Offer.from_records([r for r in self.to_records() if is_offer_type(r[0])])
 
 
 @dataclass

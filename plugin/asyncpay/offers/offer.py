@@ -6,8 +6,20 @@ from dataclasses import dataclass, field
 
 from ..blinded_path import BlindedPath
 from ..wire import WireError
+from ..wire.tlv import TlvStream
+from . import merkle
 from .fields import OFFER_FIELDS, OFFER_RANGES, unknown_even_feature
 from .message import BITCOIN_CHAIN, Bolt12Message
+
+
+def is_offer_type(t: int) -> bool:
+    return 1 <= t < 80 or 1_000_000_000 <= t < 2_000_000_000
+
+
+def ldk_offer_id(records: TlvStream) -> bytes:
+    """LDK's ``OfferId`` (``offers/offer.rs``): the tagged hash "LDK Offer ID"
+    of the merkle root of the offer's records, whatever message carries them."""
+    return merkle.tagged_hash(b"LDK Offer ID", merkle.merkle_root([r for r in records if is_offer_type(r[0])]))
 
 
 @dataclass

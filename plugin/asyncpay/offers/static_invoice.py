@@ -31,7 +31,7 @@ from .fields import (
 )
 from .invoice import InvoiceFields
 from .message import BITCOIN_CHAIN, Bolt12Message
-from .offer import Offer, OfferFields
+from .offer import Offer, OfferFields, is_offer_type
 
 DEFAULT_RELATIVE_EXPIRY = 14 * 24 * 3600  # LDK static_invoice.rs DEFAULT_RELATIVE_EXPIRY
 
@@ -106,8 +106,7 @@ class StaticInvoice(InvoiceFields, OfferFields, Bolt12Message):
 
     def offer(self) -> Offer:
         """The offer whose records this invoice carries."""
-        recs = [(t, v) for t, v in self.to_records() if 1 <= t < 80 or 1_000_000_000 <= t < 2_000_000_000]
-        return Offer.from_records(recs)
+        return Offer.from_records([r for r in self.to_records() if is_offer_type(r[0])])
 
     def expires_at(self) -> int:
         assert self.invoice_created_at is not None

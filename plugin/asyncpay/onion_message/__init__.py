@@ -19,6 +19,7 @@ from .packet import (
     Receive,
     build_onion_message,
     build_path,
+    onion_from_node,
     peel_onion_message,
     prepend_hop,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "StaticInvoicePersisted",
     "build_onion_message",
     "build_path",
+    "onion_from_node",
     "peel_onion_message",
     "prepend_hop",
 ]

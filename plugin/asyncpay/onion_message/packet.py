@@ -8,6 +8,7 @@ or 32768 routing bytes, whichever first fits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..blinded_path import BlindedHop, BlindedPath, EncryptedData, IntroductionNode
@@ -151,3 +152,21 @@ def peel_onion_message(node_secret: bytes, msg: OnionMessage) -> Forward | Recei
         raise WireError("onion message: forwarding hop without next_node_id or short_channel_id")
     next_key = data.next_path_key_override or next_path_key(msg.path_key, key.shared_secret)
     return Forward(data.next_node_id, data.short_channel_id, OnionMessage(next_key, layer.next_packet), data)
+
+
+def onion_from_node(
+    node_id: bytes,
+    dest: BlindedPath,
+    dest_intro: bytes,
+    payload: OnionMessagePayload,
+    rng: Callable[[int], bytes],
+) -> OnionMessage:
+    """The onion to inject at our own node ``node_id`` so that it reaches ``dest``.
+
+    CLN's ``injectonionmessage`` processes an onion as if a peer had sent it
+    to us; CLN's own offers plugin sends this way. When ``dest`` starts at our
+    node it is used as is, otherwise one blinded hop at our node is joined in
+    front (``dest_intro`` is its introduction node's id).
+    """
+    path = dest if dest_intro == node_id else prepend_hop(rng(32), node_id, dest, dest_intro)
+    return build_onion_message(rng(32), path, payload)

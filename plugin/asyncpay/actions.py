@@ -1,0 +1,20 @@
+"""What the protocol core asks the host to do. The CLN adapter carries these
+out with RPC; tests and the in-process emulation carry them out directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InjectOnion:
+    """Inject this onion message at our own node (``injectonionmessage``).
+
+    ``first_hop`` is the node our node will forward it to (None when our node
+    is also the final hop); ``purpose`` names it in logs and counters.
+    """
+
+    path_key: bytes
+    packet: bytes
+    first_hop: bytes | None
+    purpose: str

@@ -1,0 +1,161 @@
+"""Onion-message mailbox for offline peers (design §3 step 8, §5).
+
+A message CLN could not forward to one of our peers is kept (its incoming
+onion and path_key) under per-peer and global limits and a TTL. When the
+peer connects, ``Flush`` re-injects its messages oldest first, paced under
+connectd's per-peer limit, deleting each only once CLN accepted it.
+
+Which peers qualify: a peer with a channel to us, or a registered recipient
+whose recipient_id is its node id (``qualifies``). Anything else is dropped,
+so strangers cannot use our disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from ..ratelimit import TokenBuckets
+from ..store import MailboxRow, Store
+from .config import LspConfig
+
+log = logging.getLogger("asyncpay.lsp.mailbox")
+
+
+class Mailbox:
+    def __init__(self, store: Store, config: LspConfig) -> None:
+        self.store, self.config = store, config
+        self.intake_limits = TokenBuckets(config.mailbox_intake_burst, config.mailbox_intake_rate)
+        self._load_totals()
+
+    def _load_totals(self) -> None:
+        # Kept in memory so intake never scans the table; the mailbox object
+        # is the only writer of the mailbox table.
+        self.total = list(self.store.mailbox_totals())
+        self.per_peer = {p["peer_id"]: [p["messages"], p["bytes"]] for p in self.store.mailbox_peers()}
+
+    def qualifies(self, peer_id: str, has_channel: bool) -> bool:
+        return has_channel or self.store.is_recipient(peer_id)
+
+    def intake(self, peer_id: str, source: str | None, path_key: bytes, onion: bytes, now: int) -> str | None:
+        """Queue a message for ``peer_id``; returns why it was dropped, or None."""
+        reason = self._refusal(peer_id, source, len(onion), now)
+        if reason is None:
+            with self.store.tx():
+                if self.store.mailbox_add(peer_id, source, path_key, onion, now):
+                    self.store.bump("mailbox_buffered")
+                    self._account(peer_id, 1, len(onion))
+                else:
+                    self.store.bump("mailbox_duplicate")
+            return None
+        self.store.bump(f"mailbox_dropped_{reason}")
+        log.debug("mailbox: dropped message for %s: %s", peer_id, reason)
+        return reason
+
+    def _refusal(self, peer_id: str, source: str | None, size: int, now: int) -> str | None:
+        c = self.config
+        if source is not None and not self.intake_limits.allow(source, now):
+            return "rate_limited"
+        n, b = self.per_peer.get(peer_id, (0, 0))
+        if n >= c.mailbox_max_messages_per_peer:
+            return "peer_messages"
+        if b + size > c.mailbox_max_bytes_per_peer:
+            return "peer_bytes"
+        if self.total[0] >= c.mailbox_max_messages or self.total[1] + size > c.mailbox_max_bytes:
+            return "full"
+        return None
+
+    def _account(self, peer_id: str, dn: int, db: int) -> None:
+        self.total[0] += dn
+        self.total[1] += db
+        pp = self.per_peer.setdefault(peer_id, [0, 0])
+        pp[0] += dn
+        pp[1] += db
+        if pp[0] <= 0:
+            del self.per_peer[peer_id]
+
+    def pending(self, peer_id: str) -> list[MailboxRow]:
+        return self.store.mailbox_pending(peer_id, self.config.mailbox_max_messages_per_peer)
+
+    def delivered(self, row: MailboxRow) -> None:
+        with self.store.tx():
+            if self.store.mailbox_delete(row.id):
+                self.store.bump("mailbox_flushed")
+                self._account(row.peer_id, -1, -row.size)
+
+    def failed(self, row: MailboxRow, now: int) -> None:
+        self.store.mailbox_attempted(row.id, now)
+        self.store.bump("mailbox_flush_failed")
+
+    def delete(self, peer_id: str | None = None) -> int:
+        """Operator clean-up: drop a peer's (or every) queued message."""
+        q = "DELETE FROM mailbox" + (" WHERE peer_id = ?" if peer_id else "")
+        n = self.store.conn.execute(q, (peer_id,) if peer_id else ()).rowcount
+        self._load_totals()
+        return n
+
+    def expire(self, now: int) -> int:
+        with self.store.tx():
+            n = self.store.mailbox_expire(now - self.config.mailbox_ttl)
+            if n:
+                self.store.bump("mailbox_expired", n)
+        if n:
+            self._load_totals()
+        return n
+
+    def summary(self, now: int) -> list[dict]:
+        out = []
+        for p in self.store.mailbox_peers():
+            p["oldest_age"] = now - p.pop("oldest_received_at")
+            out.append(p)
+        return out
+
+
+@dataclass(frozen=True)
+class Send:
+    row: MailboxRow
+
+
+@dataclass(frozen=True)
+class Wait:
+    seconds: float
+
+
+class Flush:
+    """Paced delivery of one peer's queue, driven by the host::
+
+        while (step := flush.poll(now())) is not None:
+            if isinstance(step, Wait): sleep(step.seconds)
+            else: flush.result(step.row, inject(step.row), now())
+
+    A failed injection stops the flush (the peer is likely gone again) and the
+    message stays queued for the next connection.
+    """
+
+    def __init__(self, mailbox: Mailbox, peer_id: str, now: float) -> None:
+        self.mailbox, self.peer_id = mailbox, peer_id
+        self.interval = mailbox.config.mailbox_flush_interval_ms / 1000
+        self.queue: deque[MailboxRow] = deque(mailbox.pending(peer_id))
+        self.next_at = now
+        self.sent = self.failed = 0
+
+    def poll(self, now: float) -> Send | Wait | None:
+        if not self.queue:
+            return None
+        if now < self.next_at:
+            return Wait(self.next_at - now)
+        return Send(self.queue[0])
+
+    def result(self, row: MailboxRow, ok: bool, now: float) -> None:
+        if not self.queue or self.queue[0].id != row.id:
+            raise ValueError("result for a message that is not at the head of the queue")
+        self.queue.popleft()
+        self.next_at = now + self.interval
+        if ok:
+            self.mailbox.delivered(row)
+            self.sent += 1
+        else:
+            self.mailbox.failed(row, int(now))
+            self.failed += 1
+            self.queue.clear()

@@ -1,0 +1,195 @@
+"""Static invoice server (design §3 steps 1-6; LDK ``offers/flow.rs``
+``handle_offer_paths_request`` / ``handle_serve_static_invoice`` and the
+server side of ``OffersMessageHandler`` for static invoices).
+
+Everything arrives at the endpoint V over a path we minted; the path's
+context says who may do what:
+
+* RECIPIENT path + ``offer_paths_request{slot}`` -> ``offer_paths`` (an
+  offer path for (recipient, slot)) with reply path P_serve;
+* SERVE path + ``serve_static_invoice`` -> validate, persist under
+  (recipient, slot), ``static_invoice_persisted``;
+* OFFER path + ``invoice_request`` -> the stored static invoice (TLV 70) to
+  the payer, and the request forwarded to the recipient with the payer's
+  reply path.
+
+A recipient can only ever touch the slot named by the context it was given.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from ..actions import InjectOnion
+from ..blinded_path import BlindedPath, IntroductionNode
+from ..offers import BITCOIN_CHAIN, InvoiceRequest, StaticInvoice, ldk_offer_id
+from ..offers.offer import is_offer_type
+from ..onion_message import OnionMessage, OnionMessagePayload, onion_from_node
+from ..onion_message.async_payments import OfferPaths, StaticInvoicePersisted
+from ..ratelimit import TokenBuckets
+from ..store import Store
+from ..wire import WireError
+from .config import LspConfig
+from .endpoint import OFFER, RECIPIENT, SERVE, Delivered, Dropped, Endpoint
+
+log = logging.getLogger("asyncpay.lsp.server")
+
+Resolver = Callable[[IntroductionNode], "bytes | None"]
+
+
+class StaticInvoiceServer:
+    def __init__(
+        self,
+        store: Store,
+        endpoint: Endpoint,
+        config: LspConfig,
+        resolve_intro: Resolver,
+        chain: bytes = BITCOIN_CHAIN,
+    ) -> None:
+        self.store, self.endpoint, self.config = store, endpoint, config
+        self.resolve_intro, self.chain = resolve_intro, chain
+        self.persist_limits = TokenBuckets(config.persist_burst, config.persist_rate)
+        self.serve_limits = TokenBuckets(config.serve_burst, config.serve_rate)
+
+    # -- operator side -------------------------------------------------------
+
+    def recipient_paths(self, recipient_id: str, count: int, ttl: int, now: int) -> list[BlindedPath]:
+        """Paths a recipient uses to reach us (LDK: ``blinded_paths_for_async_recipient``)."""
+        if not recipient_id:
+            raise ValueError("recipient_id must not be empty")
+        if not 1 <= count <= 16:
+            raise ValueError("count must be between 1 and 16")
+        if ttl <= 0:
+            raise ValueError("expiry must be positive")
+        with self.store.tx():
+            self.store.touch_recipient(recipient_id, now)
+            return [self.endpoint.mint_path(RECIPIENT, recipient_id, None, now + ttl, now) for _ in range(count)]
+
+    # -- messages --------------------------------------------------------------
+
+    def handle(self, msg: OnionMessage, now: int) -> list[InjectOnion]:
+        """A message CLN could not forward to V; never raises for bad input."""
+        try:
+            delivered = self.endpoint.open(msg, now)
+            return self.dispatch(delivered, now)
+        except Dropped as e:
+            self.store.bump(f"dropped_{e.reason}")
+            log.debug("dropped message for V: %s", e)
+            return []
+
+    def dispatch(self, d: Delivered, now: int) -> list[InjectOnion]:
+        try:
+            kind = d.payload.content_kind()
+        except WireError as e:
+            raise Dropped("bad_payload", str(e)) from None
+        if d.kind == RECIPIENT and kind == "offer_paths_request":
+            return self._offer_paths_request(d, now)
+        if d.kind == SERVE and kind == "serve_static_invoice":
+            return self._serve_static_invoice(d, now)
+        if d.kind == OFFER and kind == "invoice_request":
+            return self._invoice_request(d, now)
+        raise Dropped("unexpected_message", f"{kind} on a {d.kind} path")
+
+    def _offer_paths_request(self, d: Delivered, now: int) -> list[InjectOnion]:
+        slot = d.payload.offer_paths_request.invoice_slot
+        rid = d.recipient_id
+        if slot >= self.config.max_slots_per_recipient:
+            raise Dropped("slot_out_of_range", f"{rid} slot {slot}")
+        if d.payload.reply_path is None:
+            raise Dropped("no_reply_path")
+        # Each request mints stored contexts: it costs like a persist.
+        if not self.persist_limits.allow(rid, now):
+            raise Dropped("rate_limited_persist", rid)
+        expires_at = now + self.config.offer_paths_ttl
+        with self.store.tx():
+            self.store.touch_recipient(rid, now)
+            offer_path = self.endpoint.mint_path(OFFER, rid, slot, expires_at, now)
+            self.store.add_issued_offer_path(offer_path.encode(), rid, slot, expires_at)
+            serve_path = self.endpoint.mint_path(SERVE, rid, slot, expires_at, now)
+            self.store.bump("offer_paths_sent")
+        reply = OnionMessagePayload(
+            offer_paths=OfferPaths(paths=[offer_path], paths_absolute_expiry=expires_at),
+            reply_path=serve_path,
+        )
+        log.info("offer paths for %s slot %d", rid, slot)
+        return [self._send(d.payload.reply_path, reply, "offer_paths")]
+
+    def _serve_static_invoice(self, d: Delivered, now: int) -> list[InjectOnion]:
+        rid, slot = d.recipient_id, d.invoice_slot
+        assert slot is not None
+        msg = d.payload.serve_static_invoice
+        if not self.persist_limits.allow(rid, now):
+            raise Dropped("rate_limited_persist", rid)
+        if len(msg.invoice) > self.config.max_invoice_bytes:
+            raise Dropped("invoice_too_large", f"{len(msg.invoice)} bytes")
+        try:
+            inv = StaticInvoice.decode(msg.invoice)
+            inv.validate(now, self.chain)
+        except WireError as e:
+            raise Dropped("invalid_invoice", str(e)) from None
+        for path in inv.offer_paths:
+            owner = self.store.offer_path_owner(path.encode())
+            if owner is None or (owner[0], owner[1]) != (rid, slot):
+                raise Dropped("foreign_offer_path", f"{rid} slot {slot}")
+        with self.store.tx():
+            self.store.put_invoice(
+                rid, slot, msg.invoice, msg.forward_invoice_request_path.encode(),
+                ldk_offer_id(inv.to_records()), inv.invoice_created_at, inv.expires_at(), now,
+            )
+            self.store.bump("invoices_stored")
+        log.info("stored static invoice for %s slot %d", rid, slot)
+        if d.payload.reply_path is None:
+            return []
+        reply = OnionMessagePayload(static_invoice_persisted=StaticInvoicePersisted())
+        return [self._send(d.payload.reply_path, reply, "static_invoice_persisted")]
+
+    def _invoice_request(self, d: Delivered, now: int) -> list[InjectOnion]:
+        rid, slot = d.recipient_id, d.invoice_slot
+        assert slot is not None
+        if d.payload.reply_path is None:
+            raise Dropped("no_reply_path")
+        if not self.serve_limits.allow(rid, now):
+            raise Dropped("rate_limited_serve", rid)
+        row = self.store.invoice(rid, slot)
+        if row is None:
+            raise Dropped("no_invoice", f"{rid} slot {slot}")
+        invoice, forward_path, expires_at = row
+        if now >= expires_at:
+            raise Dropped("invoice_expired", f"{rid} slot {slot}")
+        try:
+            req = InvoiceRequest.decode(d.payload.invoice_request)
+        except WireError as e:
+            raise Dropped("invalid_invoice_request", str(e)) from None
+        if not req.signature_ok():
+            raise Dropped("invalid_invoice_request", "bad signature")
+        # The request must be for the offer this invoice answers.
+        inv = StaticInvoice.decode(invoice)
+        offer_records = [r for r in inv.to_records() if is_offer_type(r[0])]
+        if [r for r in req.to_records() if is_offer_type(r[0])] != offer_records:
+            raise Dropped("offer_mismatch", f"{rid} slot {slot}")
+        self.store.mark_served(rid, slot)
+        self.store.bump("invoices_served")
+        actions = [
+            self._send(d.payload.reply_path, OnionMessagePayload(static_invoice=invoice), "static_invoice")
+        ]
+        # Forward to the recipient so that, if it is online, it can answer
+        # with a fresh BOLT 12 invoice (LDK: forward_invoice_request_path).
+        fwd = OnionMessagePayload(invoice_request=d.payload.invoice_request, reply_path=d.payload.reply_path)
+        try:
+            actions.append(self._send(BlindedPath.decode(forward_path), fwd, "forward_invoice_request"))
+        except Dropped as e:
+            self.store.bump(f"dropped_{e.reason}")
+            log.debug("not forwarding invoice_request for %s: %s", rid, e)
+        return actions
+
+    def _send(self, dest: BlindedPath, payload: OnionMessagePayload, purpose: str) -> InjectOnion:
+        intro = dest.introduction.node_id or self.resolve_intro(dest.introduction)
+        if intro is None:
+            raise Dropped("unresolvable_path", dest.introduction.describe())
+        node_id = self.endpoint.node_id
+        try:
+            msg = onion_from_node(node_id, dest, intro, payload, self.endpoint.rng)
+        except (WireError, ValueError) as e:
+            raise Dropped("unsendable", str(e)) from None
+        return InjectOnion(msg.path_key, msg.packet, None if intro == node_id else intro, purpose)

@@ -1,0 +1,268 @@
+"""The SQLite store: everything that must survive a crash of lightningd.
+
+WAL journal, ``synchronous=NORMAL`` (a committed transaction survives a
+process crash; an OS crash may lose the last few), a ``schema_version``
+table with ordered migrations, and every multi-step change inside one
+transaction (``with store.tx():``). Single statements are atomic by
+themselves and run in autocommit mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import sqlite_utils
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["path_contexts"].create(
+        {"path_id": bytes, "kind": str, "recipient_id": str, "invoice_slot": int,
+         "expires_at": int, "created_at": int},
+        pk="path_id",
+    )
+    db["path_contexts"].create_index(["recipient_id"])
+    db["recipients"].create({"recipient_id": str, "created_at": int, "last_request_at": int}, pk="recipient_id")
+    db["issued_offer_paths"].create(
+        {"path": bytes, "recipient_id": str, "invoice_slot": int, "expires_at": int}, pk="path"
+    )
+    db["invoices"].create(
+        {"recipient_id": str, "invoice_slot": int, "invoice": bytes, "forward_path": bytes,
+         "offer_id": bytes, "created_at": int, "expires_at": int, "updated_at": int, "served": int},
+        pk=("recipient_id", "invoice_slot"),
+        defaults={"served": 0},
+    )
+    db["mailbox"].create(
+        {"id": int, "peer_id": str, "source": str, "path_key": bytes, "onion": bytes, "digest": bytes,
+         "size": int, "received_at": int, "attempts": int, "last_attempt_at": int},
+        pk="id",
+        defaults={"attempts": 0},
+    )
+    db["mailbox"].create_index(["peer_id", "id"])
+    db["mailbox"].create_index(["digest"], unique=True)
+    db["mailbox"].create_index(["received_at"])
+    db["counters"].create({"name": str, "value": int}, pk="name")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+
+
+@dataclass(frozen=True)
+class MailboxRow:
+    id: int
+    peer_id: str
+    source: str | None
+    path_key: bytes
+    onion: bytes
+    size: int
+    received_at: int
+    attempts: int
+
+
+class Store:
+    def __init__(self, path: str) -> None:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self.db = sqlite_utils.Database(conn)
+        self.conn = conn
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.migrate()
+
+    # -- transactions and schema ------------------------------------------
+
+    @contextmanager
+    def tx(self) -> Iterator[None]:
+        """One atomic unit; nested uses become savepoints (sqlite-utils ``atomic``)."""
+        with self.db.atomic():
+            yield
+
+    def schema_version(self) -> int:
+        if "schema_version" not in self.db.table_names():
+            return 0
+        row = self.conn.execute("SELECT version FROM schema_version").fetchone()
+        return row[0] if row else 0
+
+    def migrate(self) -> None:
+        with self.tx():
+            if "schema_version" not in self.db.table_names():
+                self.db["schema_version"].create({"id": int, "version": int}, pk="id")
+                self.conn.execute("INSERT INTO schema_version (id, version) VALUES (1, 0)")
+            current = self.schema_version()
+            if current > len(MIGRATIONS):
+                raise RuntimeError(f"database schema {current} is newer than this asyncpay ({len(MIGRATIONS)})")
+            for version in range(current, len(MIGRATIONS)):
+                MIGRATIONS[version](self.db)
+                self.conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- counters ---------------------------------------------------------
+
+    def bump(self, name: str, by: int = 1) -> None:
+        self.conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            (name, by),
+        )
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT name, value FROM counters ORDER BY name").fetchall())
+
+    # -- path contexts ----------------------------------------------------
+
+    def add_context(self, path_id: bytes, kind: str, recipient_id: str, slot: int | None,
+                    expires_at: int, now: int) -> None:
+        self.conn.execute(
+            "INSERT INTO path_contexts (path_id, kind, recipient_id, invoice_slot, expires_at, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (path_id, kind, recipient_id, slot, expires_at, now),
+        )
+
+    def context(self, path_id: bytes) -> tuple[str, str, int | None, int] | None:
+        """(kind, recipient_id, invoice_slot, expires_at) for a path_id."""
+        return self.conn.execute(
+            "SELECT kind, recipient_id, invoice_slot, expires_at FROM path_contexts WHERE path_id = ?",
+            (path_id,),
+        ).fetchone()
+
+    def purge_contexts(self, now: int) -> int:
+        with self.tx():
+            n = self.conn.execute("DELETE FROM path_contexts WHERE expires_at <= ?", (now,)).rowcount
+            self.conn.execute("DELETE FROM issued_offer_paths WHERE expires_at <= ?", (now,))
+        return n
+
+    # -- recipients and issued offer paths --------------------------------
+
+    def touch_recipient(self, recipient_id: str, now: int) -> None:
+        self.conn.execute(
+            "INSERT INTO recipients (recipient_id, created_at, last_request_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(recipient_id) DO UPDATE SET last_request_at = excluded.last_request_at",
+            (recipient_id, now, now),
+        )
+
+    def is_recipient(self, recipient_id: str) -> bool:
+        q = "SELECT 1 FROM recipients WHERE recipient_id = ?"
+        return self.conn.execute(q, (recipient_id,)).fetchone() is not None
+
+    def recipients(self) -> list[dict]:
+        rows = self.conn.execute(
+            "SELECT r.recipient_id, r.created_at, r.last_request_at, COUNT(i.invoice_slot) "
+            "FROM recipients r LEFT JOIN invoices i ON i.recipient_id = r.recipient_id "
+            "GROUP BY r.recipient_id ORDER BY r.recipient_id"
+        ).fetchall()
+        return [
+            {"recipient_id": r[0], "created_at": r[1], "last_request_at": r[2], "invoices": r[3]} for r in rows
+        ]
+
+    def add_issued_offer_path(self, path: bytes, recipient_id: str, slot: int, expires_at: int) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO issued_offer_paths (path, recipient_id, invoice_slot, expires_at) "
+            "VALUES (?, ?, ?, ?)",
+            (path, recipient_id, slot, expires_at),
+        )
+
+    def offer_path_owner(self, path: bytes) -> tuple[str, int, int] | None:
+        return self.conn.execute(
+            "SELECT recipient_id, invoice_slot, expires_at FROM issued_offer_paths WHERE path = ?", (path,)
+        ).fetchone()
+
+    # -- static invoices ---------------------------------------------------
+
+    def put_invoice(self, recipient_id: str, slot: int, invoice: bytes, forward_path: bytes,
+                    offer_id: bytes, created_at: int, expires_at: int, now: int) -> None:
+        """Replace the slot's invoice (one statement: atomic by itself)."""
+        self.conn.execute(
+            "INSERT INTO invoices (recipient_id, invoice_slot, invoice, forward_path, offer_id, created_at, "
+            "expires_at, updated_at, served) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0) "
+            "ON CONFLICT(recipient_id, invoice_slot) DO UPDATE SET invoice = excluded.invoice, "
+            "forward_path = excluded.forward_path, offer_id = excluded.offer_id, "
+            "created_at = excluded.created_at, expires_at = excluded.expires_at, "
+            "updated_at = excluded.updated_at, served = 0",
+            (recipient_id, slot, invoice, forward_path, offer_id, created_at, expires_at, now),
+        )
+
+    def invoice(self, recipient_id: str, slot: int) -> tuple[bytes, bytes, int] | None:
+        """(invoice, forward_path, expires_at)."""
+        return self.conn.execute(
+            "SELECT invoice, forward_path, expires_at FROM invoices WHERE recipient_id = ? AND invoice_slot = ?",
+            (recipient_id, slot),
+        ).fetchone()
+
+    def mark_served(self, recipient_id: str, slot: int) -> None:
+        self.conn.execute(
+            "UPDATE invoices SET served = served + 1 WHERE recipient_id = ? AND invoice_slot = ?",
+            (recipient_id, slot),
+        )
+
+    def list_invoices(self, recipient_id: str | None = None) -> list[dict]:
+        q = ("SELECT recipient_id, invoice_slot, invoice, offer_id, created_at, expires_at, updated_at, served "
+             "FROM invoices")
+        args: tuple = ()
+        if recipient_id is not None:
+            q += " WHERE recipient_id = ?"
+            args = (recipient_id,)
+        rows = self.conn.execute(q + " ORDER BY recipient_id, invoice_slot", args).fetchall()
+        keys = ("recipient_id", "invoice_slot", "invoice", "offer_id", "created_at", "expires_at",
+                "updated_at", "served")
+        return [dict(zip(keys, r)) for r in rows]
+
+    def count_slots(self, recipient_id: str) -> int:
+        q = "SELECT COUNT(*) FROM invoices WHERE recipient_id = ?"
+        return self.conn.execute(q, (recipient_id,)).fetchone()[0]
+
+    def delete_invoice(self, recipient_id: str, slot: int) -> bool:
+        q = "DELETE FROM invoices WHERE recipient_id = ? AND invoice_slot = ?"
+        return self.conn.execute(q, (recipient_id, slot)).rowcount > 0
+
+    # -- mailbox -----------------------------------------------------------
+
+    def mailbox_totals(self, peer_id: str | None = None) -> tuple[int, int]:
+        """(messages, bytes), for one peer or overall."""
+        if peer_id is None:
+            row = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM mailbox").fetchone()
+        else:
+            row = self.conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM mailbox WHERE peer_id = ?", (peer_id,)
+            ).fetchone()
+        return row[0], row[1]
+
+    def mailbox_add(self, peer_id: str, source: str | None, path_key: bytes, onion: bytes, now: int) -> bool:
+        """Queue one message; False if the very same onion is already queued."""
+        digest = hashlib.sha256(path_key + onion).digest()
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO mailbox (peer_id, source, path_key, onion, digest, size, received_at, "
+            "attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+            (peer_id, source, path_key, onion, digest, len(onion), now),
+        )
+        return cur.rowcount > 0
+
+    def mailbox_pending(self, peer_id: str, limit: int = 1000) -> list[MailboxRow]:
+        rows = self.conn.execute(
+            "SELECT id, peer_id, source, path_key, onion, size, received_at, attempts FROM mailbox "
+            "WHERE peer_id = ? ORDER BY id LIMIT ?",
+            (peer_id, limit),
+        ).fetchall()
+        return [MailboxRow(*r) for r in rows]
+
+    def mailbox_delete(self, msg_id: int) -> bool:
+        return self.conn.execute("DELETE FROM mailbox WHERE id = ?", (msg_id,)).rowcount > 0
+
+    def mailbox_attempted(self, msg_id: int, now: int) -> None:
+        self.conn.execute(
+            "UPDATE mailbox SET attempts = attempts + 1, last_attempt_at = ? WHERE id = ?", (now, msg_id)
+        )
+
+    def mailbox_expire(self, older_than: int) -> int:
+        return self.conn.execute("DELETE FROM mailbox WHERE received_at < ?", (older_than,)).rowcount
+
+    def mailbox_peers(self) -> list[dict]:
+        rows = self.conn.execute(
+            "SELECT peer_id, COUNT(*), SUM(size), MIN(received_at), MAX(attempts) FROM mailbox "
+            "GROUP BY peer_id ORDER BY peer_id"
+        ).fetchall()
+        keys = ("peer_id", "messages", "bytes", "oldest_received_at", "max_attempts")
+        return [dict(zip(keys, r)) for r in rows]
