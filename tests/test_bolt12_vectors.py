@@ -4,6 +4,7 @@ signature. Each case is its own test."""
 import re
 
 import pytest
+
 from asyncpay.offers import BITCOIN_CHAIN, InvoiceRequest, Offer, bech32, merkle
 from asyncpay.wire import WireError, read_tlv_stream
 from conftest import h, load_vector

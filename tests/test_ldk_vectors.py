@@ -2,6 +2,7 @@
 parse, check every field, verify signatures, re-serialize identically."""
 
 import pytest
+
 from asyncpay.blinded_path import BlindedPath, BlindedPayInfo
 from asyncpay.offers import BITCOIN_CHAIN, InvoiceRequest, Offer, StaticInvoice, ldk_offer_id, merkle
 from asyncpay.offers.static_invoice import LDK_STATIC_INVOICE_TYPES

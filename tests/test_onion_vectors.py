@@ -2,6 +2,7 @@
 blinded onion message joined to a sender-built prefix. Every hop's values."""
 
 import pytest
+
 from asyncpay.blinded_path import EncryptedData
 from asyncpay.crypto import CryptoError, build_packet, peel_packet
 from asyncpay.crypto.blinding import blind_path, next_path_key, unblind_hop

@@ -1,6 +1,7 @@
 """BOLT 4 route-blinding-test.json: every intermediate value, per hop."""
 
 import pytest
+
 from asyncpay.blinded_path import EncryptedData
 from asyncpay.crypto.blinding import blind_path, unblind_hop
 from conftest import h, load_vector

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 import traceback
 from dataclasses import fields
@@ -18,175 +17,12 @@ from dataclasses import fields
 from pyln.client import Plugin, RpcError
 
 from .. import __version__
-from ..actions import InjectOnion
-from ..blinded_path import IntroductionNode
-from ..lsp import Endpoint, Flush, LspConfig, Mailbox, StaticInvoiceServer
-from ..lsp.mailbox import Send, Wait
-from ..onion_message import OnionMessage
-from ..store import Store
-from ..wire import WireError
+from ..lsp import LspConfig
 from . import views
+from .node import Node
 
 plugin = Plugin(dynamic=False)
-ENDPOINT_SECRET_LABEL = "asyncpay/endpoint/v1"
 DEFAULT_RECIPIENT_PATHS = 1
-
-
-class Node:
-    """Everything the plugin holds once ``init`` has run."""
-
-    def __init__(self, plugin: Plugin, db_path: str, config: LspConfig) -> None:
-        self.plugin, self.rpc, self.config = plugin, plugin.rpc, config
-        self.lock = threading.RLock()
-        info = self.rpc.getinfo()
-        self.node_id = bytes.fromhex(info["id"])
-        secret = bytes.fromhex(self.rpc.call("makesecret", {"string": ENDPOINT_SECRET_LABEL})["secret"])
-        self.store = Store(db_path)
-        self.db_path = db_path
-        self.endpoint = Endpoint(self.store, self.node_id, secret, os.urandom)
-        self.server = StaticInvoiceServer(self.store, self.endpoint, config, self.resolve_intro)
-        self.mailbox = Mailbox(self.store, config)
-        self.flushing: set[str] = set()
-        self.started_at = int(time.time())
-
-    # -- lightningd lookups ------------------------------------------------
-
-    def channel_peers(self) -> dict[str, set[str]]:
-        """peer id -> its channels' scids (real and aliases), from listpeerchannels."""
-        out: dict[str, set[str]] = {}
-        for ch in self.rpc.call("listpeerchannels").get("channels", []):
-            scids = out.setdefault(ch["peer_id"], set())
-            for s in (ch.get("short_channel_id"), *(ch.get("alias") or {}).values()):
-                if s:
-                    scids.add(s)
-        return out
-
-    def peer_for_scid(self, scid_dir: str) -> str | None:
-        scid = scid_dir.split("/")[0]
-        for peer, scids in self.channel_peers().items():
-            if scid in scids:
-                return peer
-        return None
-
-    def resolve_intro(self, intro: IntroductionNode) -> bytes | None:
-        """Node id behind a sciddir introduction node: our channels, then gossip."""
-        if intro.node_id is not None:
-            return intro.node_id
-        scid = intro.describe().split("/")[0]
-        peer = self.peer_for_scid(scid)
-        if peer is not None:
-            return bytes.fromhex(peer)
-        try:
-            chans = self.rpc.call("listchannels", {"short_channel_id": scid}).get("channels", [])
-        except RpcError:
-            return None
-        for ch in chans:
-            if ch.get("direction") == intro.direction:
-                return bytes.fromhex(ch["source"])
-        return None
-
-    # -- actions -----------------------------------------------------------
-
-    def inject(self, action: InjectOnion) -> bool:
-        try:
-            self.rpc.call("injectonionmessage", {"path_key": action.path_key.hex(), "message": action.packet.hex()})
-            with self.lock:
-                self.store.bump(f"sent_{action.purpose}")
-            return True
-        except RpcError as e:
-            self.plugin.log(f"injecting {action.purpose} failed: {e.error}", level="debug")
-        # Our own reply whose next hop is an offline peer waits in the mailbox.
-        if action.first_hop is not None:
-            peer = action.first_hop.hex()
-            with self.lock:
-                if self.mailbox.qualifies(peer, peer in self.channel_peers()):
-                    self.mailbox.intake(peer, None, action.path_key, action.packet, int(time.time()))
-        return False
-
-    def perform(self, actions: list[InjectOnion]) -> None:
-        for a in actions:
-            self.inject(a)
-
-    # -- events ------------------------------------------------------------
-
-    def on_forward_fail(self, params: dict) -> None:
-        now = int(time.time())
-        next_node = params.get("next_node_id")
-        if next_node is not None and bytes.fromhex(next_node) == self.endpoint.public_key:
-            outgoing = params.get("outgoing")
-            if not outgoing:
-                return
-            try:
-                msg = OnionMessage.decode(bytes.fromhex(outgoing))
-            except (WireError, ValueError) as e:
-                self.plugin.log(f"unparseable onion for V: {e}", level="debug")
-                return
-            with self.lock:
-                actions = self.server.handle(msg, now)
-            self.perform(actions)
-            return
-        peer = next_node
-        if peer is None and params.get("next_short_channel_id_dir"):
-            peer = self.peer_for_scid(params["next_short_channel_id_dir"])
-        if peer is None or not params.get("incoming") or not params.get("path_key"):
-            return
-        has_channel = peer in self.channel_peers()
-        with self.lock:
-            if not self.mailbox.qualifies(peer, has_channel):
-                self.store.bump("mailbox_dropped_not_eligible")
-                return
-            self.mailbox.intake(
-                peer, params.get("source"), bytes.fromhex(params["path_key"]),
-                bytes.fromhex(params["incoming"]), now,
-            )
-
-    def start_flush(self, peer_id: str) -> bool:
-        with self.lock:
-            if peer_id in self.flushing:
-                return False
-            self.flushing.add(peer_id)
-        threading.Thread(target=self._flush, args=(peer_id,), daemon=True, name=f"flush-{peer_id[:8]}").start()
-        return True
-
-    def _flush(self, peer_id: str) -> None:
-        try:
-            # Let connectd finish the handshake before the first message.
-            time.sleep(self.config.mailbox_flush_interval_ms / 1000)
-            with self.lock:
-                flush = Flush(self.mailbox, peer_id, time.monotonic())
-            while True:
-                with self.lock:
-                    step = flush.poll(time.monotonic())
-                if step is None:
-                    break
-                if isinstance(step, Wait):
-                    time.sleep(step.seconds)
-                    continue
-                assert isinstance(step, Send)
-                ok = self._reinject(step.row.path_key, step.row.onion)
-                with self.lock:
-                    flush.result(step.row, ok, time.monotonic())
-            if flush.sent or flush.failed:
-                self.plugin.log(f"mailbox flush to {peer_id}: {flush.sent} delivered, {flush.failed} failed")
-        except Exception:
-            self.plugin.log(f"mailbox flush to {peer_id} crashed: {traceback.format_exc()}", level="warn")
-        finally:
-            with self.lock:
-                self.flushing.discard(peer_id)
-
-    def _reinject(self, path_key: bytes, onion: bytes) -> bool:
-        try:
-            self.rpc.call("injectonionmessage", {"path_key": path_key.hex(), "message": onion.hex()})
-            return True
-        except RpcError as e:
-            self.plugin.log(f"mailbox re-injection failed: {e.error}", level="debug")
-            return False
-
-    def on_block(self) -> None:
-        now = int(time.time())
-        with self.lock:
-            self.mailbox.expire(now)
-            self.store.purge_contexts(now)
 
 
 class _PluginLogHandler(logging.Handler):
@@ -256,12 +92,12 @@ def init(options, configuration, plugin, **kwargs):
     logging.getLogger("asyncpay").setLevel(logging.DEBUG)
     cfg = _config_from_options(options)
     db = options.get("asyncpay-db") or os.path.join(configuration["lightning-dir"], "asyncpay.sqlite3")
-    node = Node(plugin, db, cfg)
+    node = Node(plugin.rpc, plugin.log, db, cfg)
     plugin.log(f"asyncpay {__version__}: endpoint {node.endpoint.public_key.hex()}, database {db}")
     # Peers already connected when we start may have mail from before a restart.
     for p in plugin.rpc.listpeers().get("peers", []):
-        if p.get("connected") and node.store.mailbox_totals(p["id"])[0]:
-            node.start_flush(p["id"])
+        if p.get("connected"):
+            node.on_connect(p["id"])
 
 
 # -- notifications ----------------------------------------------------------
@@ -278,10 +114,7 @@ def on_onionmessage_forward_fail(plugin, onionmessage_forward_fail=None, **kwarg
 def on_connect(plugin, connect=None, **kwargs):
     peer = (connect or kwargs).get("id")
     if peer:
-        with node.lock:
-            queued = node.store.mailbox_totals(peer)[0]
-        if queued:
-            node.start_flush(peer)
+        node.on_connect(peer)
 
 
 @plugin.subscribe("block_added")
