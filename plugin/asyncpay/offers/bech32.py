@@ -24,6 +24,10 @@ def decode(s: str) -> tuple[str, bytes]:
     if not _JOINED.fullmatch(s):
         raise WireError("bolt12 string: '+' must join two bech32 characters, no stray whitespace")
     s = _JOIN.sub("", s)
+    # bech32 is ASCII; without this, str.lower() maps e.g. KELVIN SIGN to 'k'
+    # and a string LDK rejects would decode.
+    if not s.isascii():
+        raise WireError("bolt12 string: non-ASCII character")
     if s.lower() != s and s.upper() != s:
         raise WireError("bolt12 string: mixed case")
     s = s.lower()

@@ -59,8 +59,7 @@ def build_path(
     """
     datas = [d for _, d in hops]
     if pad_to_equal and len(datas) > 1:
-        size = max(len(d.encode()) for d in datas)
-        datas = [_pad(d, size) for d in datas]
+        datas = _equal_padding(datas)
     secrets = blind_path(session_key, [(n, d.encode()) for (n, _), d in zip(hops, datas)])
     return BlindedPath(
         IntroductionNode(node_id=hops[0][0]),
@@ -69,13 +68,16 @@ def build_path(
     )
 
 
-def _pad(d: EncryptedData, size: int) -> EncryptedData:
-    try:
-        return d.padded_to(size)
-    except WireError:
-        # Some lengths cannot be hit exactly with one padding record; one more
-        # byte everywhere always can.
-        return d.padded_to(size + 1)
+def _equal_padding(datas: list[EncryptedData]) -> list[EncryptedData]:
+    """Pad every hop's data to one common length: the smallest length, at
+    least the longest hop's, that each hop can reach (a padding record costs
+    at least two bytes, so "one byte more" is not always reachable)."""
+    size = max(len(d.encode()) for d in datas)
+    while True:
+        try:
+            return [d.padded_to(size) for d in datas]
+        except WireError:
+            size += 1
 
 
 def prepend_hop(session_key: bytes, node_id: bytes, dest: BlindedPath, dest_intro: bytes) -> BlindedPath:
