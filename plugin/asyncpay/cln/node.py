@@ -132,10 +132,13 @@ class Node:
             if not self.mailbox.qualifies(peer, has_channel):
                 self.store.bump("mailbox_dropped_not_eligible")
                 return
-            self.mailbox.intake(
+            refused = self.mailbox.intake(
                 peer, params.get("source"), bytes.fromhex(params["path_key"]),
                 bytes.fromhex(params["incoming"]), now,
             )
+        if refused is None:
+            # Logged after the commit: every such line is a message on disk.
+            self.log(f"mailbox: queued a message for {peer}", level="debug")
 
     def on_connect(self, peer_id: str) -> bool:
         """A peer connected: deliver its mail, if any."""

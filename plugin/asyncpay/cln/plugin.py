@@ -8,6 +8,7 @@ notification.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -44,6 +45,9 @@ def _guard(what: str):
     """Decorator: log and swallow any exception from a notification handler."""
 
     def wrap(fn):
+        # functools.wraps keeps fn's signature visible: pyln binds arguments
+        # (plugin, the topic's payload) by inspecting it.
+        @functools.wraps(fn)
         def inner(*args, **kwargs):
             try:
                 if node is not None:
@@ -51,7 +55,6 @@ def _guard(what: str):
             except Exception:
                 plugin.log(f"{what} failed: {traceback.format_exc()}", level="warn")
 
-        inner.__name__ = fn.__name__
         return inner
 
     return wrap

@@ -125,10 +125,7 @@ def unknown_even_feature(features: bytes | None) -> int | None:
     except MPP (16/17) in invoices which callers allow)."""
     if not features:
         return None
-    n = int.from_bytes(features, "big")
-    bit = 0
-    while n >> bit:
-        if n >> bit & 1 and bit % 2 == 0:
-            return bit
-        bit += 1
-    return None
+    # Mask the even bits at once: a bit-by-bit scan is quadratic in the
+    # length, seconds for the 32 KB a single onion message can carry.
+    even = int.from_bytes(features, "big") & int.from_bytes(b"\x55" * len(features), "big")
+    return (even & -even).bit_length() - 1 if even else None

@@ -82,7 +82,10 @@ class Utf8(Codec[str]):
             raise WireError(f"invalid UTF-8 at byte {e.start}") from e
 
     def encode(self, value: str) -> bytes:
-        return value.encode("utf-8")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as e:  # lone surrogates are str but not UTF-8
+            raise WireError(f"not encodable as UTF-8 at character {e.start}") from None
 
 
 class Truncated(Codec[int]):

@@ -1,0 +1,67 @@
+"""Shared set-up for the regtest tests: real lightningd and bitcoind from
+PATH through pyln-testing. Without both binaries every regtest module skips
+with the reason shown (pytest -ra)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+MISSING = [b for b in ("lightningd", "bitcoind") if shutil.which(b) is None]
+SKIP_REASON = f"regtest: {', '.join(MISSING)} not found on PATH" if MISSING else ""
+
+HERE = Path(__file__).resolve().parent
+
+
+def _bound_to_this_python(script: Path) -> str:
+    """lightningd runs a plugin file directly; give it a launcher that uses
+    this interpreter (the one that has pyln-client installed)."""
+    d = tempfile.mkdtemp(prefix="asyncpay-test-plugins-")
+    launcher = os.path.join(d, script.stem)
+    with open(launcher, "w") as f:
+        f.write(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
+    os.chmod(launcher, 0o755)
+    return launcher
+
+
+RECORDER = _bound_to_this_python(HERE / "plugins" / "recorder.py")
+# The console script installed next to this interpreter (pip install .).
+ASYNCPAY = str(Path(sys.executable).parent / "asyncpay")
+
+
+def require_binaries() -> None:
+    if MISSING:
+        pytest.skip(SKIP_REASON, allow_module_level=True)
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def arrivals(node, endpoint: bytes) -> list[bytes]:
+    """Whole onions for a wallet endpoint, as the node's recorder saw them."""
+    items = node.rpc.call("recorder-list")["forward_fails"]
+    return [bytes.fromhex(i["outgoing"]) for i in items
+            if i.get("next_node_id") == endpoint.hex() and i.get("outgoing")]
+
+
+def inject(node, onion: tuple[bytes, bytes]) -> None:
+    node.rpc.call("injectonionmessage", {"path_key": onion[0].hex(), "message": onion[1].hex()})
+
+
+os.environ.setdefault("TEST_DEBUG", "0")
+# We need no gRPC; with RUST=1 pyln-testing passes --grpc-port, which a CLN
+# built without Rust rejects.
+os.environ.setdefault("RUST", "0")

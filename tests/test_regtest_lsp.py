@@ -1,0 +1,143 @@
+"""Regtest: the LSP role in a real lightningd (issue: static invoice server
+and mailbox). l1 pays, l2 is the LSP running asyncpay, l3 hosts the
+recipient wallet; wallets are played by tests/wallet.py."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+
+from regtest import ASYNCPAY, RECORDER, arrivals, inject, require_binaries, wait_for
+
+require_binaries()
+
+from pyln.testing.fixtures import *  # noqa: E402,F401,F403
+
+from asyncpay.blinded_path import BlindedPath, EncryptedData  # noqa: E402
+from asyncpay.offers import StaticInvoice  # noqa: E402
+from asyncpay.onion_message import OnionMessagePayload, build_path  # noqa: E402
+from wallet import Wallet  # noqa: E402
+
+
+def lsp_network(node_factory, **lsp_opts):
+    # Wallet nodes sleep and wake, so every node may see reconnections.
+    opts = [{"plugin": RECORDER, "may_reconnect": True},
+            {"plugin": ASYNCPAY, "may_reconnect": True, **lsp_opts},
+            {"plugin": RECORDER, "may_reconnect": True}]
+    l1, l2, l3 = node_factory.get_nodes(3, opts=opts)
+    node_factory.join_nodes([l1, l2], wait_for_announce=False)
+    node_factory.join_nodes([l2, l3], wait_for_announce=False)
+    return l1, l2, l3
+
+
+def node_id(n) -> bytes:
+    return bytes.fromhex(n.info["id"])
+
+
+def take(node, wallet: Wallet, seen: int = 0) -> OnionMessagePayload:
+    onions = wait_for(lambda: (a := arrivals(node, wallet.endpoint)) and len(a) > seen and a, what="reply")
+    return wallet.open(onions[seen])
+
+
+def handshake(l2, l3, slot=0):
+    wallet = Wallet(node_id(l3))
+    res = l2.rpc.call("asyncpay-recipientpaths", {"recipient_id": l3.info["id"]})
+    p_req = BlindedPath.decode(bytes.fromhex(res["paths"][0]["hex"]))
+    inject(l3, wallet.offer_paths_request(p_req, slot))
+    reply = take(l3, wallet)
+    assert reply.offer_paths is not None and reply.reply_path is not None
+    offer = wallet.make_offer(reply.offer_paths.paths)
+    invoice = wallet.make_static_invoice(offer, int(time.time()), node_id(l2))
+    inject(l3, wallet.serve_static_invoice(reply.reply_path, invoice))
+    assert take(l3, wallet, 1).static_invoice_persisted is not None
+    return wallet, offer, invoice
+
+
+def test_handshake_and_static_invoice_while_recipient_offline(node_factory):
+    l1, l2, l3 = lsp_network(node_factory)
+    recipient, offer, invoice = handshake(l2, l3)
+    stored = l2.rpc.call("asyncpay-listinvoices", {"recipient_id": l3.info["id"]})["invoices"]
+    assert [i["invoice"] for i in stored] == [invoice.encode().hex()]
+
+    l3.stop()  # the wallet's node goes to sleep
+    payer = Wallet(node_id(l1))
+    req, onion = payer.invoice_request(offer)
+    inject(l1, onion)
+    got = take(l1, payer)
+    assert got.static_invoice == invoice.encode()
+    StaticInvoice.decode(got.static_invoice).validate(int(time.time()))
+    # The request forwarded to the sleeping recipient waits in the mailbox...
+    wait_for(lambda: l2.rpc.call("asyncpay-listmailbox")["messages"] == 1, what="mailbox")
+    status = l2.rpc.call("asyncpay-status")
+    assert status["server"]["invoices_served"] == 1 and status["server"]["invoices_stored"] == 1
+    # ...and reaches it when it wakes up.
+    l3.start()
+    l3.rpc.connect(l2.info["id"], "localhost", l2.port)
+    fwd = take(l3, recipient)
+    assert fwd.invoice_request == req.encode()
+    wait_for(lambda: l2.rpc.call("asyncpay-listmailbox")["messages"] == 0, what="mailbox drained")
+
+
+def test_mail_survives_lsp_restart(node_factory):
+    l1, l2, l3 = lsp_network(node_factory)
+    l2.rpc.call("asyncpay-recipientpaths", {"recipient_id": l3.info["id"]})  # registers l3
+    wallet = Wallet(node_id(l3))
+    l3.stop()
+    dest = build_path(os.urandom(32), [
+        (node_id(l2), EncryptedData(next_node_id=node_id(l3))),
+        (node_id(l3), EncryptedData(next_node_id=wallet.endpoint)),
+        (wallet.endpoint, EncryptedData(path_id=os.urandom(32))),
+    ])
+    sender = Wallet(node_id(l1))
+    inject(l1, sender.onion_to(dest, OnionMessagePayload(unknown={71: b"kept across restarts"})))
+    wait_for(lambda: l2.rpc.call("asyncpay-listmailbox")["messages"] == 1, what="queued")
+    l2.restart()
+    assert l2.rpc.call("asyncpay-listmailbox")["messages"] == 1
+    l3.start()
+    l3.rpc.connect(l2.info["id"], "localhost", l2.port)
+    assert take(l3, wallet).unknown == {71: b"kept across restarts"}
+
+
+def test_sigkill_mid_burst_loses_nothing_reported(node_factory):
+    l1, l2, l3 = lsp_network(node_factory, **{"asyncpay-mailbox-intake-burst": 10_000})
+    l2.rpc.call("asyncpay-recipientpaths", {"recipient_id": l3.info["id"]})
+    wallet, sender = Wallet(node_id(l3)), Wallet(node_id(l1))
+    l3.stop()
+    onions = []
+    for i in range(60):
+        dest = build_path(os.urandom(32), [
+            (node_id(l2), EncryptedData(next_node_id=node_id(l3))),
+            (node_id(l3), EncryptedData(next_node_id=wallet.endpoint)),
+            (wallet.endpoint, EncryptedData(path_id=os.urandom(32))),
+        ])
+        onions.append(sender.onion_to(dest, OnionMessagePayload(unknown={71: bytes([i])})))
+
+    def burst():
+        for onion in onions:
+            try:
+                inject(l1, onion)
+            except Exception:
+                return  # l2 is gone
+            time.sleep(0.26)  # under l2's per-peer limit, so l2 sees every one
+
+    def logged() -> int:
+        l2.daemon.logs_catchup()
+        return sum("queued a message for" in line for line in l2.daemon.logs)
+
+    sender_thread = threading.Thread(target=burst)
+    sender_thread.start()
+    wait_for(lambda: logged() >= 15, what="a burst under way")
+    l2.daemon.proc.kill()  # SIGKILL lightningd mid-burst (its plugins die with it)
+    l2.daemon.proc.wait()
+    sender_thread.join()
+    reported = logged()
+    db = os.path.join(l2.daemon.lightning_dir, "regtest", "asyncpay.sqlite3")
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = conn.execute("SELECT COUNT(*) FROM mailbox").fetchone()[0]
+    conn.close()
+    assert 15 <= reported <= rows < len(onions)
+    l2.start()
+    assert l2.rpc.call("asyncpay-listmailbox")["messages"] == rows
