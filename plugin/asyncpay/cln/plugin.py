@@ -15,7 +15,7 @@ import time
 import traceback
 from dataclasses import fields
 
-from pyln.client import Plugin, RpcError
+from pyln.client import Plugin
 
 from .. import __version__
 from ..lsp import LspConfig
@@ -129,9 +129,20 @@ def on_block_added(plugin, **kwargs):
 # -- RPC methods ------------------------------------------------------------
 
 
+def _int_param(name: str, value, lo: int, hi: int) -> int:
+    """An integer parameter in [lo, hi], or a clear error naming it."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if not lo <= n <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {n}")
+    return n
+
+
 def _need_node() -> Node:
     if node is None:
-        raise RpcError("asyncpay", {}, {"message": "asyncpay is not initialised yet"})
+        raise ValueError("asyncpay is not initialised yet")
     return node
 
 
@@ -143,10 +154,13 @@ def recipientpaths(plugin, recipient_id, count=DEFAULT_RECIPIENT_PATHS, expiry=N
     count: how many paths (1-16); expiry: seconds they stay valid.
     """
     n = _need_node()
-    ttl = n.config.recipient_paths_ttl if expiry is None else int(expiry)
+    if not isinstance(recipient_id, str) or not recipient_id:
+        raise ValueError("recipient_id must be a non-empty string")
+    count = _int_param("count", count, 1, 16)
+    ttl = n.config.recipient_paths_ttl if expiry is None else _int_param("expiry", expiry, 1, 10 * 365 * 86400)
     now = int(time.time())
     with n.lock:
-        paths = n.server.recipient_paths(str(recipient_id), int(count), ttl, now)
+        paths = n.server.recipient_paths(recipient_id, count, ttl, now)
     return views.recipient_paths(recipient_id, paths, now + ttl)
 
 
@@ -171,11 +185,12 @@ def listinvoices(plugin, recipient_id=None):
 def delinvoice(plugin, recipient_id, invoice_slot):
     """Delete the static invoice stored for (recipient_id, invoice_slot)."""
     n = _need_node()
+    slot = _int_param("invoice_slot", invoice_slot, 0, 0xFFFF)
     with n.lock:
-        deleted = n.store.delete_invoice(str(recipient_id), int(invoice_slot))
+        deleted = n.store.delete_invoice(str(recipient_id), slot)
     if not deleted:
-        raise RpcError("asyncpay-delinvoice", {}, {"message": f"no invoice for {recipient_id} slot {invoice_slot}"})
-    return {"deleted": {"recipient_id": recipient_id, "invoice_slot": int(invoice_slot)}}
+        raise ValueError(f"no invoice stored for {recipient_id} slot {slot}")
+    return {"deleted": {"recipient_id": recipient_id, "invoice_slot": slot}}
 
 
 @plugin.method("asyncpay-listmailbox")
@@ -193,6 +208,11 @@ def listmailbox(plugin):
 def flush(plugin, peer_id):
     """Re-inject a peer's queued messages now (it must be connected)."""
     n = _need_node()
+    try:
+        if len(bytes.fromhex(peer_id)) != 33:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"peer_id must be a 33-byte node id in hex, got {peer_id!r}") from None
     with n.lock:
         queued = n.store.mailbox_totals(peer_id)[0]
     started = n.start_flush(peer_id) if queued else False
