@@ -9,10 +9,13 @@ import sqlite3
 import threading
 import time
 
+import pytest
+
 from regtest import ASYNCPAY, RECORDER, arrivals, inject, require_binaries, wait_for
 
 require_binaries()
 
+from pyln.client import RpcError  # noqa: E402
 from pyln.testing.fixtures import *  # noqa: E402,F401,F403
 
 from asyncpay.blinded_path import BlindedPath, EncryptedData  # noqa: E402
@@ -141,3 +144,27 @@ def test_sigkill_mid_burst_loses_nothing_reported(node_factory):
     assert 15 <= reported <= rows < len(onions)
     l2.start()
     assert l2.rpc.call("asyncpay-listmailbox")["messages"] == rows
+
+
+def test_operator_rpcs(node_factory):
+    l1, l2, l3 = lsp_network(node_factory)
+    _, offer, invoice = handshake(l2, l3)
+    rid = l3.info["id"]
+    assert [r["recipient_id"] for r in l2.rpc.call("asyncpay-listrecipients")["recipients"]] == [rid]
+    [row] = l2.rpc.call("asyncpay-listinvoices")["invoices"]
+    assert (row["recipient_id"], row["invoice_slot"], row["expired"]) == (rid, 0, False)
+    assert row["offer_description"] == offer.offer_description and row["node_id"] == invoice.invoice_node_id.hex()
+    status = l2.rpc.call("asyncpay-status")
+    assert status["server"]["invoices"] == 1 and status["sent"]["offer_paths"] == 1
+    assert l2.rpc.call("asyncpay-flush", {"peer_id": rid}) == {"peer_id": rid, "queued": 0, "started": False}
+    for method, params, message in [
+        ("asyncpay-delinvoice", {"recipient_id": rid, "invoice_slot": "x"}, "invoice_slot must be an integer"),
+        ("asyncpay-recipientpaths", {"recipient_id": rid, "count": 99}, "count must be between 1 and 16"),
+        ("asyncpay-flush", {"peer_id": "zz"}, "peer_id must be a 33-byte node id"),
+    ]:
+        with pytest.raises(RpcError, match=message):
+            l2.rpc.call(method, params)
+    assert l2.rpc.call("asyncpay-delinvoice", {"recipient_id": rid, "invoice_slot": 0})["deleted"]["invoice_slot"] == 0
+    with pytest.raises(RpcError, match="no invoice stored"):
+        l2.rpc.call("asyncpay-delinvoice", {"recipient_id": rid, "invoice_slot": 0})
+    assert l2.rpc.call("asyncpay-listinvoices")["invoices"] == []
