@@ -26,9 +26,13 @@ def check_path(path: BlindedPath, v: dict) -> None:
         assert hop.encrypted_data.hex() == vh["encrypted_payload"]
 
 
-@pytest.mark.parametrize("key", PATH_KEYS)
-def test_message_path(key):
-    v = LDK[key]
+MESSAGE_PATHS = [(k, LDK[k]) for k in PATH_KEYS] + [
+    (f"held_htlc_available_paths[{i}]", p) for i, p in enumerate(LDK["held_htlc_available_paths"])
+]
+
+
+@pytest.mark.parametrize("v", [v for _, v in MESSAGE_PATHS], ids=[k for k, _ in MESSAGE_PATHS])
+def test_message_path(v):
     path = BlindedPath.decode(h(v["hex"]))
     check_path(path, v)
     assert path.encode().hex() == v["hex"]
@@ -50,14 +54,6 @@ def test_payment_path(i):
     # The file prints features with their u16 length prefix.
     assert (len(info.features).to_bytes(2, "big") + info.features).hex() == pi["features"]
     assert info.write().hex() == pi["hex"]
-
-
-@pytest.mark.parametrize("i", range(2))
-def test_held_htlc_available_path(i):
-    v = LDK["held_htlc_available_paths"][i]
-    path = BlindedPath.decode(h(v["hex"]))
-    check_path(path, v)
-    assert path.encode().hex() == v["hex"]
 
 
 def test_offer():

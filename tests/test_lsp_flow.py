@@ -59,16 +59,21 @@ def attach(node, tmp_path, **limits) -> Node:
     return n
 
 
-@pytest.fixture
-def net(tmp_path):
+def lsp_network(tmp_path, flush_interval_ms: int = 300):
+    """payer node -- LSP (running asyncpay) -- recipient node."""
     net = Network()
     lsp = net.node(bytes([0x21]) * 32, "lsp")
     rnode = net.node(bytes([0x22]) * 32, "recipient")
     pnode = net.node(bytes([0x23]) * 32, "payer")
     net.connect(lsp, rnode)
     net.connect(lsp, pnode)
-    asyncpay = attach(lsp, tmp_path, mailbox_flush_interval_ms=300)
+    asyncpay = attach(lsp, tmp_path, mailbox_flush_interval_ms=flush_interval_ms)
     return net, lsp, rnode, pnode, asyncpay
+
+
+@pytest.fixture
+def net(tmp_path):
+    return lsp_network(tmp_path)
 
 
 def handshake(lsp, rnode, asyncpay, slot=0):
@@ -163,13 +168,7 @@ def test_flush_is_paced_under_the_peer_rate_limit(net):
 
 def test_unpaced_flush_would_lose_messages(tmp_path):
     """The same flush at 10 ms spacing overruns connectd's bucket: the reason for pacing."""
-    net_ = Network()
-    lsp = net_.node(bytes([0x31]) * 32, "lsp")
-    rnode = net_.node(bytes([0x32]) * 32, "recipient")
-    pnode = net_.node(bytes([0x33]) * 32, "payer")
-    net_.connect(lsp, rnode)
-    net_.connect(lsp, pnode)
-    asyncpay = attach(lsp, tmp_path, mailbox_flush_interval_ms=10)
+    net_, lsp, rnode, pnode, asyncpay = lsp_network(tmp_path, flush_interval_ms=10)
     wallet = Wallet(rnode.node_id)
     inbox = Inbox(rnode, wallet)
     net_.disconnect(lsp, rnode)
