@@ -11,51 +11,17 @@ import time
 
 import pytest
 
-from regtest import ASYNCPAY, RECORDER, arrivals, inject, require_binaries, wait_for
+from regtest import handshake, inject, lsp_network, node_id, require_binaries, take, wait_for
 
 require_binaries()
 
 from pyln.client import RpcError  # noqa: E402
 from pyln.testing.fixtures import *  # noqa: E402,F401,F403
 
-from asyncpay.blinded_path import BlindedPath, EncryptedData  # noqa: E402
+from asyncpay.blinded_path import EncryptedData  # noqa: E402
 from asyncpay.offers import StaticInvoice  # noqa: E402
 from asyncpay.onion_message import OnionMessagePayload, build_path  # noqa: E402
 from wallet import Wallet  # noqa: E402
-
-
-def lsp_network(node_factory, **lsp_opts):
-    # Wallet nodes sleep and wake, so every node may see reconnections.
-    opts = [{"plugin": RECORDER, "may_reconnect": True},
-            {"plugin": ASYNCPAY, "may_reconnect": True, **lsp_opts},
-            {"plugin": RECORDER, "may_reconnect": True}]
-    l1, l2, l3 = node_factory.get_nodes(3, opts=opts)
-    node_factory.join_nodes([l1, l2], wait_for_announce=False)
-    node_factory.join_nodes([l2, l3], wait_for_announce=False)
-    return l1, l2, l3
-
-
-def node_id(n) -> bytes:
-    return bytes.fromhex(n.info["id"])
-
-
-def take(node, wallet: Wallet, seen: int = 0) -> OnionMessagePayload:
-    onions = wait_for(lambda: (a := arrivals(node, wallet.endpoint)) and len(a) > seen and a, what="reply")
-    return wallet.open(onions[seen])
-
-
-def handshake(l2, l3, slot=0):
-    wallet = Wallet(node_id(l3))
-    res = l2.rpc.call("asyncpay-recipientpaths", {"recipient_id": l3.info["id"]})
-    p_req = BlindedPath.decode(bytes.fromhex(res["paths"][0]["hex"]))
-    inject(l3, wallet.offer_paths_request(p_req, slot))
-    reply = take(l3, wallet)
-    assert reply.offer_paths is not None and reply.reply_path is not None
-    offer = wallet.make_offer(reply.offer_paths.paths)
-    invoice = wallet.make_static_invoice(offer, int(time.time()), node_id(l2))
-    inject(l3, wallet.serve_static_invoice(reply.reply_path, invoice))
-    assert take(l3, wallet, 1).static_invoice_persisted is not None
-    return wallet, offer, invoice
 
 
 def test_handshake_and_static_invoice_while_recipient_offline(node_factory):
