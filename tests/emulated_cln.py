@@ -11,8 +11,11 @@
   next_node_id); a failed forward of an injected one is an RPC error only;
 * ``injectonionmessage(path_key, message)`` processes the bare packet as if a
   peer had sent it, not rate limited;
+* a hop named by short channel id: CLN reports a failed forward with
+  ``next_short_channel_id_dir`` (direction always 0), never ``next_node_id``,
+  even when it knows the channel's peer;
 * ``connect`` notifications, ``makesecret``, ``getinfo``, ``listpeers``,
-  ``listpeerchannels``.
+  ``listpeerchannels`` (with the channel's local alias).
 """
 
 from __future__ import annotations
@@ -34,10 +37,15 @@ ONION_MSG_MSEC = 250
 ONION_MSG_TOKENS_MAX = 4 * ONION_MSG_MSEC
 
 
+def scid_str(scid: int) -> str:
+    return f"{scid >> 40}x{(scid >> 16) & 0xFFFFFF}x{scid & 0xFFFF}"
+
+
 class Network:
     def __init__(self) -> None:
         self.nodes: dict[str, EmulatedNode] = {}
         self.lock = threading.RLock()
+        self.next_scid = 1
 
     def node(self, secret: bytes, name: str = "") -> EmulatedNode:
         n = EmulatedNode(self, secret, name)
@@ -48,9 +56,9 @@ class Network:
         with self.lock:
             a.peers.add(b.id)
             b.peers.add(a.id)
-            if channel:
-                a.channels.add(b.id)
-                b.channels.add(a.id)
+            if channel and b.id not in a.channels:
+                a.channels[b.id] = b.channels[a.id] = (100 << 40) | (self.next_scid << 16)
+                self.next_scid += 1
             a.buckets.pop(b.id, None)
             b.buckets.pop(a.id, None)
         for x, y in ((a, b), (b, a)):
@@ -68,7 +76,7 @@ class EmulatedNode:
         self.node_id = pubkey_of(secret)
         self.id = self.node_id.hex()
         self.peers: set[str] = set()
-        self.channels: set[str] = set()
+        self.channels: dict[str, int] = {}  # peer id -> the channel's scid
         self.buckets: dict[str, tuple[float, float]] = {}
         self.listeners: list[Callable[[str, dict], None]] = []
         self.hook_deliveries: list[Receive] = []  # what onion_message_recv* hooks would see
@@ -114,7 +122,11 @@ class EmulatedNode:
             self.hook_deliveries.append(out)
             return
         assert isinstance(out, Forward)
-        nxt = out.next_node_id.hex() if out.next_node_id else None
+        if out.next_node_id is not None:
+            nxt, named = out.next_node_id.hex(), {"next_node_id": out.next_node_id.hex()}
+        else:
+            nxt = next((p for p, s in self.channels.items() if s == out.next_short_channel_id), None)
+            named = {"next_short_channel_id_dir": f"{scid_str(out.next_short_channel_id)}/0"}
         with self.net.lock:
             connected = nxt in self.peers
         if connected:
@@ -124,7 +136,7 @@ class EmulatedNode:
             raise RpcError("injectonionmessage", {}, {"code": -1, "message": f"onion msg: unknown next peer {nxt}"})
         self.notify("onionmessage_forward_fail", {"onionmessage_forward_fail": {
             "source": source, "incoming": packet.hex(), "path_key": path_key.hex(),
-            "outgoing": out.message.encode().hex(), "next_node_id": nxt}})
+            "outgoing": out.message.encode().hex(), **named}})
 
 
 class EmulatedRpc:
@@ -146,7 +158,8 @@ class EmulatedRpc:
         if method == "makesecret":
             return {"secret": hashlib.sha256(n.secret + params["string"].encode()).hexdigest()}
         if method == "listpeerchannels":
-            return {"channels": [{"peer_id": p, "short_channel_id": None} for p in sorted(n.channels)]}
+            chans = sorted(n.channels.items())
+            return {"channels": [{"peer_id": p, "alias": {"local": scid_str(s)}} for p, s in chans]}
         if method == "listchannels":
             return {"channels": []}
         if method == "getinfo":

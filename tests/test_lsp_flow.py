@@ -148,6 +148,25 @@ def queue_for(lsp, rnode, pnode, wallet: Wallet, n: int) -> None:
         lsp.buckets.clear()  # the test sends faster than connectd allows; the LSP's intake is not under test
 
 
+def test_scid_named_next_hop_is_queued_for_its_peer(net):
+    """LDK names private-channel hops by scid; CLN then reports only the scid."""
+    net_, lsp, rnode, pnode, asyncpay = net
+    wallet = Wallet(rnode.node_id)
+    inbox = Inbox(rnode, wallet)
+    net_.disconnect(lsp, rnode)
+    dest = build_path(os.urandom(32), [
+        (lsp.node_id, EncryptedData(short_channel_id=lsp.channels[rnode.id])),
+        (rnode.node_id, EncryptedData(next_node_id=wallet.endpoint)),
+        (wallet.endpoint, EncryptedData(path_id=os.urandom(32))),
+    ])
+    pk, pkt = Wallet(pnode.node_id).onion_to(dest, OnionMessagePayload(unknown={71: b"by scid"}))
+    pnode.rpc.call("injectonionmessage", {"path_key": pk.hex(), "message": pkt.hex()})
+    assert asyncpay.store.mailbox_totals(rnode.id)[0] == 1
+    net_.connect(lsp, rnode)
+    asyncpay.wait_flushes()
+    assert inbox.take().unknown == {71: b"by scid"}
+
+
 def test_flush_is_paced_under_the_peer_rate_limit(net):
     net_, lsp, rnode, pnode, asyncpay = net
     wallet = Wallet(rnode.node_id)

@@ -69,6 +69,31 @@ def test_mail_survives_lsp_restart(node_factory):
     assert take(l3, wallet).unknown == {71: b"kept across restarts"}
 
 
+def _scid(text: str) -> int:
+    block, tx, out = (int(x) for x in text.split("x"))
+    return (block << 40) | (tx << 16) | out
+
+
+def test_scid_named_next_hop_reaches_the_mailbox(node_factory):
+    """LDK names private-channel hops by scid; CLN then reports only
+    next_short_channel_id_dir, which we map to the peer with listpeerchannels."""
+    l1, l2, l3 = lsp_network(node_factory)
+    [chan] = [c for c in l2.rpc.call("listpeerchannels")["channels"] if c["peer_id"] == l3.info["id"]]
+    scid = _scid(chan["alias"]["local"])  # connectd always knows our local alias
+    wallet = Wallet(node_id(l3))
+    l3.stop()
+    dest = build_path(os.urandom(32), [
+        (node_id(l2), EncryptedData(short_channel_id=scid)),
+        (node_id(l3), EncryptedData(next_node_id=wallet.endpoint)),
+        (wallet.endpoint, EncryptedData(path_id=os.urandom(32))),
+    ])
+    inject(l1, Wallet(node_id(l1)).onion_to(dest, OnionMessagePayload(unknown={71: b"by scid"})))
+    wait_for(lambda: l2.rpc.call("asyncpay-listmailbox")["messages"] == 1, what="queued by scid")
+    l3.start()
+    l3.rpc.connect(l2.info["id"], "localhost", l2.port)
+    assert take(l3, wallet).unknown == {71: b"by scid"}
+
+
 def test_sigkill_mid_burst_loses_nothing_reported(node_factory):
     l1, l2, l3 = lsp_network(node_factory, **{"asyncpay-mailbox-intake-burst": 10_000})
     l2.rpc.call("asyncpay-recipientpaths", {"recipient_id": l3.info["id"]})
