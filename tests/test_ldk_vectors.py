@@ -154,7 +154,7 @@ def test_static_invoice_semantics(key):
     with pytest.raises(WireError, match="signature does not verify"):
         bad.validate(now=v["created_at"])
     other = StaticInvoice.decode(raw)
-    other.invoice_node_id = LDK["node_keys"]["payer"]["node_id"] and h(LDK["node_keys"]["payer"]["node_id"])
+    other.invoice_node_id = h(LDK["node_keys"]["payer"]["node_id"])
     with pytest.raises(WireError, match="not the offer's issuer_id"):
         other.validate(now=v["created_at"])
 
