@@ -78,10 +78,20 @@ class Wallet:
                                            (self.endpoint, EncryptedData(path_id=os.urandom(32)))])
         return StaticInvoice.build(offer, [BlindedPaymentPath(pay, info)], [held], created_at, self.issuer_secret)
 
+    def forward_path(self, lsp_id: bytes) -> BlindedPath:
+        """Where the server forwards invoice requests: LDK requires its
+        introduction node to be the server or one of its peers; this one
+        starts at the server, as an LDK wallet behind its LSP builds it."""
+        return build_path(os.urandom(32), [
+            (lsp_id, EncryptedData(next_node_id=self.node_id)),
+            (self.node_id, EncryptedData(next_node_id=self.endpoint)),
+            (self.endpoint, EncryptedData(path_id=os.urandom(32))),
+        ])
+
     def serve_static_invoice(self, p_serve: BlindedPath, invoice: StaticInvoice) -> tuple[bytes, bytes]:
+        fwd = self.forward_path(p_serve.introduction.node_id)
         payload = OnionMessagePayload(
-            serve_static_invoice=ServeStaticInvoice(invoice=invoice.encode(),
-                                                    forward_invoice_request_path=self.reply_path()),
+            serve_static_invoice=ServeStaticInvoice(invoice=invoice.encode(), forward_invoice_request_path=fwd),
             reply_path=self.reply_path())
         return self.onion_to(p_serve, payload)
 

@@ -11,6 +11,7 @@ next hop by ``next_node_id`` or, for scid hops, ``next_short_channel_id_dir``.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import traceback
@@ -27,6 +28,7 @@ from ..store import Store
 from ..wire import WireError
 
 ENDPOINT_SECRET_LABEL = "asyncpay/endpoint/v1"
+_UNKNOWN_PEER = re.compile(r"unknown next peer ([0-9a-f]{66}|\d+x\d+x\d+)")
 
 
 class Node:
@@ -69,11 +71,11 @@ class Node:
         """Node id behind a sciddir introduction node: our channels, then gossip."""
         if intro.node_id is not None:
             return intro.node_id
-        scid = intro.describe().split("/")[0]
-        peer = self.peer_for_scid(scid)
+        peer = self.peer_for_scid(intro.describe())
         if peer is not None:
             return bytes.fromhex(peer)
         try:
+            scid = intro.describe().split("/")[0]
             chans = self.rpc.call("listchannels", {"short_channel_id": scid}).get("channels", [])
         except RpcError:
             return None
@@ -92,13 +94,24 @@ class Node:
             return True
         except RpcError as e:
             self.log(f"injecting {action.purpose} failed: {e.error}", level="debug")
-        # Our own reply whose next hop is an offline peer waits in the mailbox.
-        if action.first_hop is not None:
-            peer = action.first_hop.hex()
+            peer = self.offline_next_peer(action, e.error)
+        # Our own message whose next hop is an offline peer waits in the mailbox.
+        if peer is not None:
             with self.lock:
                 if self.mailbox.qualifies(peer, peer in self.channel_peers()):
                     self.mailbox.intake(peer, None, action.path_key, action.packet, int(time.time()))
         return False
+
+    def offline_next_peer(self, action: InjectOnion, error) -> str | None:
+        """The peer an injected onion could not reach. When the destination
+        path starts at our node we cannot read our own hop, but connectd's
+        error names it: "onion msg: unknown next peer <node id | scid/dir>"."""
+        if action.first_hop is not None:
+            return action.first_hop.hex()
+        m = _UNKNOWN_PEER.search(str((error or {}).get("message", "")))
+        if m is None:
+            return None
+        return m.group(1) if len(m.group(1)) == 66 else self.peer_for_scid(m.group(1))
 
     def perform(self, actions: list[InjectOnion]) -> None:
         for a in actions:
