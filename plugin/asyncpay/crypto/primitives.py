@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac as _hmac
 
-from coincurve import PrivateKey, PublicKey
+from coincurve import PublicKey
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -24,11 +24,19 @@ def hmac256(key: bytes, msg: bytes) -> bytes:
     return _hmac.new(key, msg, hashlib.sha256).digest()
 
 
-def _priv(secret: bytes) -> PrivateKey:
-    try:
-        return PrivateKey(secret)
-    except (ValueError, TypeError) as e:
-        raise CryptoError(f"invalid private key: {e}") from None
+# secp256k1 group order.
+N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def _scalar(secret: bytes, what: str = "private key") -> int:
+    # Checked here: coincurve takes any length whose value is in range (e.g.
+    # 33 bytes with a leading zero) and later fails with IndexError.
+    if len(secret) != 32:
+        raise CryptoError(f"invalid {what}: {len(secret)} bytes, expected 32")
+    v = int.from_bytes(secret, "big")
+    if not 0 < v < N:
+        raise CryptoError(f"invalid {what}: out of range")
+    return v
 
 
 def _pub(point: bytes) -> PublicKey:
@@ -38,27 +46,31 @@ def _pub(point: bytes) -> PublicKey:
         raise CryptoError(f"invalid public key: {e}") from None
 
 
+# coincurve's PrivateKey() derives a public key *and* a Schnorr keypair on
+# every construction; Sphinx and route blinding need neither, so they use
+# scalar arithmetic and point tweaks instead.
+
+
 def pubkey_of(secret: bytes) -> bytes:
-    return _priv(secret).public_key.format()
+    _scalar(secret)
+    return PublicKey.from_secret(secret).format()
 
 
 def ecdh(secret: bytes, point: bytes) -> bytes:
-    """BOLT 4 ECDH: SHA256 of the compressed shared point."""
-    return _priv(secret).ecdh(_pub(point).format())
+    """BOLT 4 ECDH: SHA256 of the compressed shared point (libsecp256k1's
+    default ECDH hash)."""
+    _scalar(secret)
+    return sha256(_pub(point).multiply(secret).format())
 
 
 def point_mul(point: bytes, scalar: bytes) -> bytes:
-    try:
-        return _pub(point).multiply(scalar).format()
-    except ValueError as e:
-        raise CryptoError(f"point multiply: {e}") from None
+    _scalar(scalar, "tweak")
+    return _pub(point).multiply(scalar).format()
 
 
 def scalar_mul(secret: bytes, scalar: bytes) -> bytes:
-    try:
-        return _priv(secret).multiply(scalar).secret
-    except ValueError as e:
-        raise CryptoError(f"scalar multiply: {e}") from None
+    v = _scalar(secret) * _scalar(scalar, "tweak") % N
+    return v.to_bytes(32, "big")
 
 
 def chacha20_stream(key: bytes, length: int) -> bytes:
