@@ -24,7 +24,7 @@ from collections.abc import Callable
 from ..actions import InjectOnion
 from ..blinded_path import BlindedPath, IntroductionNode
 from ..offers import BITCOIN_CHAIN, InvoiceRequest, StaticInvoice, ldk_offer_id
-from ..offers.offer import is_offer_type
+from ..offers.offer import offer_records
 from ..onion_message import OnionMessage, OnionMessagePayload, onion_from_node
 from ..onion_message.async_payments import OfferPaths, StaticInvoicePersisted
 from ..ratelimit import TokenBuckets
@@ -164,9 +164,7 @@ class StaticInvoiceServer:
         if not req.signature_ok():
             raise Dropped("invalid_invoice_request", "bad signature")
         # The request must be for the offer this invoice answers.
-        inv = StaticInvoice.decode(invoice)
-        offer_records = [r for r in inv.to_records() if is_offer_type(r[0])]
-        if [r for r in req.to_records() if is_offer_type(r[0])] != offer_records:
+        if offer_records(req.to_records()) != offer_records(StaticInvoice.decode(invoice).to_records()):
             raise Dropped("offer_mismatch", f"{rid} slot {slot}")
         self.store.mark_served(rid, slot)
         self.store.bump("invoices_served")

@@ -8,7 +8,7 @@ from ..blinded_path import BlindedPath
 from ..wire import WireError
 from .fields import INVREQ_FIELDS, INVREQ_RANGES, SIGNATURE, Bip353Name
 from .message import Bolt12Message
-from .offer import Offer, OfferFields, is_offer_type
+from .offer import OfferFields
 
 
 @dataclass
@@ -23,10 +23,6 @@ class InvoiceRequestFields(OfferFields):
     invreq_paths: list[BlindedPath] | None = None
     invreq_bip_353_name: Bip353Name | None = None
 
-    def offer(self) -> Offer:
-        """The offer this request was made for (its records in 1..79 and the
-        experimental offer range), as BOLT 12 requires them copied verbatim."""
-        return Offer.from_records([r for r in self.to_records() if is_offer_type(r[0])])
 
 
 @dataclass

@@ -12,14 +12,16 @@ from .fields import OFFER_FIELDS, OFFER_RANGES, unknown_even_feature
 from .message import BITCOIN_CHAIN, Bolt12Message
 
 
-def is_offer_type(t: int) -> bool:
-    return 1 <= t < 80 or 1_000_000_000 <= t < 2_000_000_000
+def offer_records(records: TlvStream) -> TlvStream:
+    """The offer's records inside any BOLT 12 message (types 1..79 and the
+    experimental offer range), which BOLT 12 has copied verbatim."""
+    return [r for r in records if 1 <= r[0] < 80 or 1_000_000_000 <= r[0] < 2_000_000_000]
 
 
 def ldk_offer_id(records: TlvStream) -> bytes:
     """LDK's ``OfferId`` (``offers/offer.rs``): the tagged hash "LDK Offer ID"
     of the merkle root of the offer's records, whatever message carries them."""
-    return merkle.tagged_hash(b"LDK Offer ID", merkle.merkle_root([r for r in records if is_offer_type(r[0])]))
+    return merkle.tagged_hash(b"LDK Offer ID", merkle.merkle_root(offer_records(records)))
 
 
 @dataclass
@@ -55,6 +57,11 @@ class OfferFields:
 
     def offer_supports_chain(self, chain: bytes) -> bool:
         return chain in (self.offer_chains or [BITCOIN_CHAIN])
+
+    def offer(self) -> Offer:
+        """The offer this message was made for (for use on invoice requests
+        and invoices, which mix these fields into a TlvMessage)."""
+        return Offer.from_records(offer_records(self.to_records()))
 
 
 @dataclass

@@ -31,7 +31,7 @@ from .fields import (
 )
 from .invoice import InvoiceFields
 from .message import BITCOIN_CHAIN, Bolt12Message
-from .offer import Offer, OfferFields, is_offer_type
+from .offer import Offer, OfferFields
 
 DEFAULT_RELATIVE_EXPIRY = 14 * 24 * 3600  # LDK static_invoice.rs DEFAULT_RELATIVE_EXPIRY
 
@@ -104,9 +104,6 @@ class StaticInvoice(InvoiceFields, OfferFields, Bolt12Message):
         inv.validate(now=created_at, chain=(offer.offer_chains or [BITCOIN_CHAIN])[0])
         return inv
 
-    def offer(self) -> Offer:
-        """The offer whose records this invoice carries."""
-        return Offer.from_records([r for r in self.to_records() if is_offer_type(r[0])])
 
     def expires_at(self) -> int:
         assert self.invoice_created_at is not None
