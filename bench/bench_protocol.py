@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "plugin"))
 
 from asyncpay.blinded_path import EncryptedData  # noqa: E402
 from asyncpay.crypto import pubkey_of  # noqa: E402
-from asyncpay.offers import StaticInvoice  # noqa: E402
+from asyncpay.offers import Offer, StaticInvoice  # noqa: E402
 from asyncpay.onion_message import (  # noqa: E402
     Forward,
     OfferPathsRequest,
@@ -136,10 +136,15 @@ def main() -> None:
     def parse_and_verify() -> None:
         StaticInvoice.decode(raw).validate(now=created_at + 1)
 
+    # An offer carrying 32 KB of optional feature bits: the feature scan must
+    # stay linear (a bit-by-bit scan took about a second).
+    big_features = Offer(offer_issuer_id=msg.path_key, offer_features=b"\xaa" * 32_000).encode()
+
     ops = [
         ("onion message: build 3-hop path + 1366B msg", build_message),
         ("onion message: peel as final hop", lambda: peel_onion_message(RECIPIENT, final)),
         (f"static invoice: parse + verify ({len(raw)}B)", parse_and_verify),
+        ("offer with 32 KB of feature bits: decode", lambda: Offer.decode(big_features)),
     ]
     print(f"python {platform.python_version()} ({platform.python_implementation()}), "
           f"{pin_one_cpu()}, {args.iterations} iterations after {args.warmup} warm-up")

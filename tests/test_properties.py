@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -627,13 +626,12 @@ def test_unknown_even_feature_is_the_lowest_even_bit(features):
     assert unknown_even_feature(features) == (even[0] if even else None)
 
 
-def test_huge_odd_feature_vector_is_linear():
-    # 32 KB of optional bits (what one onion message can carry) used to take
-    # about a second per decode with a bit-by-bit scan.
+def test_huge_odd_feature_vector_decodes():
+    # 32 KB of optional bits, what one onion message can carry (its decode
+    # time is a figure in bench/bench_protocol.py, not a test).
     offer = Offer(offer_issuer_id=POINTS[0], offer_features=b"\xaa" * 32_000)
-    start = time.perf_counter()
     assert Offer.decode(offer.encode()) == offer
-    assert time.perf_counter() - start < 0.25
+    assert unknown_even_feature(b"\xaa" * 32_000 + b"\x01") == 0
 
 
 # --- BOLT 12 string form ----------------------------------------------------------

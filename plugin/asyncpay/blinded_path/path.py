@@ -34,7 +34,8 @@ class IntroductionNode:
     def write(self) -> bytes:
         if self.node_id is not None:
             return self.node_id
-        assert self.scid is not None and self.direction in (0, 1)
+        if self.scid is None or self.direction not in (0, 1) or not 0 <= self.scid < 1 << 64:
+            raise WireError("sciddir_or_pubkey: needs a node id, or a u64 scid with direction 0 or 1")
         return bytes((self.direction,)) + self.scid.to_bytes(8, "big")
 
     def describe(self) -> str:

@@ -26,6 +26,8 @@ class FallbackAddress:
         return cls(v, r.read(r.u16("fallback len"), "fallback address"))
 
     def write(self) -> bytes:
+        if not 0 <= self.version <= 255 or len(self.address) > 0xFFFF:
+            raise WireError("fallback address: version must be a u8 and the address at most 65535 bytes")
         return bytes((self.version,)) + len(self.address).to_bytes(2, "big") + self.address
 
 

@@ -16,6 +16,7 @@ from ..crypto import blind_path, build_packet, peel_packet
 from ..crypto.blinding import decrypt_hop_data, hop_key, next_path_key
 from ..crypto.sphinx import MESSAGE_ROUTING_SIZES
 from ..wire import Reader, WireError
+from ..wire.fields import check_point
 from .payload import OnionMessagePayload
 
 ONION_MESSAGE_TYPE = 513
@@ -33,12 +34,14 @@ class OnionMessage:
         r = Reader(data)
         if r.u16("type") != ONION_MESSAGE_TYPE:
             raise WireError("onion_message: not type 513")
-        key = r.read(33, "path_key")
+        key = check_point(r.read(33, "path_key"), "path_key")
         packet = r.read(r.u16("len"), "onion_message_packet")
         r.expect_end("onion_message")
         return cls(key, packet)
 
     def encode(self) -> bytes:
+        if len(self.packet) > 0xFFFF:
+            raise WireError(f"onion_message: packet of {len(self.packet)} bytes")
         return (
             ONION_MESSAGE_TYPE.to_bytes(2, "big")
             + self.path_key
