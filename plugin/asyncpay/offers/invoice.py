@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..blinded_path import BlindedPath, BlindedPayInfo, BlindedPaymentPath
 from ..wire import WireError
@@ -15,6 +16,9 @@ DEFAULT_RELATIVE_EXPIRY = 7200  # BOLT 12: invoice_relative_expiry defaults to t
 
 @dataclass
 class InvoiceFields:
+    # Seconds after created_at when invoice_relative_expiry is absent.
+    DEFAULT_RELATIVE_EXPIRY: ClassVar[int] = DEFAULT_RELATIVE_EXPIRY
+
     invoice_paths: list[BlindedPath] | None = None
     invoice_blindedpay: list[BlindedPayInfo] | None = None
     invoice_created_at: int | None = None
@@ -27,6 +31,11 @@ class InvoiceFields:
 
     def payment_paths(self) -> list[BlindedPaymentPath]:
         return [BlindedPaymentPath(p, i) for p, i in zip(self.invoice_paths or [], self.invoice_blindedpay or [])]
+
+    def expires_at(self) -> int:
+        assert self.invoice_created_at is not None
+        rel = self.invoice_relative_expiry
+        return self.invoice_created_at + (self.DEFAULT_RELATIVE_EXPIRY if rel is None else rel)
 
     def check_payment_paths(self, what: str) -> None:
         if not self.invoice_paths:
@@ -51,11 +60,6 @@ class Invoice(InvoiceFields, InvoiceRequestFields, Bolt12Message):
         for name in ("invoice_created_at", "invoice_payment_hash", "invoice_amount", "invoice_node_id"):
             if getattr(self, name) is None:
                 raise WireError(f"invoice: missing {name}")
-
-    def expires_at(self) -> int:
-        assert self.invoice_created_at is not None
-        rel = self.invoice_relative_expiry
-        return self.invoice_created_at + (DEFAULT_RELATIVE_EXPIRY if rel is None else rel)
 
     def signature_ok(self) -> bool:
         return self.invoice_node_id is not None and self.signature_valid(self.invoice_node_id)

@@ -48,6 +48,7 @@ class StaticInvoice(InvoiceFields, OfferFields, Bolt12Message):
     unknown: dict[int, bytes] = field(default_factory=dict)
 
     WHAT = "static_invoice"
+    DEFAULT_RELATIVE_EXPIRY = DEFAULT_RELATIVE_EXPIRY
     SIGNATURE_NAME = "static_invoice"
     FIELDS = (*OFFER_FIELDS, *INVOICE_ONLY_FIELDS, HELD_HTLC_AVAILABLE_PATHS, SIGNATURE)
     RANGES = STATIC_INVOICE_RANGES
@@ -104,11 +105,6 @@ class StaticInvoice(InvoiceFields, OfferFields, Bolt12Message):
         inv.validate(now=created_at, chain=(offer.offer_chains or [BITCOIN_CHAIN])[0])
         return inv
 
-
-    def expires_at(self) -> int:
-        assert self.invoice_created_at is not None
-        rel = self.invoice_relative_expiry
-        return self.invoice_created_at + (DEFAULT_RELATIVE_EXPIRY if rel is None else rel)
 
     def is_expired(self, now: int) -> bool:
         return now >= self.expires_at()
