@@ -61,3 +61,11 @@ def test_other_connection_sees_only_committed_state(tmp_path):
         s.bump("a")
         assert reader.execute("SELECT COUNT(*) FROM counters").fetchone()[0] == 0
     assert reader.execute("SELECT value FROM counters").fetchone()[0] == 1
+
+
+def test_row_count(tmp_path):
+    s = Store(str(tmp_path / "a.sqlite3"))
+    s.put_invoice("r", 0, b"inv", b"path", b"id", 1, 2, 3)
+    s.put_invoice("r", 1, b"inv", b"path", b"id", 1, 2, 3)
+    s.touch_recipient("r", 1)
+    assert (s.row_count("invoices"), s.row_count("recipients"), s.row_count("mailbox")) == (2, 1, 0)

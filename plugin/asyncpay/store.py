@@ -109,6 +109,10 @@ class Store:
             (name, by),
         )
 
+    def row_count(self, table: str) -> int:
+        assert table in ("recipients", "invoices", "mailbox", "path_contexts")
+        return self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
     def counters(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT name, value FROM counters ORDER BY name").fetchall())
 
@@ -209,10 +213,6 @@ class Store:
         keys = ("recipient_id", "invoice_slot", "invoice", "offer_id", "created_at", "expires_at",
                 "updated_at", "served")
         return [dict(zip(keys, r)) for r in rows]
-
-    def count_slots(self, recipient_id: str) -> int:
-        q = "SELECT COUNT(*) FROM invoices WHERE recipient_id = ?"
-        return self.conn.execute(q, (recipient_id,)).fetchone()[0]
 
     def delete_invoice(self, recipient_id: str, slot: int) -> bool:
         q = "DELETE FROM invoices WHERE recipient_id = ? AND invoice_slot = ?"

@@ -47,8 +47,8 @@ def status(node, now: int) -> dict:
         "database": node.db_path,
         "uptime": now - node.started_at,
         "server": {
-            "recipients": len(node.store.recipients()),
-            "invoices": len(node.store.list_invoices()),
+            "recipients": node.store.row_count("recipients"),
+            "invoices": node.store.row_count("invoices"),
             "offer_paths_sent": counters.get("offer_paths_sent", 0),
             "invoices_stored": counters.get("invoices_stored", 0),
             "invoices_served": counters.get("invoices_served", 0),

@@ -88,13 +88,6 @@ class Mailbox:
         self.store.mailbox_attempted(row.id, now)
         self.store.bump("mailbox_flush_failed")
 
-    def delete(self, peer_id: str | None = None) -> int:
-        """Operator clean-up: drop a peer's (or every) queued message."""
-        q = "DELETE FROM mailbox" + (" WHERE peer_id = ?" if peer_id else "")
-        n = self.store.conn.execute(q, (peer_id,) if peer_id else ()).rowcount
-        self._load_totals()
-        return n
-
     def expire(self, now: int) -> int:
         with self.store.tx():
             n = self.store.mailbox_expire(now - self.config.mailbox_ttl)
