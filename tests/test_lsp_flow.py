@@ -81,7 +81,7 @@ def handshake(lsp, rnode, asyncpay, slot=0):
     wallet = Wallet(rnode.node_id)
     inbox = Inbox(rnode, wallet)
     now = int(time.time())
-    p_req = asyncpay.server.recipient_paths(rnode.id, 1, 3600, now)[0]
+    p_req = asyncpay.lsp.server.recipient_paths(rnode.id, 1, 3600, now)[0]
     rnode.rpc.call("injectonionmessage", dict(zip(("path_key", "message"), (x.hex() for x in
                                                   wallet.offer_paths_request(p_req, slot)))))
     reply = inbox.take()
@@ -112,7 +112,7 @@ def test_handshake_persist_and_serve_while_recipient_offline(net):
     assert asyncpay.store.mailbox_totals(rnode.id)[0] == 1
     assert not rinbox.items
     net_.connect(lsp, rnode)
-    asyncpay.wait_flushes()
+    asyncpay.lsp.wait_flushes()
     fwd = rinbox.take()
     assert fwd.invoice_request == req.encode()
     assert fwd.reply_path is not None  # the payer's, so an online recipient can answer
@@ -163,7 +163,7 @@ def test_scid_named_next_hop_is_queued_for_its_peer(net):
     pnode.rpc.call("injectonionmessage", {"path_key": pk.hex(), "message": pkt.hex()})
     assert asyncpay.store.mailbox_totals(rnode.id)[0] == 1
     net_.connect(lsp, rnode)
-    asyncpay.wait_flushes()
+    asyncpay.lsp.wait_flushes()
     assert inbox.take().unknown == {71: b"by scid"}
 
 
@@ -177,7 +177,7 @@ def test_flush_is_paced_under_the_peer_rate_limit(net):
     assert asyncpay.store.mailbox_totals(rnode.id)[0] == n
     t0 = time.monotonic()
     net_.connect(lsp, rnode)
-    asyncpay.wait_flushes()
+    asyncpay.lsp.wait_flushes()
     elapsed = time.monotonic() - t0
     assert [inbox.take().unknown[71] for _ in range(n)] == [bytes([i]) for i in range(n)]  # oldest first
     assert rnode.dropped.get("ratelimited", 0) == 0
@@ -193,7 +193,7 @@ def test_unpaced_flush_would_lose_messages(tmp_path):
     net_.disconnect(lsp, rnode)
     queue_for(lsp, rnode, pnode, wallet, 8)
     net_.connect(lsp, rnode)
-    asyncpay.wait_flushes()
+    asyncpay.lsp.wait_flushes()
     assert rnode.dropped.get("ratelimited", 0) > 0
     assert len(inbox.items) < 8
 
@@ -204,11 +204,11 @@ def test_failed_flush_keeps_the_message(net):
     net_.disconnect(lsp, rnode)
     queue_for(lsp, rnode, pnode, wallet, 2)
     # The peer is still offline: re-injection fails and nothing is lost.
-    assert asyncpay.start_flush(rnode.id)
-    asyncpay.wait_flushes()
+    assert asyncpay.lsp.start_flush(rnode.id)
+    asyncpay.lsp.wait_flushes()
     assert asyncpay.store.mailbox_totals(rnode.id)[0] == 2
     assert asyncpay.store.counters()["mailbox_flush_failed"] == 1
-    assert [r.attempts for r in asyncpay.mailbox.pending(rnode.id)] == [1, 0]
+    assert [r.attempts for r in asyncpay.lsp.mailbox.pending(rnode.id)] == [1, 0]
 
 
 def test_reply_to_offline_peer_goes_to_mailbox(net):
@@ -216,7 +216,7 @@ def test_reply_to_offline_peer_goes_to_mailbox(net):
     net_, lsp, rnode, pnode, asyncpay = net
     wallet = Wallet(rnode.node_id)
     inbox = Inbox(rnode, wallet)
-    p_req = asyncpay.server.recipient_paths(rnode.id, 1, 3600, int(time.time()))[0]
+    p_req = asyncpay.lsp.server.recipient_paths(rnode.id, 1, 3600, int(time.time()))[0]
     pk, pkt = wallet.offer_paths_request(p_req, 3)
     # The recipient's node hands the request to the LSP, then drops off
     # before the LSP replies.
@@ -226,7 +226,7 @@ def test_reply_to_offline_peer_goes_to_mailbox(net):
     lsp.handle_onion(rnode.id, out.message.path_key, out.message.packet)
     assert asyncpay.store.mailbox_totals(rnode.id)[0] == 1
     net_.connect(lsp, rnode)
-    asyncpay.wait_flushes()
+    asyncpay.lsp.wait_flushes()
     assert inbox.take().offer_paths is not None
 
 
@@ -242,5 +242,5 @@ def test_mail_survives_a_restart(net, tmp_path):
     assert again.endpoint.public_key == asyncpay.endpoint.public_key  # V is derived, not stored
     assert again.store.mailbox_totals(rnode.id)[0] == 3
     net_.connect(lsp, rnode)
-    again.wait_flushes()
+    again.lsp.wait_flushes()
     assert len(inbox.items) == 3

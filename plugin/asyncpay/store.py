@@ -47,7 +47,13 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["counters"].create({"name": str, "value": int}, pk="name")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    # Each role keeps its own ordered migrations (Store.migrate_component).
+    db["component_versions"].create({"name": str, "version": int}, pk="name")
+
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[Migration] = [_v1, _v2]
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,25 @@ class Store:
             for version in range(current, len(MIGRATIONS)):
                 MIGRATIONS[version](self.db)
                 self.conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
+
+    def migrate_component(self, name: str, migrations: list[Migration]) -> None:
+        """Bring one role's own tables (prefixed with its name) up to date.
+
+        Roles migrate independently so that each owns its schema; the core
+        tables above are the LSP's and the shared path contexts.
+        """
+        with self.tx():
+            row = self.conn.execute("SELECT version FROM component_versions WHERE name = ?", (name,)).fetchone()
+            current = row[0] if row else 0
+            if current > len(migrations):
+                raise RuntimeError(f"database schema for {name} ({current}) is newer than this asyncpay")
+            for version in range(current, len(migrations)):
+                migrations[version](self.db)
+            self.conn.execute(
+                "INSERT INTO component_versions (name, version) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET version = excluded.version",
+                (name, len(migrations)),
+            )
 
     def close(self) -> None:
         self.conn.close()

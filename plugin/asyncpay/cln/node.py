@@ -1,11 +1,20 @@
-"""The glue between lightningd and the sans-IO core, over any ``rpc`` object
-with pyln's ``call`` (the real one, or the in-process emulation in tests).
+"""The one place that routes lightningd's events to the role adapters.
 
-It turns CLN events into core calls and carries out the core's actions with
-RPC. Facts it relies on (CLN v26.06, design §5): ``injectonionmessage``
-takes the bare onion packet and answers an RPC error, never a notification,
-when the next peer is not connected; ``onionmessage_forward_fail`` names the
-next hop by ``next_node_id`` or, for scid hops, ``next_short_channel_id_dir``.
+``Node`` holds what every role shares (the RPC, the store, the endpoint V,
+one lock) and the role adapters (``cln/lsp.py`` and its siblings), and
+routes to them:
+
+* an ``onionmessage_forward_fail`` for V: peeled once, then handed to the
+  role whose context kind the path carries; any other failed forward: the
+  roles in turn (the LSP's mailbox takes it);
+* ``connect``, ``block_added``: every role;
+* ``htlc_accepted``: the roles in turn until one takes the HTLC, else
+  ``continue``.
+
+It works over any ``rpc`` object with pyln's ``call`` (the real one, or the
+in-process emulation in tests). Facts it relies on (CLN v26.06, design §5):
+``injectonionmessage`` takes the bare onion packet and answers an RPC error,
+never a notification, when the next peer is not connected.
 """
 
 from __future__ import annotations
@@ -14,39 +23,60 @@ import os
 import re
 import threading
 import time
-import traceback
 from collections.abc import Callable
+from typing import TypeVar
 
 from pyln.client import RpcError
 
 from ..actions import InjectOnion
 from ..blinded_path import IntroductionNode
-from ..lsp import Endpoint, Flush, LspConfig, Mailbox, StaticInvoiceServer
-from ..lsp.mailbox import Send, Wait
+from ..endpoint import Dropped, Endpoint
+from ..lsp import LspConfig
 from ..onion_message import OnionMessage
 from ..store import Store
 from ..wire import WireError
+from .lsp import LspRole
+from .role import Respond, Role
 
 ENDPOINT_SECRET_LABEL = "asyncpay/endpoint/v1"
 _UNKNOWN_PEER = re.compile(r"unknown next peer ([0-9a-f]{66}|\d+x\d+x\d+)")
+C = TypeVar("C")
 
 
 class Node:
     """Everything the plugin holds once ``init`` has run."""
 
-    def __init__(self, rpc, log: Callable[..., None], db_path: str, config: LspConfig) -> None:
-        self.rpc, self.log, self.config = rpc, log, config
+    def __init__(self, rpc, log: Callable[..., None], db_path: str, *configs: object,
+                 notify: Callable[[str, dict], None] | None = None) -> None:
+        self.rpc, self.log = rpc, log
+        self.configs = {type(c): c for c in configs}
+        self.notify = notify or (lambda topic, params: None)
         self.lock = threading.RLock()
         info = self.rpc.getinfo()
         self.node_id = bytes.fromhex(info["id"])
-        secret = bytes.fromhex(self.rpc.call("makesecret", {"string": ENDPOINT_SECRET_LABEL})["secret"])
         self.store = Store(db_path)
         self.db_path = db_path
-        self.endpoint = Endpoint(self.store, self.node_id, secret, os.urandom)
-        self.server = StaticInvoiceServer(self.store, self.endpoint, config, self.resolve_intro)
-        self.mailbox = Mailbox(self.store, config)
-        self.flushing: dict[str, threading.Thread] = {}
+        self.endpoint = Endpoint(self.store, self.node_id, self.secret(ENDPOINT_SECRET_LABEL), os.urandom)
         self.started_at = int(time.time())
+        self.lsp = LspRole(self)
+        self.roles: list[Role] = [self.lsp]
+        self._by_kind = {kind: role for role in self.roles for kind in role.KINDS}
+
+    @property
+    def config(self) -> LspConfig:
+        return self.config_for(LspConfig)
+
+    def config_for(self, cls: type[C]) -> C:
+        """The configuration of one role: as given, or its defaults."""
+        return self.configs.setdefault(cls, cls())  # type: ignore[return-value]
+
+    def secret(self, label: str) -> bytes:
+        """A 32-byte secret derived by the node's HSM (never stored by us)."""
+        return bytes.fromhex(self.rpc.call("makesecret", {"string": label})["secret"])
+
+    def start(self) -> None:
+        for role in self.roles:
+            role.start()
 
     # -- lightningd lookups ------------------------------------------------
 
@@ -95,11 +125,8 @@ class Node:
         except RpcError as e:
             self.log(f"injecting {action.purpose} failed: {e.error}", level="debug")
             peer = self.offline_next_peer(action, e.error)
-        # Our own message whose next hop is an offline peer waits in the mailbox.
         if peer is not None:
-            with self.lock:
-                if self.mailbox.qualifies(peer, peer in self.channel_peers()):
-                    self.mailbox.intake(peer, None, action.path_key, action.packet, int(time.time()))
+            self.lsp.queue_own(peer, action, int(time.time()))
         return False
 
     def offline_next_peer(self, action: InjectOnion, error) -> str | None:
@@ -123,100 +150,52 @@ class Node:
         now = int(time.time())
         next_node = params.get("next_node_id")
         if next_node is not None and bytes.fromhex(next_node) == self.endpoint.public_key:
-            outgoing = params.get("outgoing")
-            if not outgoing:
+            self._for_endpoint(params.get("outgoing"), now)
+            return
+        for role in self.roles:
+            if role.on_forward_fail(params, now):
                 return
+
+    def _for_endpoint(self, outgoing: str | None, now: int) -> None:
+        if not outgoing:
+            return
+        try:
+            msg = OnionMessage.decode(bytes.fromhex(outgoing))
+        except (WireError, ValueError) as e:
+            self.log(f"unparseable onion for V: {e}", level="debug")
+            return
+        with self.lock:
             try:
-                msg = OnionMessage.decode(bytes.fromhex(outgoing))
-            except (WireError, ValueError) as e:
-                self.log(f"unparseable onion for V: {e}", level="debug")
+                delivered = self.endpoint.open(msg, now)
+                role = self._by_kind.get(delivered.kind)
+                if role is None:
+                    raise Dropped("unknown_kind", delivered.kind)
+                actions = role.on_message(delivered, now)
+            except Dropped as e:
+                self.store.bump(f"dropped_{e.reason}")
+                self.log(f"dropped message for V: {e}", level="debug")
                 return
-            with self.lock:
-                actions = self.server.handle(msg, now)
-            self.perform(actions)
-            return
-        peer = next_node
-        if peer is None and params.get("next_short_channel_id_dir"):
-            peer = self.peer_for_scid(params["next_short_channel_id_dir"])
-        if peer is None or not params.get("incoming") or not params.get("path_key"):
-            return
-        has_channel = peer in self.channel_peers()
-        with self.lock:
-            if not self.mailbox.qualifies(peer, has_channel):
-                self.store.bump("mailbox_dropped_not_eligible")
-                return
-            refused = self.mailbox.intake(
-                peer, params.get("source"), bytes.fromhex(params["path_key"]),
-                bytes.fromhex(params["incoming"]), now,
-            )
-        if refused is None:
-            # Logged after the commit: every such line is a message on disk.
-            self.log(f"mailbox: queued a message for {peer}", level="debug")
+        self.perform(actions)
 
-    def on_connect(self, peer_id: str) -> bool:
-        """A peer connected: deliver its mail, if any."""
-        with self.lock:
-            queued = self.store.mailbox_totals(peer_id)[0]
-        return self.start_flush(peer_id) if queued else False
+    def on_connect(self, peer_id: str) -> None:
+        for role in self.roles:
+            role.on_connect(peer_id)
 
-    def start_flush(self, peer_id: str) -> bool:
-        with self.lock:
-            if peer_id in self.flushing:
-                return False
-            t = threading.Thread(target=self._flush, args=(peer_id,), daemon=True, name=f"flush-{peer_id[:8]}")
-            self.flushing[peer_id] = t
-        t.start()
-        return True
-
-    def wait_flushes(self, timeout: float = 30.0) -> None:
-        """Join running flushes (tests and shutdown)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self.lock:
-                threads = list(self.flushing.values())
-            if not threads:
-                return
-            for t in threads:
-                t.join(max(0.0, deadline - time.monotonic()))
-            if time.monotonic() >= deadline:
-                return
-
-    def _flush(self, peer_id: str) -> None:
-        try:
-            # Let connectd finish the handshake before the first message.
-            time.sleep(self.config.mailbox_flush_interval_ms / 1000)
-            with self.lock:
-                flush = Flush(self.mailbox, peer_id, time.monotonic())
-            while True:
-                with self.lock:
-                    step = flush.poll(time.monotonic())
-                if step is None:
-                    break
-                if isinstance(step, Wait):
-                    time.sleep(step.seconds)
-                    continue
-                assert isinstance(step, Send)
-                ok = self._reinject(step.row.path_key, step.row.onion)
-                with self.lock:
-                    flush.result(step.row, ok, time.monotonic())
-            if flush.sent or flush.failed:
-                self.log(f"mailbox flush to {peer_id}: {flush.sent} delivered, {flush.failed} failed")
-        except Exception:
-            self.log(f"mailbox flush to {peer_id} crashed: {traceback.format_exc()}", level="warn")
-        finally:
-            with self.lock:
-                self.flushing.pop(peer_id, None)
-
-    def _reinject(self, path_key: bytes, onion: bytes) -> bool:
-        try:
-            self.rpc.call("injectonionmessage", {"path_key": path_key.hex(), "message": onion.hex()})
-            return True
-        except RpcError as e:
-            self.log(f"mailbox re-injection failed: {e.error}", level="debug")
-            return False
-
-    def on_block(self) -> None:
+    def on_block(self, height: int = 0) -> None:
         now = int(time.time())
+        for role in self.roles:
+            role.on_block(height, now)
         with self.lock:
-            self.mailbox.expire(now)
             self.store.purge_contexts(now)
+
+    def on_htlc_accepted(self, params: dict, respond: Respond) -> None:
+        for role in self.roles:
+            if role.on_htlc(params, respond):
+                return
+        respond({"result": "continue"})
+
+    def status(self) -> dict:
+        out: dict = {}
+        for role in self.roles:
+            out.update(role.status())
+        return out

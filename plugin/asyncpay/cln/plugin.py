@@ -95,12 +95,13 @@ def init(options, configuration, plugin, **kwargs):
     logging.getLogger("asyncpay").setLevel(logging.DEBUG)
     cfg = _config_from_options(options)
     db = options.get("asyncpay-db") or os.path.join(configuration["lightning-dir"], "asyncpay.sqlite3")
-    node = Node(plugin.rpc, plugin.log, db, cfg)
+    node = Node(plugin.rpc, plugin.log, db, cfg, notify=plugin.notify)
     plugin.log(f"asyncpay {__version__}: endpoint {node.endpoint.public_key.hex()}, database {db}")
     # Peers already connected when we start may have mail from before a restart.
     for p in plugin.rpc.listpeers().get("peers", []):
         if p.get("connected"):
             node.on_connect(p["id"])
+    node.start()
 
 
 # -- notifications ----------------------------------------------------------
@@ -122,8 +123,26 @@ def on_connect(plugin, connect=None, **kwargs):
 
 @plugin.subscribe("block_added")
 @_guard("block_added")
-def on_block_added(plugin, **kwargs):
-    node.on_block()
+def on_block_added(plugin, block_added=None, **kwargs):
+    node.on_block(int((block_added or kwargs).get("height", 0)))
+
+
+def on_htlc_accepted(plugin, onion, htlc, request, **kwargs):
+    """Routed to the roles; anything not ours, or any failure, continues."""
+    params = {"onion": onion, "htlc": htlc, **kwargs}
+    try:
+        if node is None:
+            request.set_result({"result": "continue"})
+            return
+        node.on_htlc_accepted(params, request.set_result)
+    except Exception:
+        plugin.log(f"htlc_accepted failed: {traceback.format_exc()}", level="warn")
+        request.set_result({"result": "continue"})
+
+
+# Before CLN's keysend and offers plugins: a blinded final hop carrying a
+# keysend preimage is ours to claim (design §8).
+plugin.add_hook("htlc_accepted", on_htlc_accepted, background=True, before=["keysend", "offers"])
 
 
 # -- RPC methods ------------------------------------------------------------
@@ -160,7 +179,7 @@ def recipientpaths(plugin, recipient_id, count=DEFAULT_RECIPIENT_PATHS, expiry=N
     ttl = n.config.recipient_paths_ttl if expiry is None else _int_param("expiry", expiry, 1, 10 * 365 * 86400)
     now = int(time.time())
     with n.lock:
-        paths = n.server.recipient_paths(recipient_id, count, ttl, now)
+        paths = n.lsp.server.recipient_paths(recipient_id, count, ttl, now)
     return views.recipient_paths(recipient_id, paths, now + ttl)
 
 
@@ -199,7 +218,7 @@ def listmailbox(plugin):
     n = _need_node()
     now = int(time.time())
     with n.lock:
-        peers = n.mailbox.summary(now)
+        peers = n.lsp.mailbox.summary(now)
         total = n.store.mailbox_totals()
     return {"peers": peers, "messages": total[0], "bytes": total[1]}
 
@@ -215,7 +234,7 @@ def flush(plugin, peer_id):
         raise ValueError(f"peer_id must be a 33-byte node id in hex, got {peer_id!r}") from None
     with n.lock:
         queued = n.store.mailbox_totals(peer_id)[0]
-    started = n.start_flush(peer_id) if queued else False
+    started = n.lsp.start_flush(peer_id) if queued else False
     return {"peer_id": peer_id, "queued": queued, "started": started}
 
 

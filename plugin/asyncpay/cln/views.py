@@ -65,7 +65,7 @@ def status(node, now: int) -> dict:
             "duplicates": counters.get("mailbox_duplicate", 0),
             "rate_limited": mdropped.get("rate_limited", 0),
             "dropped": mdropped,
-            "flushing": sorted(node.flushing),
+            "flushing": sorted(node.lsp.flushing),
         },
         "sent": {k[len("sent_"):]: v for k, v in counters.items() if k.startswith("sent_")},
     }

@@ -4,8 +4,8 @@ Sans-IO: classes here take decoded messages, the store and the time, and
 return ``asyncpay.actions`` for the host to carry out.
 """
 
+from ..endpoint import Delivered, Dropped, Endpoint
 from .config import LspConfig
-from .endpoint import Delivered, Dropped, Endpoint
 from .mailbox import Flush, Mailbox
 from .server import StaticInvoiceServer
 

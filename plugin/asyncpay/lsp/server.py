@@ -19,23 +19,26 @@ A recipient can only ever touch the slot named by the context it was given.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from ..actions import InjectOnion
-from ..blinded_path import BlindedPath, IntroductionNode
+from ..blinded_path import BlindedPath
+from ..endpoint import Delivered, Dropped, Endpoint, Resolver
 from ..offers import BITCOIN_CHAIN, InvoiceRequest, StaticInvoice, ldk_offer_id
 from ..offers.offer import offer_records
-from ..onion_message import OnionMessage, OnionMessagePayload, onion_from_node
+from ..onion_message import OnionMessage, OnionMessagePayload
 from ..onion_message.async_payments import OfferPaths, StaticInvoicePersisted
 from ..ratelimit import TokenBuckets
 from ..store import Store
 from ..wire import WireError
 from .config import LspConfig
-from .endpoint import OFFER, RECIPIENT, SERVE, Delivered, Dropped, Endpoint
+
+# Context kinds of the paths the server mints.
+RECIPIENT = "recipient"  # P_req: recipient -> server (offer_paths_request)
+SERVE = "serve"  # P_serve: serve_static_invoice for (recipient, slot)
+OFFER = "offer"  # offer paths: payers' invoice_request for (recipient, slot)
+KINDS = (RECIPIENT, SERVE, OFFER)
 
 log = logging.getLogger("asyncpay.lsp.server")
-
-Resolver = Callable[[IntroductionNode], "bytes | None"]
 
 
 class StaticInvoiceServer:
@@ -182,12 +185,4 @@ class StaticInvoiceServer:
         return actions
 
     def _send(self, dest: BlindedPath, payload: OnionMessagePayload, purpose: str) -> InjectOnion:
-        intro = dest.introduction.node_id or self.resolve_intro(dest.introduction)
-        if intro is None:
-            raise Dropped("unresolvable_path", dest.introduction.describe())
-        node_id = self.endpoint.node_id
-        try:
-            msg = onion_from_node(node_id, dest, intro, payload, self.endpoint.rng)
-        except (WireError, ValueError) as e:
-            raise Dropped("unsendable", str(e)) from None
-        return InjectOnion(msg.path_key, msg.packet, None if intro == node_id else intro, purpose)
+        return self.endpoint.send(dest, payload, purpose, self.resolve_intro)

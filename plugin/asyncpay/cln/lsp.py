@@ -1,0 +1,139 @@
+"""The LSP role's adapter: the static invoice server and the mailbox over RPC.
+
+Facts it relies on (CLN v26.06, design §5): ``onionmessage_forward_fail``
+names the next hop by ``next_node_id`` or, for scid hops,
+``next_short_channel_id_dir``; a flush re-injects the stored onion with
+``injectonionmessage``, paced under connectd's per-peer limit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING
+
+from pyln.client import RpcError
+
+from ..actions import InjectOnion
+from ..endpoint import Delivered
+from ..lsp import Flush, LspConfig, Mailbox, StaticInvoiceServer
+from ..lsp.mailbox import Send, Wait
+from ..lsp.server import KINDS
+from .role import Role
+
+if TYPE_CHECKING:
+    from .node import Node
+
+
+class LspRole(Role):
+    KINDS = KINDS
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(node)
+        self.config: LspConfig = node.config_for(LspConfig)
+        self.server = StaticInvoiceServer(node.store, node.endpoint, self.config, node.resolve_intro)
+        self.mailbox = Mailbox(node.store, self.config)
+        self.flushing: dict[str, threading.Thread] = {}
+
+    def on_message(self, d: Delivered, now: int) -> list[InjectOnion]:
+        return self.server.dispatch(d, now)
+
+    def on_forward_fail(self, params: dict, now: int) -> bool:
+        """A message for an offline peer: keep it in the mailbox if the peer qualifies."""
+        node = self.node
+        peer = params.get("next_node_id")
+        if peer is None and params.get("next_short_channel_id_dir"):
+            peer = node.peer_for_scid(params["next_short_channel_id_dir"])
+        if peer is None or not params.get("incoming") or not params.get("path_key"):
+            return False
+        has_channel = peer in node.channel_peers()
+        with node.lock:
+            if not self.mailbox.qualifies(peer, has_channel):
+                node.store.bump("mailbox_dropped_not_eligible")
+                return True
+            refused = self.mailbox.intake(
+                peer, params.get("source"), bytes.fromhex(params["path_key"]),
+                bytes.fromhex(params["incoming"]), now,
+            )
+        if refused is None:
+            # Logged after the commit: every such line is a message on disk.
+            node.log(f"mailbox: queued a message for {peer}", level="debug")
+        return True
+
+    def queue_own(self, peer: str, action: InjectOnion, now: int) -> None:
+        """Our own message whose next hop is an offline peer waits in the mailbox."""
+        node = self.node
+        with node.lock:
+            if self.mailbox.qualifies(peer, peer in node.channel_peers()):
+                self.mailbox.intake(peer, None, action.path_key, action.packet, now)
+
+    def on_connect(self, peer_id: str) -> None:
+        """A peer connected: deliver its mail, if any."""
+        with self.node.lock:
+            queued = self.node.store.mailbox_totals(peer_id)[0]
+        if queued:
+            self.start_flush(peer_id)
+
+    def on_block(self, height: int, now: int) -> None:
+        with self.node.lock:
+            self.mailbox.expire(now)
+
+    # -- flushing ------------------------------------------------------------
+
+    def start_flush(self, peer_id: str) -> bool:
+        with self.node.lock:
+            if peer_id in self.flushing:
+                return False
+            t = threading.Thread(target=self._flush, args=(peer_id,), daemon=True, name=f"flush-{peer_id[:8]}")
+            self.flushing[peer_id] = t
+        t.start()
+        return True
+
+    def wait_flushes(self, timeout: float = 30.0) -> None:
+        """Join running flushes (tests and shutdown)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.node.lock:
+                threads = list(self.flushing.values())
+            if not threads:
+                return
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+            if time.monotonic() >= deadline:
+                return
+
+    def _flush(self, peer_id: str) -> None:
+        node = self.node
+        try:
+            # Let connectd finish the handshake before the first message.
+            time.sleep(self.config.mailbox_flush_interval_ms / 1000)
+            with node.lock:
+                flush = Flush(self.mailbox, peer_id, time.monotonic())
+            while True:
+                with node.lock:
+                    step = flush.poll(time.monotonic())
+                if step is None:
+                    break
+                if isinstance(step, Wait):
+                    time.sleep(step.seconds)
+                    continue
+                assert isinstance(step, Send)
+                ok = self._reinject(step.row.path_key, step.row.onion)
+                with node.lock:
+                    flush.result(step.row, ok, time.monotonic())
+            if flush.sent or flush.failed:
+                node.log(f"mailbox flush to {peer_id}: {flush.sent} delivered, {flush.failed} failed")
+        except Exception:
+            node.log(f"mailbox flush to {peer_id} crashed: {traceback.format_exc()}", level="warn")
+        finally:
+            with node.lock:
+                self.flushing.pop(peer_id, None)
+
+    def _reinject(self, path_key: bytes, onion: bytes) -> bool:
+        try:
+            self.node.rpc.call("injectonionmessage", {"path_key": path_key.hex(), "message": onion.hex()})
+            return True
+        except RpcError as e:
+            self.node.log(f"mailbox re-injection failed: {e.error}", level="debug")
+            return False
