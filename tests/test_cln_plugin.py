@@ -1,35 +1,148 @@
-"""The pyln side of the adapter, without a daemon: options and parameters."""
+"""The pyln side of the adapter, without a daemon: options, parameters and
+how every ``asyncpay-*`` method answers bad input (through pyln's own
+request dispatch)."""
+
+from __future__ import annotations
 
 import pytest
+from pyln.client.plugin import Request
 
+from asyncpay.cln import options as opts
+from asyncpay.cln import params
 from asyncpay.cln import plugin as p
+from asyncpay.cln.errors import INTERNAL, INVALID_PARAMS, NOT_READY, ParamError
 from asyncpay.lsp import LspConfig
 
 
-def test_every_limit_is_an_option():
+def test_every_limit_is_an_option_with_a_sentence():
     names = set(p.plugin.options)
     assert "asyncpay-db" in names
     assert set(LspConfig.option_names()) <= names
+    for name in LspConfig.option_names():
+        opt = p.plugin.options[name]
+        assert opt.opt_type == "int", name  # rates too: numbers, not strings
+        desc = opt.description
+        assert desc.endswith(".") and "default" not in desc.lower() and "asyncpay limit" not in desc, name
 
 
 def test_options_are_parsed_and_checked():
-    cfg = p._config_from_options({"asyncpay-mailbox-ttl": 60, "asyncpay-persist-rate": "2.5"})
-    assert cfg.mailbox_ttl == 60 and cfg.persist_rate == 2.5
+    [cfg] = opts.load({"asyncpay-mailbox-ttl": 60, "asyncpay-persist-rate": "3"})
+    assert cfg.mailbox_ttl == 60 and cfg.persist_rate == 3
     with pytest.raises(ValueError, match="asyncpay-mailbox-ttl: must be positive"):
-        p._config_from_options({"asyncpay-mailbox-ttl": 0})
-    with pytest.raises(ValueError, match="asyncpay-serve-rate: not a valid float"):
-        p._config_from_options({"asyncpay-serve-rate": "fast"})
+        opts.load({"asyncpay-mailbox-ttl": 0})
+    with pytest.raises(ValueError, match="asyncpay-serve-rate: must be a whole number"):
+        opts.load({"asyncpay-serve-rate": "fast"})
 
 
-def test_int_params_name_themselves():
-    assert p._int_param("invoice_slot", "7", 0, 10) == 7
-    with pytest.raises(ValueError, match="invoice_slot must be an integer"):
-        p._int_param("invoice_slot", "seven", 0, 10)
-    with pytest.raises(ValueError, match="count must be between 1 and 16"):
-        p._int_param("count", 17, 1, 16)
+def test_params_name_themselves():
+    assert params.integer("invoice_slot", "7", 0, 10) == 7
+    with pytest.raises(ParamError, match="invoice_slot must be an integer"):
+        params.integer("invoice_slot", "seven", 0, 10)
+    with pytest.raises(ParamError, match="invoice_slot must be an integer"):
+        params.integer("invoice_slot", "٣", 0, 10)  # a unicode digit is not accepted
+    with pytest.raises(ParamError, match="count must be between 1 and 16"):
+        params.integer("count", 17, 1, 16)
+    with pytest.raises(ParamError, match="peer_id must be 33 bytes"):
+        params.node_id("peer_id", "02" * 32)
+    with pytest.raises(ParamError, match="peer_id must be a hex string"):
+        params.node_id("peer_id", "zz")
+    with pytest.raises(ParamError, match="must be a non-empty list"):
+        params.hexlist("paths", [])
 
 
-def test_methods_refuse_before_init(monkeypatch):
+class Captured:
+    def __init__(self, monkeypatch) -> None:
+        self.out: list[dict] = []
+        monkeypatch.setattr(Request, "_write_result", lambda req, result: self.out.append(result))
+
+    def call(self, method: str, params) -> dict:
+        before = len(self.out)
+        p.plugin._dispatch_request(Request(p.plugin, "1", method, params))
+        assert len(self.out) == before + 1
+        return self.out[-1]
+
+
+@pytest.fixture
+def rpc(monkeypatch):
+    monkeypatch.setattr(p.plugin, "log", lambda *a, **k: None)
+    return Captured(monkeypatch)
+
+
+def _error(answer: dict) -> tuple[int, str]:
+    assert "result" not in answer
+    err = answer["error"]
+    assert set(err) == {"code", "message"}, "no traceback in the answer"
+    assert "\n" not in err["message"] and "Traceback" not in err["message"]
+    return err["code"], err["message"]
+
+
+BAD_CALLS = [
+    ("asyncpay-recipientpaths", {}, "missing required parameter recipient_id"),
+    ("asyncpay-recipientpaths", {"recipient_id": "a", "bogus": 1}, "unknown parameter bogus"),
+    ("asyncpay-recipientpaths", ["a", 1, 60, 4], "too many parameters"),
+    ("asyncpay-recipientpaths", {"recipient_id": 5}, "recipient_id must be a string"),
+    ("asyncpay-recipientpaths", {"recipient_id": "a", "count": "many"}, "count must be an integer"),
+    ("asyncpay-recipientpaths", {"recipient_id": "a", "count": 99}, "count must be between 1 and 16"),
+    ("asyncpay-recipientpaths", {"recipient_id": "a", "expiry": -1}, "expiry must be between"),
+    ("asyncpay-delinvoice", {"recipient_id": "a"}, "missing required parameter invoice_slot"),
+    ("asyncpay-delinvoice", {"recipient_id": "a", "invoice_slot": 70000}, "invoice_slot must be between"),
+    ("asyncpay-delinvoice", {"recipient_id": "é", "invoice_slot": "½"}, "invoice_slot must be an integer"),
+    ("asyncpay-listinvoices", {"recipient_id": ["x"]}, "recipient_id must be a string"),
+    ("asyncpay-flush", {}, "missing required parameter peer_id"),
+    ("asyncpay-flush", {"peer_id": "ünïcode"}, "peer_id must be a hex string"),
+    ("asyncpay-flush", {"peer_id": "02"}, "peer_id must be 33 bytes"),
+    ("asyncpay-status", {"verbose": True}, "unknown parameter verbose"),
+    ("asyncpay-listmailbox", [1], "too many parameters"),
+]
+
+
+@pytest.mark.parametrize("method,args,message", BAD_CALLS)
+def test_bad_parameters_answer_invalid_params(rpc, monkeypatch, tmp_path, method, args, message):
+    monkeypatch.setattr(p, "node", object())  # parameters are checked before the node is used
+    code, text = _error(rpc.call(method, args))
+    assert code == INVALID_PARAMS
+    assert text.startswith(method) or message in text
+    assert message in text
+
+
+def test_every_method_is_covered_by_the_bad_calls():
+    ours = {m for m in p.plugin.methods if m.startswith("asyncpay-")}
+    lsp_methods = {"asyncpay-recipientpaths", "asyncpay-listrecipients", "asyncpay-listinvoices",
+                   "asyncpay-delinvoice", "asyncpay-listmailbox", "asyncpay-flush", "asyncpay-status"}
+    assert lsp_methods <= ours
+    covered = {m for m, _, _ in BAD_CALLS}
+    assert lsp_methods - covered == {"asyncpay-listrecipients"}  # takes no parameter; see below
+
+
+def test_not_initialised_is_not_ready(rpc, monkeypatch):
     monkeypatch.setattr(p, "node", None)
-    with pytest.raises(ValueError, match="not initialised"):
-        p.status(p.plugin)
+    for method in ("asyncpay-status", "asyncpay-listrecipients"):
+        code, text = _error(rpc.call(method, {}))
+        assert code == NOT_READY and "not initialised" in text
+
+
+def test_an_internal_error_is_logged_and_answered_briefly(rpc, monkeypatch):
+    logged: list[str] = []
+    monkeypatch.setattr(p.plugin, "log", lambda msg, level="info": logged.append(msg))
+
+    class Broken:
+        lock = None
+
+    monkeypatch.setattr(p, "node", Broken())
+    code, text = _error(rpc.call("asyncpay-listrecipients", {}))
+    assert code == INTERNAL and "internal error" in text
+    assert any("Traceback" in m for m in logged)
+
+
+def test_a_good_call_still_answers(rpc, monkeypatch):
+    class FakeNode:
+        import threading
+        lock = threading.RLock()
+
+        class store:
+            @staticmethod
+            def recipients():
+                return [{"recipient_id": "a"}]
+
+    monkeypatch.setattr(p, "node", FakeNode())
+    assert rpc.call("asyncpay-listrecipients", [])["result"] == {"recipients": [{"recipient_id": "a"}]}

@@ -13,16 +13,15 @@ import logging
 import os
 import time
 import traceback
-from dataclasses import fields
-
-from pyln.client import Plugin
 
 from .. import __version__
-from ..lsp import LspConfig
-from . import views
+from . import options as opts
+from . import params, views
+from .dispatch import AsyncpayPlugin
+from .errors import NotFound, NotReady
 from .node import Node
 
-plugin = Plugin(dynamic=False)
+plugin = AsyncpayPlugin(dynamic=False)
 DEFAULT_RECIPIENT_PATHS = 1
 
 
@@ -62,29 +61,9 @@ def _guard(what: str):
 
 # -- options -------------------------------------------------------------
 
-plugin.add_option("asyncpay-db", None, "SQLite file (default: asyncpay.sqlite3 in the node's network directory)")
-for _f in fields(LspConfig):
-    _name = "asyncpay-" + _f.name.replace("_", "-")
-    _kind = "int" if _f.type in ("int", int) else "string"
-    plugin.add_option(_name, _f.default if _kind == "int" else str(_f.default),
-                      f"asyncpay limit {_f.name} (default {_f.default})", opt_type=_kind)
-
-
-def _config_from_options(options: dict) -> LspConfig:
-    cfg = LspConfig()
-    for name, field_name in LspConfig.option_names().items():
-        value = options.get(name)
-        if value is None:
-            continue
-        current = getattr(cfg, field_name)
-        try:
-            value = type(current)(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}: not a valid {type(current).__name__}: {value!r}") from None
-        if value <= 0:
-            raise ValueError(f"{name}: must be positive, got {value}")
-        setattr(cfg, field_name, value)
-    return cfg
+plugin.add_option("asyncpay-db", None,
+                  "SQLite file of asyncpay's state (default: asyncpay.sqlite3 in the node's network directory).")
+opts.register(plugin)
 
 
 @plugin.init()
@@ -93,9 +72,13 @@ def init(options, configuration, plugin, **kwargs):
     handler = _PluginLogHandler()
     logging.getLogger("asyncpay").addHandler(handler)
     logging.getLogger("asyncpay").setLevel(logging.DEBUG)
-    cfg = _config_from_options(options)
+    try:
+        configs = opts.load(options)
+    except ValueError as e:
+        # lightningd logs the reason and goes on without us.
+        return {"disable": str(e)}
     db = options.get("asyncpay-db") or os.path.join(configuration["lightning-dir"], "asyncpay.sqlite3")
-    node = Node(plugin.rpc, plugin.log, db, cfg, notify=plugin.notify)
+    node = Node(plugin.rpc, plugin.log, db, *configs, notify=plugin.notify)
     plugin.log(f"asyncpay {__version__}: endpoint {node.endpoint.public_key.hex()}, database {db}")
     # Peers already connected when we start may have mail from before a restart.
     for p in plugin.rpc.listpeers().get("peers", []):
@@ -148,20 +131,9 @@ plugin.add_hook("htlc_accepted", on_htlc_accepted, background=True, before=["key
 # -- RPC methods ------------------------------------------------------------
 
 
-def _int_param(name: str, value, lo: int, hi: int) -> int:
-    """An integer parameter in [lo, hi], or a clear error naming it."""
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
-    if not lo <= n <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, got {n}")
-    return n
-
-
 def _need_node() -> Node:
     if node is None:
-        raise ValueError("asyncpay is not initialised yet")
+        raise NotReady("asyncpay is not initialised yet")
     return node
 
 
@@ -173,10 +145,9 @@ def recipientpaths(plugin, recipient_id, count=DEFAULT_RECIPIENT_PATHS, expiry=N
     count: how many paths (1-16); expiry: seconds they stay valid.
     """
     n = _need_node()
-    if not isinstance(recipient_id, str) or not recipient_id:
-        raise ValueError("recipient_id must be a non-empty string")
-    count = _int_param("count", count, 1, 16)
-    ttl = n.config.recipient_paths_ttl if expiry is None else _int_param("expiry", expiry, 1, 10 * 365 * 86400)
+    recipient_id = params.text("recipient_id", recipient_id, max_len=256)
+    count = params.integer("count", count, 1, 16)
+    ttl = n.config.recipient_paths_ttl if expiry is None else params.integer("expiry", expiry, 1, 10 * 365 * 86400)
     now = int(time.time())
     with n.lock:
         paths = n.lsp.server.recipient_paths(recipient_id, count, ttl, now)
@@ -195,6 +166,8 @@ def listrecipients(plugin):
 def listinvoices(plugin, recipient_id=None):
     """List stored static invoices, optionally for one recipient."""
     n = _need_node()
+    if recipient_id is not None:
+        recipient_id = params.text("recipient_id", recipient_id, max_len=256)
     with n.lock:
         rows = n.store.list_invoices(recipient_id)
     return {"invoices": [views.invoice_row(r, int(time.time())) for r in rows]}
@@ -204,11 +177,12 @@ def listinvoices(plugin, recipient_id=None):
 def delinvoice(plugin, recipient_id, invoice_slot):
     """Delete the static invoice stored for (recipient_id, invoice_slot)."""
     n = _need_node()
-    slot = _int_param("invoice_slot", invoice_slot, 0, 0xFFFF)
+    recipient_id = params.text("recipient_id", recipient_id, max_len=256)
+    slot = params.integer("invoice_slot", invoice_slot, 0, 0xFFFF)
     with n.lock:
-        deleted = n.store.delete_invoice(str(recipient_id), slot)
+        deleted = n.store.delete_invoice(recipient_id, slot)
     if not deleted:
-        raise ValueError(f"no invoice stored for {recipient_id} slot {slot}")
+        raise NotFound(f"no invoice stored for {recipient_id} slot {slot}")
     return {"deleted": {"recipient_id": recipient_id, "invoice_slot": slot}}
 
 
@@ -227,11 +201,7 @@ def listmailbox(plugin):
 def flush(plugin, peer_id):
     """Re-inject a peer's queued messages now (it must be connected)."""
     n = _need_node()
-    try:
-        if len(bytes.fromhex(peer_id)) != 33:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError(f"peer_id must be a 33-byte node id in hex, got {peer_id!r}") from None
+    peer_id = params.node_id("peer_id", peer_id)
     with n.lock:
         queued = n.store.mailbox_totals(peer_id)[0]
     started = n.lsp.start_flush(peer_id) if queued else False

@@ -1,38 +1,45 @@
 """Every limit of the LSP role, with its default. Each is a plugin option
-``asyncpay-<name with dashes>`` (see docs/configuration.md)."""
+``asyncpay-<name with dashes>`` whose help is the field's ``help`` metadata
+(see docs/configuration.md)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 DAY = 24 * 3600
+
+
+def option(default, help: str):
+    """A config field: its default and the one sentence ``lightningd --help`` shows."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class LspConfig:
     # Mailbox (design §6). ldk-node keeps 30 messages per peer in memory.
-    mailbox_max_messages_per_peer: int = 100
-    mailbox_max_bytes_per_peer: int = 4 * 1024 * 1024
-    mailbox_max_messages: int = 100_000
-    mailbox_max_bytes: int = 256 * 1024 * 1024
-    mailbox_ttl: int = 7 * DAY
+    mailbox_max_messages_per_peer: int = option(100, "Most onion messages kept for one offline peer.")
+    mailbox_max_bytes_per_peer: int = option(4 * 1024 * 1024, "Most bytes of onion messages kept for one offline peer.")
+    mailbox_max_messages: int = option(100_000, "Most onion messages kept for all offline peers together.")
+    mailbox_max_bytes: int = option(256 * 1024 * 1024, "Most bytes of onion messages kept for all peers together.")
+    mailbox_ttl: int = option(7 * DAY, "Seconds a queued onion message is kept before it is dropped.")
     # connectd accepts one onion message per 250 ms per peer, burst 4
     # (connectd/onion_message.c); we stay under it.
-    mailbox_flush_interval_ms: int = 300
-    # Intake per source peer: tokens per second and burst.
-    mailbox_intake_rate: float = 20.0
-    mailbox_intake_burst: int = 100
+    mailbox_flush_interval_ms: int = option(300, "Milliseconds between two messages flushed to a reconnected peer.")
+    mailbox_intake_rate: int = option(20, "Messages per second one source peer may add to the mailbox.")
+    mailbox_intake_burst: int = option(100, "Messages one source peer may add at once before its rate applies.")
+    mailbox_notify_interval: int = option(
+        60, "Seconds between two asyncpay_mailbox_queued notifications for the same peer.")
 
     # Static invoice server.
-    max_slots_per_recipient: int = 16
-    max_invoice_bytes: int = 8192
-    offer_paths_ttl: int = 365 * DAY
-    recipient_paths_ttl: int = 365 * DAY
+    max_slots_per_recipient: int = option(16, "Invoice slots each recipient may use.")
+    max_invoice_bytes: int = option(8192, "Largest static invoice stored, in bytes.")
+    offer_paths_ttl: int = option(365 * DAY, "Seconds the offer paths handed to a recipient stay valid.")
+    recipient_paths_ttl: int = option(365 * DAY, "Seconds the paths of asyncpay-recipientpaths stay valid.")
     # Persisting: LDK's server allows a bucket of 5, one token per 100 ms.
-    persist_rate: float = 10.0
-    persist_burst: int = 5
-    serve_rate: float = 10.0
-    serve_burst: int = 20
+    persist_rate: int = option(10, "Offer-path requests and invoice stores per second for one recipient.")
+    persist_burst: int = option(5, "Offer-path requests and invoice stores one recipient may make at once.")
+    serve_rate: int = option(10, "Static invoices served per second for one recipient.")
+    serve_burst: int = option(20, "Static invoices served at once for one recipient before its rate applies.")
 
     @classmethod
     def option_names(cls) -> dict[str, str]:
