@@ -52,6 +52,7 @@ def attach(node, tmp_path, **limits) -> Node:
     def listener(topic: str, params: dict) -> None:
         if topic == "onionmessage_forward_fail":
             n.on_forward_fail(params["onionmessage_forward_fail"])
+            n.lsp.writer.drain()  # the intake commit is asynchronous (group commit)
         elif topic == "connect":
             n.on_connect(params["connect"]["id"])
 

@@ -1,7 +1,10 @@
 """The SQLite store: everything that must survive a crash of lightningd.
 
-WAL journal, ``synchronous=NORMAL`` (a committed transaction survives a
-process crash; an OS crash may lose the last few), a ``schema_version``
+WAL journal with ``synchronous=FULL``: every commit is on disk (fsync of the
+WAL) before the statement returns, so nothing we have acknowledged to a peer
+(a ``static_invoice_persisted``, a message taken into the mailbox) is lost
+to a process crash, an OS crash or a power cut. ``NORMAL`` would survive
+only a process crash. A ``schema_version``
 table with ordered migrations, and every multi-step change inside one
 transaction (``with store.tx():``). Single statements are atomic by
 themselves and run in autocommit mode.
@@ -69,12 +72,14 @@ class MailboxRow:
 
 
 class Store:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, synchronous: str = "FULL") -> None:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db = sqlite_utils.Database(conn)
         self.conn = conn
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.migrate()
 
     # -- transactions and schema ------------------------------------------
@@ -254,6 +259,11 @@ class Store:
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM mailbox WHERE peer_id = ?", (peer_id,)
             ).fetchone()
         return row[0], row[1]
+
+    def mailbox_oldest(self, peer_id: str) -> int | None:
+        """received_at of the peer's oldest queued message."""
+        q = "SELECT MIN(received_at) FROM mailbox WHERE peer_id = ?"
+        return self.conn.execute(q, (peer_id,)).fetchone()[0]
 
     def mailbox_add(self, peer_id: str, source: str | None, path_key: bytes, onion: bytes, now: int) -> bool:
         """Queue one message; False if the very same onion is already queued."""

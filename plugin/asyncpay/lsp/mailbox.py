@@ -27,6 +27,7 @@ class Mailbox:
     def __init__(self, store: Store, config: LspConfig) -> None:
         self.store, self.config = store, config
         self.intake_limits = TokenBuckets(config.mailbox_intake_burst, config.mailbox_intake_rate)
+        self.last_wakeup: dict[str, int] = {}
         self._load_totals()
 
     def _load_totals(self) -> None:
@@ -52,6 +53,33 @@ class Mailbox:
         self.store.bump(f"mailbox_dropped_{reason}")
         log.debug("mailbox: dropped message for %s: %s", peer_id, reason)
         return reason
+
+    def intake_batch(self, items: list[tuple[str, str | None, bytes, bytes]], now: int) -> list[str | None]:
+        """``intake`` for each (peer_id, source, path_key, onion), in one
+        transaction: one commit, so one fsync, for the whole batch."""
+        try:
+            with self.store.tx():
+                return [self.intake(peer, source, key, onion, now) for peer, source, key, onion in items]
+        except Exception:
+            self._load_totals()  # the in-memory totals counted a batch that rolled back
+            raise
+
+    def wakeup(self, peer_id: str, now: int) -> dict | None:
+        """The ``asyncpay_mailbox_queued`` notification for ``peer_id``, at most
+        one per ``mailbox_notify_interval`` seconds per peer (None otherwise):
+        a push-notification plugin can wake a sleeping wallet with it."""
+        last = self.last_wakeup.get(peer_id)
+        if last is not None and now - last < self.config.mailbox_notify_interval:
+            return None
+        messages, size = self.per_peer.get(peer_id, (0, 0))
+        if not messages:
+            return None
+        self.last_wakeup[peer_id] = now
+        if len(self.last_wakeup) > 4 * max(1, len(self.per_peer)) + 1000:
+            horizon = now - self.config.mailbox_notify_interval
+            self.last_wakeup = {p: t for p, t in self.last_wakeup.items() if t > horizon}
+        return {"peer_id": peer_id, "messages": messages, "bytes": size,
+                "oldest": self.store.mailbox_oldest(peer_id)}
 
     def _refusal(self, peer_id: str, source: str | None, size: int, now: int) -> str | None:
         c = self.config
