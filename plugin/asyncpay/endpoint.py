@@ -78,14 +78,16 @@ class Endpoint:
         expires_at: int,
         now: int,
         via: Sequence[bytes] = (),
+        path_id: bytes | None = None,
     ) -> BlindedPath:
         """A fresh path ``[*via -> our node -> V]`` whose path_id keys a new context.
 
         ``via`` are the node ids in front of ours (e.g. our LSP, so that a
         message for us waits in its mailbox while we are offline); each one
-        forwards to the next by node id.
+        forwards to the next by node id. ``path_id`` may be chosen by the
+        caller (32 random bytes) when it must refer to the context later.
         """
-        path_id = self.rng(32)
+        path_id = path_id or self.rng(32)
         self.store.add_context(path_id, kind, owner, slot, expires_at, now)
         nodes = [*via, self.node_id]
         hops = [(n, EncryptedData(next_node_id=nxt)) for n, nxt in zip(nodes, [*nodes[1:], self.public_key])]

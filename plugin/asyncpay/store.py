@@ -55,8 +55,15 @@ def _v2(db: sqlite_utils.Database) -> None:
     db["component_versions"].create({"name": str, "version": int}, pk="name")
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    # The contexts behind each issued offer path, so that old ones can be pruned.
+    db["issued_offer_paths"].add_column("offer_path_id", bytes)
+    db["issued_offer_paths"].add_column("serve_path_id", bytes)
+    db["issued_offer_paths"].create_index(["recipient_id", "invoice_slot"])
+
+
 Migration = Callable[[sqlite_utils.Database], None]
-MIGRATIONS: list[Migration] = [_v1, _v2]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,7 @@ class Store:
         )
 
     def row_count(self, table: str) -> int:
-        assert table in ("recipients", "invoices", "mailbox", "path_contexts")
+        assert table in ("recipients", "invoices", "mailbox", "path_contexts", "issued_offer_paths")
         return self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
     def counters(self) -> dict[str, int]:
@@ -192,12 +199,29 @@ class Store:
             {"recipient_id": r[0], "created_at": r[1], "last_request_at": r[2], "invoices": r[3]} for r in rows
         ]
 
-    def add_issued_offer_path(self, path: bytes, recipient_id: str, slot: int, expires_at: int) -> None:
+    def add_issued_offer_path(self, path: bytes, recipient_id: str, slot: int, expires_at: int,
+                              offer_path_id: bytes | None = None, serve_path_id: bytes | None = None) -> None:
         self.conn.execute(
-            "INSERT OR REPLACE INTO issued_offer_paths (path, recipient_id, invoice_slot, expires_at) "
-            "VALUES (?, ?, ?, ?)",
-            (path, recipient_id, slot, expires_at),
+            "INSERT OR REPLACE INTO issued_offer_paths (path, recipient_id, invoice_slot, expires_at, "
+            "offer_path_id, serve_path_id) VALUES (?, ?, ?, ?, ?, ?)",
+            (path, recipient_id, slot, expires_at, offer_path_id, serve_path_id),
         )
+
+    def prune_issued_offer_paths(self, recipient_id: str, slot: int, keep: int, in_use: list[bytes]) -> int:
+        """Delete all but the newest ``keep`` offer paths of (recipient, slot),
+        and their contexts; paths in ``in_use`` (the stored invoice's) stay."""
+        rows = self.conn.execute(
+            "SELECT path, offer_path_id, serve_path_id FROM issued_offer_paths "
+            "WHERE recipient_id = ? AND invoice_slot = ? ORDER BY rowid DESC LIMIT -1 OFFSET ?",
+            (recipient_id, slot, keep),
+        ).fetchall()
+        pinned = set(in_use)
+        doomed = [r for r in rows if r[0] not in pinned]
+        with self.tx():
+            for path, offer_id, serve_id in doomed:
+                self.conn.execute("DELETE FROM issued_offer_paths WHERE path = ?", (path,))
+                self.conn.execute("DELETE FROM path_contexts WHERE path_id IN (?, ?)", (offer_id, serve_id))
+        return len(doomed)
 
     def offer_path_owner(self, path: bytes) -> tuple[str, int, int] | None:
         return self.conn.execute(

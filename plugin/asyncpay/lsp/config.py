@@ -33,6 +33,10 @@ class LspConfig:
     # Static invoice server.
     max_slots_per_recipient: int = option(16, "Invoice slots each recipient may use.")
     max_invoice_bytes: int = option(8192, "Largest static invoice stored, in bytes.")
+    # What one recipient can make us store: per slot, this many offer-path
+    # sets (one issued path, two contexts each), plus the one in use.
+    max_offer_paths_per_slot: int = option(
+        4, "Offer-path sets kept per recipient slot; older ones not in the stored invoice are deleted.")
     offer_paths_ttl: int = option(365 * DAY, "Seconds the offer paths handed to a recipient stay valid.")
     recipient_paths_ttl: int = option(365 * DAY, "Seconds the paths of asyncpay-recipientpaths stay valid.")
     # Persisting: LDK's server allows a bucket of 5, one token per 100 ms.

@@ -105,11 +105,16 @@ class StaticInvoiceServer:
         if not self.persist_limits.allow(rid, now):
             raise Dropped("rate_limited_persist", rid)
         expires_at = now + self.config.offer_paths_ttl
+        offer_id, serve_id = self.endpoint.rng(32), self.endpoint.rng(32)
         with self.store.tx():
             self.store.touch_recipient(rid, now)
-            offer_path = self.endpoint.mint_path(OFFER, rid, slot, expires_at, now)
-            self.store.add_issued_offer_path(offer_path.encode(), rid, slot, expires_at)
-            serve_path = self.endpoint.mint_path(SERVE, rid, slot, expires_at, now)
+            offer_path = self.endpoint.mint_path(OFFER, rid, slot, expires_at, now, path_id=offer_id)
+            serve_path = self.endpoint.mint_path(SERVE, rid, slot, expires_at, now, path_id=serve_id)
+            self.store.add_issued_offer_path(offer_path.encode(), rid, slot, expires_at, offer_id, serve_id)
+            # Bounded state: only the newest sets survive, and the set the
+            # stored invoice uses, whatever its age.
+            self.store.prune_issued_offer_paths(rid, slot, self.config.max_offer_paths_per_slot,
+                                                self._paths_in_use(rid, slot))
             self.store.bump("offer_paths_sent")
         reply = OnionMessagePayload(
             offer_paths=OfferPaths(paths=[offer_path], paths_absolute_expiry=expires_at),
@@ -117,6 +122,15 @@ class StaticInvoiceServer:
         )
         log.info("offer paths for %s slot %d", rid, slot)
         return [self._send(d.payload.reply_path, reply, "offer_paths")]
+
+    def _paths_in_use(self, rid: str, slot: int) -> list[bytes]:
+        row = self.store.invoice(rid, slot)
+        if row is None:
+            return []
+        try:
+            return [p.encode() for p in StaticInvoice.decode(row[0]).offer_paths or []]
+        except WireError:
+            return []
 
     def _serve_static_invoice(self, d: Delivered, now: int) -> list[InjectOnion]:
         rid, slot = d.recipient_id, d.invoice_slot
