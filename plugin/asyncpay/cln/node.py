@@ -58,6 +58,7 @@ class Node:
         self.db_path = db_path
         self.endpoint = Endpoint(self.store, self.node_id, self.secret(ENDPOINT_SECRET_LABEL), os.urandom)
         self.started_at = int(time.time())
+        self._channel_peers: dict[str, set[str]] | None = None
         self.lsp = LspRole(self)
         self.roles: list[Role] = [self.lsp]
         self._by_kind = {kind: role for role in self.roles for kind in role.KINDS}
@@ -81,14 +82,25 @@ class Node:
     # -- lightningd lookups ------------------------------------------------
 
     def channel_peers(self) -> dict[str, set[str]]:
-        """peer id -> its channels' scids (real and aliases), from listpeerchannels."""
+        """peer id -> its channels' scids (real and aliases), from listpeerchannels.
+
+        Cached: mailbox intake asks on every message. ``channels_changed``
+        (channel_opened, channel_state_changed, connect, disconnect) drops it.
+        """
+        cached = self._channel_peers
+        if cached is not None:
+            return cached
         out: dict[str, set[str]] = {}
         for ch in self.rpc.call("listpeerchannels").get("channels", []):
             scids = out.setdefault(ch["peer_id"], set())
             for s in (ch.get("short_channel_id"), *(ch.get("alias") or {}).values()):
                 if s:
                     scids.add(s)
+        self._channel_peers = out
         return out
+
+    def channels_changed(self) -> None:
+        self._channel_peers = None
 
     def peer_for_scid(self, scid_dir: str) -> str | None:
         scid = scid_dir.split("/")[0]
@@ -178,6 +190,7 @@ class Node:
         self.perform(actions)
 
     def on_connect(self, peer_id: str) -> None:
+        self.channels_changed()
         for role in self.roles:
             role.on_connect(peer_id)
 

@@ -64,6 +64,9 @@ def _guard(what: str):
 plugin.add_option("asyncpay-db", None,
                   "SQLite file of asyncpay's state (default: asyncpay.sqlite3 in the node's network directory).")
 opts.register(plugin)
+# Custom notifications (docs/rpc.md): a push-notification plugin can wake a
+# sleeping wallet when mail waits for it.
+plugin.add_notification_topic("asyncpay_mailbox_queued")
 
 
 @plugin.init()
@@ -102,6 +105,24 @@ def on_connect(plugin, connect=None, **kwargs):
     peer = (connect or kwargs).get("id")
     if peer:
         node.on_connect(peer)
+
+
+@plugin.subscribe("channel_opened")
+@_guard("channel_opened")
+def on_channel_opened(plugin, **kwargs):
+    node.channels_changed()
+
+
+@plugin.subscribe("channel_state_changed")
+@_guard("channel_state_changed")
+def on_channel_state_changed(plugin, **kwargs):
+    node.channels_changed()
+
+
+@plugin.subscribe("disconnect")
+@_guard("disconnect")
+def on_disconnect(plugin, **kwargs):
+    node.channels_changed()
 
 
 @plugin.subscribe("block_added")
