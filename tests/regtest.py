@@ -35,6 +35,7 @@ def _bound_to_this_python(script: Path) -> str:
 
 
 RECORDER = _bound_to_this_python(HERE / "plugins" / "recorder.py")
+WAKEUP = _bound_to_this_python(HERE / "plugins" / "wakeup.py")
 # The console script installed next to this interpreter (pip install .).
 ASYNCPAY = str(Path(sys.executable).parent / "asyncpay")
 

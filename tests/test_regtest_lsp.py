@@ -151,7 +151,7 @@ def test_operator_rpcs(node_factory):
     for method, params, message in [
         ("asyncpay-delinvoice", {"recipient_id": rid, "invoice_slot": "x"}, "invoice_slot must be an integer"),
         ("asyncpay-recipientpaths", {"recipient_id": rid, "count": 99}, "count must be between 1 and 16"),
-        ("asyncpay-flush", {"peer_id": "zz"}, "peer_id must be a 33-byte node id"),
+        ("asyncpay-flush", {"peer_id": "zz"}, "peer_id must be a hex string"),
     ]:
         with pytest.raises(RpcError, match=message):
             l2.rpc.call(method, params)
