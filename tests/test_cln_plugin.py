@@ -26,7 +26,7 @@ def test_every_limit_is_an_option_with_a_sentence():
 
 
 def test_options_are_parsed_and_checked():
-    [cfg] = opts.load({"asyncpay-mailbox-ttl": 60, "asyncpay-persist-rate": "3"})
+    cfg, _ = opts.load({"asyncpay-mailbox-ttl": 60, "asyncpay-persist-rate": "3"})
     assert cfg.mailbox_ttl == 60 and cfg.persist_rate == 3
     with pytest.raises(ValueError, match="asyncpay-mailbox-ttl: must be positive"):
         opts.load({"asyncpay-mailbox-ttl": 0})

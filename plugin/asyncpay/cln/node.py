@@ -36,6 +36,7 @@ from ..onion_message import OnionMessage
 from ..store import Store
 from ..wire import WireError
 from .lsp import LspRole
+from .recipient import RecipientRole
 from .role import Respond, Role
 
 ENDPOINT_SECRET_LABEL = "asyncpay/endpoint/v1"
@@ -60,7 +61,8 @@ class Node:
         self.started_at = int(time.time())
         self._channel_peers: dict[str, set[str]] | None = None
         self.lsp = LspRole(self)
-        self.roles: list[Role] = [self.lsp]
+        self.recipient = RecipientRole(self)
+        self.roles: list[Role] = [self.lsp, self.recipient]
         self._by_kind = {kind: role for role in self.roles for kind in role.KINDS}
 
     @property

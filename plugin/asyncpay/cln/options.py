@@ -14,9 +14,10 @@ from dataclasses import MISSING, fields
 from pyln.client import Plugin
 
 from ..lsp import LspConfig
+from ..recipient import RecipientConfig
 
 # Every role's config class; a role adds its own here.
-CONFIGS: tuple[type, ...] = (LspConfig,)
+CONFIGS: tuple[type, ...] = (LspConfig, RecipientConfig)
 
 def option_name(field_name: str) -> str:
     return "asyncpay-" + field_name.replace("_", "-")

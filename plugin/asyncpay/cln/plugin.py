@@ -16,7 +16,7 @@ import traceback
 
 from .. import __version__
 from . import options as opts
-from . import params, views
+from . import params, rpc_recipient, views
 from .dispatch import AsyncpayPlugin
 from .errors import NotFound, NotReady
 from .node import Node
@@ -235,6 +235,9 @@ def status(plugin):
     n = _need_node()
     with n.lock:
         return views.status(n, int(time.time()))
+
+
+rpc_recipient.register(plugin, _need_node)
 
 
 def main() -> None:

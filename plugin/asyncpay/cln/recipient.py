@@ -1,0 +1,227 @@
+"""The recipient role's adapter: lightningd lookups, timers and the claim.
+
+What it reads from lightningd (v26.06): our channel from the LSP in
+``listpeerchannels`` (the scid the LSP knows: the real one, else
+``alias.remote``; the LSP's fees and limits towards us in
+``updates.remote``), the block height from ``getinfo``, and, in
+``htlc_accepted``, the raw ``onion.payload`` (with its BigSize length
+prefix: ``common/sphinx.c``) and ``htlc.extra_tlvs`` (update_add_htlc's
+TLVs, the path key among them as type 0). A blinded final hop carrying a
+keysend preimage is not parsed by lightningd (5482373484 is even and unknown
+to it), so we decrypt our ``encrypted_recipient_data`` with
+``decryptencrypteddata`` (design §8).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING
+
+from pyln.client import RpcError
+
+from ..actions import InjectOnion
+from ..blinded_path import EncryptedData
+from ..endpoint import Delivered
+from ..payment import HopPayload
+from ..recipient import KINDS, Claimer, Fail, Htlc, LspChannel, Recipient, RecipientConfig, Resolve, Snapshot
+from ..wire import WireError, read_tlv_stream
+from ..wire.types import read_bigsize
+from .role import Respond, Role
+
+if TYPE_CHECKING:
+    from .node import Node
+
+OFFER_KEY_LABEL = "asyncpay/recipient/offer-key/v1"
+
+
+def parse_scid(s: str) -> int:
+    block, tx, out = (int(x) for x in s.split("x"))
+    return (block << 40) | (tx << 16) | out
+
+
+def _msat(v) -> int:
+    return int(str(v).removesuffix("msat")) if v is not None else 0
+
+
+def hop_payload(raw_hex: str) -> HopPayload:
+    """The hook's ``onion.payload``: a BigSize length, then the TLV stream."""
+    raw = bytes.fromhex(raw_hex)
+    length, pos = read_bigsize(raw, 0)
+    if pos + length != len(raw):
+        raise WireError("payload length prefix does not match")
+    return HopPayload.decode(raw[pos:])
+
+
+def path_key_of(payload: HopPayload, extra_tlvs: str | None) -> bytes | None:
+    if payload.current_path_key is not None:
+        return payload.current_path_key
+    if extra_tlvs:
+        # Type 0 is update_add_htlc's path_key (BOLT 2); lightningd accepted the rest.
+        for t, v in read_tlv_stream(bytes.fromhex(extra_tlvs), lambda t: True, "update_add_htlc_tlvs"):
+            if t == 0 and len(v) == 33:
+                return v
+    return None
+
+
+class RecipientRole(Role):
+    KINDS = KINDS
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(node)
+        self.config: RecipientConfig = node.config_for(RecipientConfig)
+        self.core = Recipient(node.store, node.endpoint, self.config, node.secret(OFFER_KEY_LABEL),
+                              node.resolve_intro)
+        self.claimer = Claimer(node.store, self.config)
+        self.changed = threading.Condition(node.lock)  # an offer's state changed
+        self.waiting: dict[tuple[str, int], Respond] = {}
+        self._stop = threading.Event()
+
+    # -- lightningd lookups ------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        height = int(self.node.rpc.getinfo().get("blockheight", 0))
+        lsp = self.core.lsp_id()
+        return Snapshot(self.lsp_channel(lsp) if lsp else None, height)
+
+    def lsp_channel(self, lsp: bytes) -> LspChannel | None:
+        chans = self.node.rpc.call("listpeerchannels", {"id": lsp.hex()}).get("channels", [])
+        for ch in chans:
+            if ch.get("state") != "CHANNELD_NORMAL":
+                continue
+            scid = ch.get("short_channel_id") or (ch.get("alias") or {}).get("remote")
+            remote = (ch.get("updates") or {}).get("remote")
+            if not scid or not remote:
+                continue
+            return LspChannel(
+                lsp_id=lsp, scid=parse_scid(scid),
+                fee_base_msat=_msat(remote.get("fee_base_msat")),
+                fee_proportional_millionths=int(remote.get("fee_proportional_millionths", 0)),
+                cltv_expiry_delta=int(remote.get("cltv_expiry_delta", 0)),
+                htlc_minimum_msat=_msat(remote.get("htlc_minimum_msat")),
+                htlc_maximum_msat=_msat(remote.get("htlc_maximum_msat")),
+            )
+        return None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        threading.Thread(target=self._timer, daemon=True, name="recipient-refresh").start()
+
+    def _timer(self) -> None:
+        force = True  # on start: re-serve whatever we publish
+        while not self._stop.is_set():
+            self.refresh(force)
+            force = False
+            self._stop.wait(self.config.recipient_refresh_interval)
+
+    def refresh(self, force: bool = False) -> None:
+        try:
+            snap = self.snapshot()
+            with self.node.lock:
+                actions = self.core.refresh(int(time.time()), snap, force)
+            self.node.perform(actions)
+        except Exception:
+            self.node.log(f"recipient refresh failed: {traceback.format_exc()}", level="warn")
+
+    def on_connect(self, peer_id: str) -> None:
+        lsp = self.core.lsp_id()
+        if lsp is not None and lsp.hex() == peer_id:
+            # Back in touch with the server: re-serve, after connectd settles.
+            threading.Timer(1.0, self.refresh, kwargs={"force": True}).start()
+
+    # -- messages ----------------------------------------------------------------
+
+    def on_message(self, d: Delivered, now: int) -> list[InjectOnion]:
+        actions = self.core.handle(d, now, self.snapshot())
+        self.changed.notify_all()
+        return actions
+
+    def offer(self, slot: int, description: str | None, amount_msat: int | None, wait: float) -> dict:
+        """``asyncpay-offer``: start the slot's handshake if needed and wait for it."""
+        now = int(time.time())
+        with self.node.lock:
+            actions = self.core.request_offer(slot, description, amount_msat, now)
+        self.node.perform(actions)
+        deadline = time.monotonic() + wait
+        with self.changed:
+            while True:
+                row = self.core.records.offer(slot)
+                if row is not None and row.state == "ready" and row.bolt12:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.changed.wait(min(left, 0.5))
+        return row
+
+    # -- payments ----------------------------------------------------------------
+
+    def on_htlc(self, params: dict, respond: Respond) -> bool:
+        onion, h = params.get("onion") or {}, params.get("htlc") or {}
+        try:
+            payload = hop_payload(onion.get("payload", ""))
+        except (WireError, ValueError):
+            return False
+        if payload.encrypted_recipient_data is None:
+            return False
+        key = path_key_of(payload, h.get("extra_tlvs"))
+        if key is None:
+            return False
+        try:
+            out = self.node.rpc.call("decryptencrypteddata", {
+                "encrypted_data": payload.encrypted_recipient_data.hex(), "path_key": key.hex()})
+            data = EncryptedData.decode(bytes.fromhex(out["decryptencrypteddata"]["decrypted"]))
+        except (RpcError, KeyError, WireError, ValueError):
+            return False
+        now = int(time.time())
+        if data.next_node_id is not None or data.short_channel_id is not None:
+            return False  # we forward this one: not a final hop
+        with self.node.lock:
+            if not self.claimer.is_ours(data, now):
+                return False
+            htlc_key = (str(h.get("short_channel_id")), int(h.get("id", 0)))
+            height = int(h["cltv_expiry"]) - int(h["cltv_expiry_relative"])
+            htlc = Htlc(htlc_key, bytes.fromhex(h["payment_hash"]), _msat(h.get("amount_msat")),
+                        int(h["cltv_expiry"]), payload, data)
+            self.waiting[htlc_key] = respond
+            verdicts = self.claimer.decide(htlc, height, now)
+        self._answer(verdicts, htlc.payment_hash)
+        return True
+
+    def _answer(self, verdicts, payment_hash: bytes) -> None:
+        for key, verdict in verdicts:
+            if not isinstance(verdict, (Resolve, Fail)):
+                continue  # a part that waits for the rest keeps its responder
+            with self.node.lock:
+                respond = self.waiting.pop(key, None)
+            if respond is None:
+                continue
+            if isinstance(verdict, Resolve):
+                respond({"result": "resolve", "payment_key": verdict.preimage.hex()})
+            else:
+                respond({"result": "fail", "failure_message": verdict.failure_message.hex()})
+        if any(isinstance(v, Resolve) for _, v in verdicts):
+            with self.node.lock:
+                row = self.core.records.payment(payment_hash)
+            if row is not None:
+                self.node.notify("asyncpay_payment_received", {
+                    "payment_hash": payment_hash.hex(), "payment_preimage": row["payment_preimage"].hex(),
+                    "amount_msat": row["amount_msat"], "slot": row["slot"], "kind": row["kind"],
+                    "received_at": row["received_at"]})
+
+    def on_block(self, height: int, now: int) -> None:
+        with self.node.lock:
+            verdicts = self.claimer.expire(height, now)
+        self._answer(verdicts, b"")
+
+    def status(self) -> dict:
+        c = self.node.store.counters()
+        return {"recipient": {
+            "offers": len(self.core.records.offers()),
+            "releases": c.get("recipient_releases", 0),
+            "payments_received": c.get("recipient_payments_received", 0),
+            "claims_failed": {k[len("claim_failed_"):]: v for k, v in c.items() if k.startswith("claim_failed_")},
+        }}
+
