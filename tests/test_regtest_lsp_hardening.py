@@ -74,7 +74,11 @@ def test_mailbox_queued_notification_reaches_a_subscriber(node_factory):
     wait_for(lambda: l2.rpc.call("asyncpay-listmailbox")["messages"] == 3, what="mailbox")
     seen = wait_for(lambda: l2.rpc.call("wakeup-list")["notifications"], what="notification")
     assert len(seen) == 1  # three messages, one wake-up within the interval
-    body = seen[0].get("payload") or seen[0].get("asyncpay_mailbox_queued") or seen[0]
+    # CLN v26 passes the fields at the top level, again under the topic's
+    # name, and adds the origin (docs/rpc.md).
+    assert seen[0]["origin"] == "asyncpay", seen[0]
+    body = seen[0]["asyncpay_mailbox_queued"]
+    assert {k: seen[0][k] for k in body} == body
     assert body["peer_id"] == l3.info["id"] and body["messages"] >= 1 and body["bytes"] > 0
     assert isinstance(body["oldest"], int)
 
