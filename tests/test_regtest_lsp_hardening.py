@@ -59,6 +59,17 @@ def test_rpc_errors_name_the_parameter_without_traceback(node_factory):
     assert "endpoint_id" in l2.rpc.call("asyncpay-status")
 
 
+def test_help_and_options_read_well(node_factory):
+    l2 = node_factory.get_node(options={"plugin": ASYNCPAY, "asyncpay-serve-rate": 7})
+    [h] = l2.rpc.help("asyncpay-recipientpaths")["help"]
+    assert "recipient_id" in h["command"] and "[count]" in h["command"], h
+    configs = l2.rpc.listconfigs()["configs"]
+    assert configs["asyncpay-serve-rate"]["value_int"] == 7  # a number, not a string
+    with pytest.raises(RpcError) as e:
+        l2.rpc.setconfig("asyncpay-serve-rate", "fast")
+    assert "serve-rate" in str(e.value.error)
+
+
 def test_mailbox_queued_notification_reaches_a_subscriber(node_factory):
     l1, l2, l3 = network(node_factory, lsp_plugins=[WAKEUP])
     l2.rpc.call("asyncpay-recipientpaths", {"recipient_id": l3.info["id"]})
