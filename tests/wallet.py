@@ -97,10 +97,13 @@ class Wallet:
 
     # -- payer -------------------------------------------------------------
 
-    def invoice_request(self, offer: Offer) -> tuple[InvoiceRequest, tuple[bytes, bytes]]:
+    def invoice_request(self, offer: Offer, amount: int | None = None) -> tuple[InvoiceRequest, tuple[bytes, bytes]]:
         payer_secret = os.urandom(32)
         req = InvoiceRequest.from_records(offer.to_records() + [(0, os.urandom(16)), (88, pubkey_of(payer_secret))],
                                           check=False)
+        if offer.offer_chains:
+            req.invreq_chain = offer.offer_chains[0]
+        req.invreq_amount = amount
         req.sign(payer_secret)
         payload = OnionMessagePayload(invoice_request=req.encode(), reply_path=self.reply_path())
         return req, self.onion_to(offer.offer_paths[0], payload)

@@ -31,6 +31,8 @@ from .wire import WireError
 
 # Node id behind an introduction node named by short channel id (None: unknown).
 Resolver = Callable[[IntroductionNode], "bytes | None"]
+# The nodes between us and a node that is not our peer (empty: send directly).
+Router = Callable[[bytes], Sequence[bytes]]
 
 
 def _no_scid(intro: IntroductionNode) -> bytes | None:
@@ -65,9 +67,15 @@ class Delivered:
         return self.slot
 
 
+def _direct(node_id: bytes) -> Sequence[bytes]:
+    return ()
+
+
 class Endpoint:
-    def __init__(self, store: Store, node_id: bytes, secret: bytes, rng: Callable[[int], bytes]) -> None:
+    def __init__(self, store: Store, node_id: bytes, secret: bytes, rng: Callable[[int], bytes],
+                 route: Router = _direct) -> None:
         self.store, self.node_id, self.secret, self.rng = store, node_id, secret, rng
+        self.route = route  # how to reach an introduction node that is not our peer
         self.public_key = pubkey_of(secret)
 
     def mint_path(
@@ -116,12 +124,18 @@ class Endpoint:
     def send(
         self, dest: BlindedPath, payload: OnionMessagePayload, purpose: str, resolve_intro: Resolver = _no_scid
     ) -> InjectOnion:
-        """The action that sends ``payload`` from our node over ``dest`` (raises Dropped)."""
+        """The action that sends ``payload`` from our node over ``dest`` (raises Dropped).
+
+        A reply path may start anywhere (CLN's ``fetchinvoice`` starts it at
+        the payer): when its introduction node is not our peer, ``route``
+        names the nodes in between and the onion goes through them."""
         intro = dest.introduction.node_id or resolve_intro(dest.introduction)
         if intro is None:
             raise Dropped("unresolvable_path", dest.introduction.describe())
+        via = tuple(self.route(intro)) if intro != self.node_id else ()
         try:
-            msg = onion_from_node(self.node_id, dest, intro, payload, self.rng)
+            msg = onion_from_node(self.node_id, dest, intro, payload, self.rng, via)
         except (WireError, CryptoError, ValueError) as e:
             raise Dropped("unsendable", str(e)) from None
-        return InjectOnion(msg.path_key, msg.packet, None if intro == self.node_id else intro, purpose)
+        first_hop = via[0] if via else (None if intro == self.node_id else intro)
+        return InjectOnion(msg.path_key, msg.packet, first_hop, purpose)

@@ -77,7 +77,7 @@ class LspRole(Role):
     def __init__(self, node: Node) -> None:
         super().__init__(node)
         self.config: LspConfig = node.config_for(LspConfig)
-        self.server = StaticInvoiceServer(node.store, node.endpoint, self.config, node.resolve_intro)
+        self.server = StaticInvoiceServer(node.store, node.endpoint, self.config, node.resolve_intro, node.chain)
         self.mailbox = Mailbox(node.store, self.config)
         self.flushing: dict[str, threading.Thread] = {}
         self.writer = IntakeWriter(self)

@@ -32,6 +32,7 @@ from ..actions import InjectOnion
 from ..blinded_path import IntroductionNode
 from ..endpoint import Dropped, Endpoint
 from ..lsp import LspConfig
+from ..offers import CHAINS
 from ..onion_message import OnionMessage
 from ..store import Store
 from ..wire import WireError
@@ -40,6 +41,7 @@ from .recipient import RecipientRole
 from .role import Respond, Role
 
 ENDPOINT_SECRET_LABEL = "asyncpay/endpoint/v1"
+ROUTE_MAX_VIA, ROUTE_MAX_FANOUT = 2, 32  # bounds on the walk of route_to
 _UNKNOWN_PEER = re.compile(r"unknown next peer ([0-9a-f]{66}|\d+x\d+x\d+)")
 C = TypeVar("C")
 
@@ -55,9 +57,14 @@ class Node:
         self.lock = threading.RLock()
         info = self.rpc.getinfo()
         self.node_id = bytes.fromhex(info["id"])
+        network = info.get("network", "bitcoin")
+        if network not in CHAINS:
+            raise ValueError(f"unknown network {network!r}")
+        self.chain = CHAINS[network]  # BOLT 12 chain hash of our offers
         self.store = Store(db_path)
         self.db_path = db_path
-        self.endpoint = Endpoint(self.store, self.node_id, self.secret(ENDPOINT_SECRET_LABEL), os.urandom)
+        self.endpoint = Endpoint(self.store, self.node_id, self.secret(ENDPOINT_SECRET_LABEL), os.urandom,
+                                 self.route_to)
         self.started_at = int(time.time())
         self._channel_peers: dict[str, set[str]] | None = None
         self.lsp = LspRole(self)
@@ -127,6 +134,34 @@ class Node:
             if ch.get("direction") == intro.direction:
                 return bytes.fromhex(ch["source"])
         return None
+
+    def route_to(self, target: bytes) -> list[bytes]:
+        """The nodes between us and ``target`` for an onion message: none when
+        it is a connected peer, else up to two nodes found in gossip, breadth
+        first from ``target`` back to one of our connected peers (a wallet's
+        reply to a payer goes through its LSP). Messages need no liquidity, so
+        this is a walk over the channel graph, not a payment route."""
+        try:
+            peers = {p["id"] for p in self.rpc.call("listpeers").get("peers", []) if p.get("connected")}
+            if target.hex() in peers:
+                return []
+            paths = {target.hex(): []}  # node -> the nodes after it on the way to target
+            frontier = [target.hex()]
+            for _ in range(ROUTE_MAX_VIA):
+                nxt = []
+                for node in frontier[:ROUTE_MAX_FANOUT]:
+                    for ch in self.rpc.call("listchannels", {"source": node}).get("channels", []):
+                        n = ch["destination"]
+                        if n in paths:
+                            continue
+                        paths[n] = [node, *paths[node]]
+                        if n in peers:
+                            return [bytes.fromhex(x) for x in [n, *paths[n]][:-1]]
+                        nxt.append(n)
+                frontier = nxt
+        except (RpcError, KeyError) as e:
+            self.log(f"no route to {target.hex()} for an onion message: {e}", level="debug")
+        return []  # try directly; a failure is logged when it is sent
 
     # -- actions -----------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """The recipient role's adapter: lightningd lookups, timers and the claim.
 
 What it reads from lightningd (v26.06): our channel from the LSP in
-``listpeerchannels`` (the scid the LSP knows: the real one, else
-``alias.remote``; the LSP's fees and limits towards us in
+``listpeerchannels`` (the scid the LSP forwards by: ``alias.remote`` for an
+unannounced channel, else the real one; the LSP's fees and limits towards us in
 ``updates.remote``), the block height from ``getinfo``, and, in
 ``htlc_accepted``, the raw ``onion.payload`` (with its BigSize length
 prefix: ``common/sphinx.c``) and ``htlc.extra_tlvs`` (update_add_htlc's
@@ -72,8 +72,8 @@ class RecipientRole(Role):
         super().__init__(node)
         self.config: RecipientConfig = node.config_for(RecipientConfig)
         self.core = Recipient(node.store, node.endpoint, self.config, node.secret(OFFER_KEY_LABEL),
-                              node.resolve_intro)
-        self.claimer = Claimer(node.store, self.config)
+                              node.resolve_intro, node.chain)
+        self.claimer = Claimer(node.store, self.config, node.chain)
         self.changed = threading.Condition(node.lock)  # an offer's state changed
         self.waiting: dict[tuple[str, int], Respond] = {}
         self._stop = threading.Event()
@@ -90,7 +90,10 @@ class RecipientRole(Role):
         for ch in chans:
             if ch.get("state") != "CHANNELD_NORMAL":
                 continue
-            scid = ch.get("short_channel_id") or (ch.get("alias") or {}).get("remote")
+            # lightningd forwards over an unannounced channel only by the alias
+            # it gave (our alias.remote): its real scid would leak (peer_htlcs.c).
+            alias = (ch.get("alias") or {}).get("remote")
+            scid = alias if ch.get("private") and alias else ch.get("short_channel_id") or alias
             remote = (ch.get("updates") or {}).get("remote")
             if not scid or not remote:
                 continue

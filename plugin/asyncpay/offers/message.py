@@ -10,6 +10,15 @@ from . import bech32, merkle
 from .fields import in_ranges
 
 BITCOIN_CHAIN = bytes.fromhex("6fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6190000000000")
+# BOLT 12 chain hashes: each network's genesis block hash, in wire byte order,
+# keyed by the name lightningd's getinfo gives as "network".
+CHAINS = {
+    "bitcoin": BITCOIN_CHAIN,
+    "testnet": bytes.fromhex("43497fd7f826957108f4a30fd9cec3aeba79972084e90ead01ea330900000000"),
+    "testnet4": bytes.fromhex("43f08bdab050e35b567c864b91f47f50ae725ae2de53bcfbbaf284da00000000"),
+    "signet": bytes.fromhex("f61eee3b63a380a477a063af32b2bbc97c9ff9f01f2c4225e973988108000000"),
+    "regtest": bytes.fromhex("06226e46111a0b59caaf126043eb5bbf28c34f3a5e332a1fc7b2b73cf188910f"),
+}
 
 
 class Bolt12Message(TlvMessage):

@@ -8,7 +8,7 @@ or 32768 routing bytes, whichever first fits.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..blinded_path import BlindedHop, BlindedPath, EncryptedData, IntroductionNode
@@ -83,15 +83,20 @@ def _equal_padding(datas: list[EncryptedData]) -> list[EncryptedData]:
             size += 1
 
 
-def prepend_hop(session_key: bytes, node_id: bytes, dest: BlindedPath, dest_intro: bytes) -> BlindedPath:
-    """Join a blinded hop at ``node_id`` in front of ``dest``.
+def prepend_hop(
+    session_key: bytes, node_id: bytes, dest: BlindedPath, dest_intro: bytes, via: Sequence[bytes] = ()
+) -> BlindedPath:
+    """Join blinded hops at ``node_id`` and then ``via`` in front of ``dest``.
 
     ``dest_intro`` is the node id of ``dest``'s introduction node (resolved by
-    the caller when ``dest`` names it by short channel id). The new hop points
-    at it with ``next_path_key_override`` so ``dest`` keeps its own path key.
+    the caller when ``dest`` names it by short channel id). Each new hop
+    names the next node; the last points at ``dest_intro`` with
+    ``next_path_key_override`` so ``dest`` keeps its own path key.
     """
-    data = EncryptedData(next_node_id=dest_intro, next_path_key_override=dest.first_path_key)
-    head = build_path(session_key, [(node_id, data)], pad_to_equal=False)
+    nodes = [node_id, *via]
+    hops = [(n, EncryptedData(next_node_id=nxt)) for n, nxt in zip(nodes, nodes[1:])]
+    hops.append((nodes[-1], EncryptedData(next_node_id=dest_intro, next_path_key_override=dest.first_path_key)))
+    head = build_path(session_key, hops, pad_to_equal=False)
     return BlindedPath(head.introduction, head.first_path_key, head.hops + dest.hops)
 
 
@@ -165,13 +170,15 @@ def onion_from_node(
     dest_intro: bytes,
     payload: OnionMessagePayload,
     rng: Callable[[int], bytes],
+    via: Sequence[bytes] = (),
 ) -> OnionMessage:
     """The onion to inject at our own node ``node_id`` so that it reaches ``dest``.
 
     CLN's ``injectonionmessage`` processes an onion as if a peer had sent it
     to us; CLN's own offers plugin sends this way. When ``dest`` starts at our
-    node it is used as is, otherwise one blinded hop at our node is joined in
-    front (``dest_intro`` is its introduction node's id).
+    node it is used as is, otherwise blinded hops at our node and at ``via``
+    (the nodes between us and the introduction node, when it is not our
+    peer) are joined in front (``dest_intro`` is its introduction node's id).
     """
-    path = dest if dest_intro == node_id else prepend_hop(rng(32), node_id, dest, dest_intro)
+    path = dest if dest_intro == node_id else prepend_hop(rng(32), node_id, dest, dest_intro, via)
     return build_onion_message(rng(32), path, payload)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from ..blinded_path import EncryptedData
 from ..endpoint import Dropped
+from ..offers import BITCOIN_CHAIN
 from ..payment import HopPayload
 from ..store import Store
 from .config import RecipientConfig
@@ -87,8 +88,8 @@ def failure(amount_msat: int, height: int) -> bytes:
 
 
 class Claimer:
-    def __init__(self, store: Store, config: RecipientConfig) -> None:
-        self.store, self.config = store, config
+    def __init__(self, store: Store, config: RecipientConfig, chain: bytes = BITCOIN_CHAIN) -> None:
+        self.store, self.config, self.chain = store, config, chain
         self.records = RecipientRecords(store)
         self.pending: dict[bytes, _PartSet] = {}
 
@@ -168,7 +169,7 @@ class Claimer:
             row = self.records.offer(slot)
             if row is None or row.offer is None:
                 raise Dropped("unknown_slot")
-            req = check_invoice_request(p.invoice_request, row.offer)
+            req = check_invoice_request(p.invoice_request, row.offer, self.chain)
             required = required_amount(req)
             if required is None:
                 raise Dropped("invalid_invoice_request", "no amount")

@@ -32,7 +32,7 @@ from ..actions import InjectOnion
 from ..blinded_path import BlindedPath, BlindedPaymentPath
 from ..crypto import CryptoError, pubkey_of
 from ..endpoint import Delivered, Dropped, Endpoint, Resolver
-from ..offers import Invoice, InvoiceRequest, Offer, StaticInvoice
+from ..offers import BITCOIN_CHAIN, Invoice, InvoiceRequest, Offer, StaticInvoice
 from ..offers.offer import offer_records
 from ..onion_message import OfferPathsRequest, OnionMessagePayload, ReleaseHeldHtlc, ServeStaticInvoice
 from ..store import Store
@@ -70,8 +70,8 @@ def offer_key(base: bytes, nonce: bytes) -> bytes:
 
 class Recipient:
     def __init__(self, store: Store, endpoint: Endpoint, config: RecipientConfig, key_base: bytes,
-                 resolve_intro: Resolver) -> None:
-        self.store, self.endpoint, self.config = store, endpoint, config
+                 resolve_intro: Resolver, chain: bytes = BITCOIN_CHAIN) -> None:
+        self.store, self.endpoint, self.config, self.chain = store, endpoint, config, chain
         self.records = RecipientRecords(store)
         self.key_base, self.resolve_intro = key_base, resolve_intro
         self.rng: Callable[[int], bytes] = endpoint.rng
@@ -179,7 +179,8 @@ class Recipient:
             raise Dropped("bad_offer_paths", "paths already expired")
         key = offer_key(self.key_base, row.nonce)
         if row.offer is None or self._paths_stale(row, now):
-            offer = Offer(offer_amount=row.amount_msat, offer_description=row.description,
+            offer = Offer(offer_chains=None if self.chain == BITCOIN_CHAIN else [self.chain],
+                          offer_amount=row.amount_msat, offer_description=row.description,
                           offer_absolute_expiry=expiry, offer_paths=list(msg.paths),
                           offer_issuer_id=pubkey_of(key))
             try:
@@ -261,7 +262,7 @@ class Recipient:
             raise Dropped("no_reply_path", "invoice_request")
         if row.offer is None or snap.channel is None:
             raise Dropped("no_offer", f"slot {row.slot}")
-        req = check_invoice_request(d.payload.invoice_request, row.offer)
+        req = check_invoice_request(d.payload.invoice_request, row.offer, self.chain)
         amount = required_amount(req)
         if amount is None:
             raise Dropped("invalid_invoice_request", "no amount")
@@ -286,9 +287,10 @@ class Recipient:
         return [self.endpoint.send(d.payload.reply_path, payload, "invoice", self.resolve_intro)]
 
 
-def check_invoice_request(raw: bytes | None, offer: bytes) -> InvoiceRequest:
-    """The request parses, its signature verifies, and it is for ``offer``
-    (offer records byte-equal, BOLT 12 "Requirements for Invoice Requests")."""
+def check_invoice_request(raw: bytes | None, offer: bytes, chain: bytes) -> InvoiceRequest:
+    """The request parses, its signature verifies, it is for ``offer`` (offer
+    records byte-equal) and for our chain (BOLT 12 "Requirements for Invoice
+    Requests": a missing ``invreq_chain`` means bitcoin)."""
     if not raw:
         raise Dropped("invalid_invoice_request", "missing")
     try:
@@ -299,6 +301,8 @@ def check_invoice_request(raw: bytes | None, offer: bytes) -> InvoiceRequest:
         raise Dropped("invalid_invoice_request", "bad signature")
     if offer_records(req.to_records()) != offer_records(Offer.decode(offer).to_records()):
         raise Dropped("offer_mismatch", "request is for another offer")
+    if (req.invreq_chain or BITCOIN_CHAIN) != chain:
+        raise Dropped("wrong_chain", "request is for another chain")
     return req
 
 
