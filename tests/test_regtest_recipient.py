@@ -7,15 +7,20 @@ channel from L."""
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 
-from regtest import ASYNCPAY, RECORDER, inject, node_id, require_binaries, take, wait_for
+from regtest import ASYNCPAY, RECORDER, arrivals, inject, node_id, require_binaries, take, wait_for
 
 require_binaries()
 
 from pyln.testing.fixtures import *  # noqa: E402,F401,F403
 
+from asyncpay.blinded_path import BlindedPaymentPath  # noqa: E402
+from asyncpay.cln.recipient import parse_scid  # noqa: E402
 from asyncpay.offers import CHAINS, Offer, StaticInvoice  # noqa: E402
+from asyncpay.onion_message import HeldHtlcAvailable, OnionMessagePayload  # noqa: E402
+from asyncpay.payment.route import RouteHop, blinded_payment_onion, to_introduction  # noqa: E402
 from wallet import Wallet  # noqa: E402
 
 
@@ -87,3 +92,46 @@ def test_stock_cln_pays_online_recipient_then_lsp_serves_while_it_sleeps(node_fa
 
     row = wait_for(refreshed, what="refreshed invoice persisted", timeout=60)
     assert row["bolt12"] == offer["bolt12"]
+
+
+def replies(node, wallet: Wallet, count: int) -> list:
+    onions = wait_for(lambda: (a := arrivals(node, wallet.endpoint)) and len(a) >= count and a, what="replies")
+    return [wallet.open(o) for o in onions]
+
+
+def test_static_invoice_payment_is_released_and_claimed(node_factory):
+    """Design §8 on a real node: R releases a held HTLC, then claims a blinded
+    keysend HTLC (5482373484 and 77777 in its final payload, even and unknown
+    to lightningd) through htlc_accepted. The payer here is the test, with
+    the project's own onion code and CLN's injectpaymentonion."""
+    p, lsp, r = recipient_network(node_factory)
+    connect_to_server(lsp, r)
+    offer = Offer.from_string(ready_offer(r, description="tea")["bolt12"])
+    payer = Wallet(node_id(p))
+    req, onion = payer.invoice_request(offer, amount=40_000)
+    inject(p, onion)
+    # L answers with the static invoice; R, online, with an invoice too.
+    got = replies(p, payer, 2)
+    [static] = [StaticInvoice.decode(g.static_invoice) for g in got if g.static_invoice]
+    assert [g for g in got if g.invoice]
+
+    held = OnionMessagePayload(held_htlc_available=HeldHtlcAvailable(), reply_path=payer.reply_path())
+    inject(p, payer.onion_to(static.invoice_held_htlc_available_paths[0], held))
+    assert replies(p, payer, 3)[2].release_held_htlc is not None
+
+    preimage = os.urandom(32)
+    payment_hash = hashlib.sha256(preimage).digest()
+    path = BlindedPaymentPath(static.invoice_paths[0], static.invoice_blindedpay[0])
+    final_cltv = p.rpc.getinfo()["blockheight"]
+    amount, cltv = to_introduction(path, 40_000, final_cltv)
+    scid = parse_scid(p.rpc.listpeerchannels(lsp.info["id"])["channels"][0]["short_channel_id"])
+    built = blinded_payment_onion(os.urandom(32), node_id(p), [RouteHop(scid, node_id(lsp), amount, cltv)], path,
+                                  40_000, final_cltv, payment_hash, keysend_preimage=preimage,
+                                  invoice_request=req.encode())
+    res = p.rpc.call("injectpaymentonion", {
+        "onion": built.onion.hex(), "payment_hash": payment_hash.hex(), "amount_msat": built.amount_msat,
+        "cltv_expiry": built.cltv_expiry, "partid": 0, "groupid": 1})
+    assert res["payment_preimage"] == preimage.hex()
+    [pay] = r.rpc.call("asyncpay-listreceived")["payments"]
+    assert pay["kind"] == "static" and pay["payment_hash"] == payment_hash.hex() and pay["amount_msat"] >= 40_000
+    assert r.rpc.call("asyncpay-status")["recipient"]["releases"] == 1

@@ -231,7 +231,7 @@ def flush(plugin, peer_id):
 
 @plugin.method("asyncpay-status")
 def status(plugin):
-    """Counters and sizes of the static invoice server and the mailbox."""
+    """Counters and sizes of every role: the static invoice server, the mailbox, the recipient."""
     n = _need_node()
     with n.lock:
         return views.status(n, int(time.time()))

@@ -68,4 +68,5 @@ def status(node, now: int) -> dict:
             "flushing": sorted(node.lsp.flushing),
         },
         "sent": {k[len("sent_"):]: v for k, v in counters.items() if k.startswith("sent_")},
+        **node.status(),  # each other role's own part
     }
