@@ -15,7 +15,14 @@
   ``next_short_channel_id_dir`` (direction always 0), never ``next_node_id``,
   even when it knows the channel's peer;
 * ``connect`` notifications, ``makesecret``, ``getinfo``, ``listpeers``,
-  ``listpeerchannels`` (with the channel's local alias).
+  ``listpeerchannels`` (with the channel's aliases and the peer's
+  ``channel_update`` towards us), ``decryptencrypteddata``;
+* payments: ``Network.pay`` injects a payment onion at a node (as
+  ``injectpaymentonion``) and forwards it hop by hop, by short channel id or
+  through a blinded path (BOLT 4 route blinding: ``payment_relay`` fees and
+  CLTV delta), to the final node, whose ``htlc_accepted`` hooks see the raw
+  payload (with its length prefix) and ``extra_tlvs`` with the path key as
+  type 0, as lightningd shows them (design §8).
 """
 
 from __future__ import annotations
@@ -24,13 +31,17 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from pyln.client import RpcError
 
+from asyncpay.blinded_path import EncryptedData
 from asyncpay.crypto import CryptoError, peel_packet, pubkey_of
-from asyncpay.crypto.blinding import hop_key
+from asyncpay.crypto.blinding import decrypt_hop_data, hop_key, next_path_key
 from asyncpay.onion_message import Forward, OnionMessage, Receive, peel_onion_message
+from asyncpay.payment import HopPayload
 from asyncpay.wire import WireError, read_tlv_stream
+from asyncpay.wire.types import bigsize
 
 CLN_ONIONMSG_TYPES = frozenset({2, 4, 64, 66, 68})
 ONION_MSG_MSEC = 250
@@ -41,11 +52,43 @@ def scid_str(scid: int) -> str:
     return f"{scid >> 40}x{(scid >> 16) & 0xFFFFFF}x{scid & 0xFFFF}"
 
 
+@dataclass
+class HtlcResult:
+    """The verdict an HTLC got at its final node (None while it is held)."""
+
+    answer: dict | None = None
+    hops: list[str] = field(default_factory=list)  # node ids it passed, payer first
+
+    def respond(self, answer: dict) -> None:
+        assert self.answer is None, "an HTLC answered twice"
+        self.answer = answer
+
+
+@dataclass(frozen=True)
+class ChannelPolicy:
+    """What a node charges to forward over its channels (its channel_update)."""
+
+    fee_base_msat: int = 1000
+    fee_proportional_millionths: int = 100
+    cltv_expiry_delta: int = 40
+    htlc_minimum_msat: int = 1
+    htlc_maximum_msat: int = 10**10
+
+
 class Network:
     def __init__(self) -> None:
         self.nodes: dict[str, EmulatedNode] = {}
         self.lock = threading.RLock()
         self.next_scid = 1
+        self.height = 800_000
+        self.next_htlc_id = 0
+
+    def pay(self, sender: EmulatedNode, onion: bytes, payment_hash: bytes, amount_msat: int,
+            cltv_expiry: int) -> HtlcResult:
+        """``injectpaymentonion`` at ``sender``: its own hop, then the route."""
+        result = HtlcResult()
+        sender.receive_htlc(None, onion, payment_hash, amount_msat, cltv_expiry, None, result)
+        return result
 
     def node(self, secret: bytes, name: str = "") -> EmulatedNode:
         n = EmulatedNode(self, secret, name)
@@ -81,7 +124,85 @@ class EmulatedNode:
         self.listeners: list[Callable[[str, dict], None]] = []
         self.hook_deliveries: list[Receive] = []  # what onion_message_recv* hooks would see
         self.dropped: dict[str, int] = {}
+        self.policy = ChannelPolicy()
+        self.htlc_hooks: list[Callable[[dict, Callable[[dict], None]], None]] = []
         self.rpc = EmulatedRpc(self)
+
+    def peer_by_scid(self, scid: int) -> str | None:
+        return next((p for p, s in self.channels.items() if s == scid), None)
+
+    def run_hooks(self, params: dict, i: int, result: HtlcResult) -> None:
+        """htlc_accepted is chained: ``continue`` goes on to the next plugin;
+        a plugin may answer later (a held HTLC)."""
+        if i == len(self.htlc_hooks):
+            result.respond({"result": "fail", "reason": f"{self.name}: no plugin claimed the HTLC"})
+            return
+
+        def respond(answer: dict) -> None:
+            if answer.get("result") == "continue":
+                self.run_hooks(params, i + 1, result)
+            else:
+                result.respond(answer)
+
+        self.htlc_hooks[i](params, respond)
+
+    def receive_htlc(self, source: str | None, onion: bytes, payment_hash: bytes, amount_msat: int,
+                     cltv_expiry: int, path_key: bytes | None, result: HtlcResult) -> None:
+        """An HTLC offered by ``source`` (None: injected here). A hop we
+        cannot handle fails the HTLC with ``"fail"`` and the reason."""
+        result.hops.append(self.id)
+        try:
+            key = hop_key(self.secret, path_key).blinded_privkey if path_key else self.secret
+            layer = peel_packet(key, onion, payment_hash)
+        except CryptoError as e:
+            result.respond({"result": "fail", "reason": f"{self.name}: {e}"})
+            return
+        if layer.is_final:
+            incoming = self.channels.get(source, 0) if source else 0
+            extra = (bigsize(0) + bigsize(33) + path_key).hex() if path_key else ""
+            params = {
+                "onion": {"payload": (bigsize(len(layer.payload)) + layer.payload).hex(),
+                          "shared_secret": layer.shared_secret.hex()},
+                "htlc": {"short_channel_id": scid_str(incoming), "id": self.net.next_htlc_id,
+                         "amount_msat": amount_msat, "cltv_expiry": cltv_expiry,
+                         "cltv_expiry_relative": cltv_expiry - self.net.height,
+                         "payment_hash": payment_hash.hex(), "extra_tlvs": extra},
+                "peer_id": source,
+            }
+            self.net.next_htlc_id += 1
+            self.run_hooks(params, 0, result)
+            return
+        payload = HopPayload.decode(layer.payload)
+        pk = path_key or payload.current_path_key
+        if payload.encrypted_recipient_data is not None and pk is not None:
+            hk = hop_key(self.secret, pk)
+            data = EncryptedData.decode(decrypt_hop_data(hk.shared_secret, payload.encrypted_recipient_data))
+            relay = data.payment_relay
+            if data.short_channel_id is None or relay is None:
+                result.respond({"result": "fail", "reason": f"{self.name}: not a forwarding blinded hop"})
+                return
+            out_amount = -(-(amount_msat - relay.fee_base_msat) * 1_000_000
+                           // (1_000_000 + relay.fee_proportional_millionths))
+            out_cltv, scid, nxt_key = cltv_expiry - relay.cltv_expiry_delta, data.short_channel_id, \
+                next_path_key(pk, hk.shared_secret)
+            c = data.payment_constraints
+            if c is not None and (cltv_expiry > c.max_cltv_expiry or amount_msat < c.htlc_minimum_msat):
+                result.respond({"result": "fail", "reason": f"{self.name}: payment_constraints"})
+                return
+        else:
+            out_amount, out_cltv, scid, nxt_key = (payload.amt_to_forward, payload.outgoing_cltv_value,
+                                                   payload.short_channel_id, None)
+            fee = self.policy.fee_base_msat + out_amount * self.policy.fee_proportional_millionths // 1_000_000
+            if source is not None and (amount_msat < out_amount + fee
+                                       or cltv_expiry < out_cltv + self.policy.cltv_expiry_delta):
+                result.respond({"result": "fail", "reason": f"{self.name}: fee or cltv too low"})
+                return
+        nxt = self.peer_by_scid(scid) if scid is not None else None
+        if nxt is None or nxt not in self.peers:
+            result.respond({"result": "fail", "reason": f"{self.name}: unknown next channel"})
+            return
+        self.net.nodes[nxt].receive_htlc(self.id, layer.next_packet, payment_hash, out_amount, out_cltv, nxt_key,
+                                         result)
 
     def notify(self, topic: str, params: dict) -> None:
         for listener in list(self.listeners):
@@ -144,10 +265,10 @@ class EmulatedRpc:
         self.node = node
 
     def getinfo(self) -> dict:
-        return {"id": self.node.id}
+        return {"id": self.node.id, "blockheight": self.node.net.height, "network": "bitcoin"}
 
-    def listpeers(self) -> dict:
-        return {"peers": [{"id": p, "connected": True} for p in sorted(self.node.peers)]}
+    def listpeers(self, id: str | None = None) -> dict:
+        return {"peers": [{"id": p, "connected": True} for p in sorted(self.node.peers) if id in (None, p)]}
 
     def call(self, method: str, params: dict | None = None) -> dict:
         params = params or {}
@@ -158,10 +279,35 @@ class EmulatedRpc:
         if method == "makesecret":
             return {"secret": hashlib.sha256(n.secret + params["string"].encode()).hexdigest()}
         if method == "listpeerchannels":
-            chans = sorted(n.channels.items())
-            return {"channels": [{"peer_id": p, "alias": {"local": scid_str(s)}} for p, s in chans]}
+            chans = [(p, s) for p, s in sorted(n.channels.items()) if params.get("id") in (None, p)]
+            return {"channels": [self._channel(p, s) for p, s in chans]}
+        if method == "decryptencrypteddata":
+            k = hop_key(n.secret, bytes.fromhex(params["path_key"]))
+            try:
+                plain = decrypt_hop_data(k.shared_secret, bytes.fromhex(params["encrypted_data"]))
+            except CryptoError as e:
+                raise RpcError(method, params, {"code": -1, "message": f"Decryption failed: {e}"}) from e
+            return {"decryptencrypteddata": {"decrypted": plain.hex(), "next_path_key": next_path_key(
+                bytes.fromhex(params["path_key"]), k.shared_secret).hex()}}
         if method == "listchannels":
-            return {"channels": []}
+            # Gossip: every channel of the emulated network is known to all.
+            src = n.net.nodes.get(params.get("source", ""))
+            return {"channels": [] if src is None else [
+                {"source": src.id, "destination": p, "short_channel_id": scid_str(s)}
+                for p, s in sorted(src.channels.items())]}
         if method == "getinfo":
             return self.getinfo()
+        if method == "listpeers":
+            return self.listpeers(params.get("id"))
         raise RpcError(method, params, {"code": -32601, "message": f"emulation has no {method}"})
+
+    def _channel(self, peer: str, scid: int) -> dict:
+        """A channel as listpeerchannels shows it; one alias for both sides."""
+        pol = self.node.net.nodes[peer].policy
+        return {"peer_id": peer, "state": "CHANNELD_NORMAL", "short_channel_id": scid_str(scid), "private": True,
+                "alias": {"local": scid_str(scid), "remote": scid_str(scid)},
+                "updates": {"remote": {"fee_base_msat": pol.fee_base_msat,
+                                       "fee_proportional_millionths": pol.fee_proportional_millionths,
+                                       "cltv_expiry_delta": pol.cltv_expiry_delta,
+                                       "htlc_minimum_msat": pol.htlc_minimum_msat,
+                                       "htlc_maximum_msat": pol.htlc_maximum_msat}}}
