@@ -72,7 +72,8 @@ def test_stock_cln_pays_online_recipient_then_lsp_serves_while_it_sleeps(node_fa
 
     # R sleeps: L serves the static invoice that R published.
     before = offer["invoice_expires_at"]
-    r.stop()
+    r.daemon.proc.kill()  # kill -9: nothing R acknowledged may be lost
+    r.daemon.proc.wait()
     payer = Wallet(node_id(p))
     _, onion = payer.invoice_request(Offer.from_string(offer["bolt12"]), amount=30_000)
     inject(p, onion)
@@ -92,6 +93,7 @@ def test_stock_cln_pays_online_recipient_then_lsp_serves_while_it_sleeps(node_fa
 
     row = wait_for(refreshed, what="refreshed invoice persisted", timeout=60)
     assert row["bolt12"] == offer["bolt12"]
+    assert r.rpc.call("asyncpay-listreceived")["payments"] == got
 
 
 def replies(node, wallet: Wallet, count: int) -> list:

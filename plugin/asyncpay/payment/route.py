@@ -62,9 +62,11 @@ def blinded_payment_onion(
     payment_hash: bytes,
     keysend_preimage: bytes | None = None,
     invoice_request: bytes | None = None,
+    total_msat: int | None = None,
 ) -> PaymentOnion:
     """``route`` leads from us to ``path``'s introduction node and must end
-    with what ``to_introduction`` asks for."""
+    with what ``to_introduction`` asks for. ``total_msat`` is the whole
+    payment when this onion carries one part of it (BOLT 4 multi-part)."""
     if not route:
         raise ValueError("a route to the introduction node is needed (we are not it)")
     intro_amount, intro_cltv = to_introduction(path, amount_msat, final_cltv)
@@ -81,7 +83,8 @@ def blinded_payment_onion(
     for i, hop in enumerate(blinded):
         if i == len(blinded) - 1:
             payload = HopPayload(amt_to_forward=amount_msat, outgoing_cltv_value=final_cltv,
-                                 total_amount_msat=amount_msat, encrypted_recipient_data=hop.encrypted_data,
+                                 total_amount_msat=total_msat or amount_msat,
+                                 encrypted_recipient_data=hop.encrypted_data,
                                  keysend_preimage=keysend_preimage, invoice_request=invoice_request)
         else:
             payload = HopPayload(encrypted_recipient_data=hop.encrypted_data)

@@ -1,0 +1,114 @@
+"""The recipient's offers (issue 6): what they carry, compared with LDK's
+bytes, and how they stay fresh without the user doing anything."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from asyncpay.crypto import pubkey_of
+from asyncpay.offers import Offer, StaticInvoice
+from asyncpay.recipient import Snapshot
+from asyncpay.recipient.recipient import offer_key
+from conftest import load_vector
+from test_recipient_flow import Flow
+
+LDK = load_vector("ldk/async-payments.json")
+
+
+def served(flow) -> StaticInvoice:
+    [row] = flow.lsp.store.list_invoices(flow.rnode.id)
+    return StaticInvoice.decode(row["invoice"])
+
+
+def test_offer_and_static_invoice_carry_ldks_tlv_set(tmp_path):
+    flow = Flow(tmp_path)
+    flow.setserver()
+    offer = flow.offer(description="coffee", amount_msat=10_000)
+    assert [t for t, _ in offer.to_records()] == LDK["offer"]["tlv_types"]
+    inv = served(flow)
+    ours = [t for t, _ in inv.to_records()]
+    full, minimal = set(LDK["static_invoice"]["tlv_types"]), set(LDK["static_invoice_minimal"]["tlv_types"])
+    assert minimal <= set(ours) <= full, ours
+    inv.validate(int(time.time()))
+    assert inv.signature_valid(offer.offer_issuer_id)
+    # The issuer key is derived, never stored: the base secret and the nonce give it back.
+    row = flow.r.recipient.core.records.offer(0)
+    assert pubkey_of(offer_key(flow.r.recipient.core.key_base, row.nonce)) == offer.offer_issuer_id
+    assert offer_key(flow.r.recipient.core.key_base, row.nonce).hex() not in repr(row)
+
+
+def test_payment_path_uses_the_lsp_channel_and_its_fees(tmp_path):
+    flow = Flow(tmp_path)
+    flow.setserver()
+    flow.offer()
+    inv = served(flow)
+    [info] = inv.invoice_blindedpay
+    pol = flow.lnode.policy
+    assert (info.fee_base_msat, info.fee_proportional_millionths) == (pol.fee_base_msat,
+                                                                      pol.fee_proportional_millionths)
+    assert info.cltv_expiry_delta == pol.cltv_expiry_delta + flow.r.recipient.config.recipient_final_cltv_delta
+    assert inv.invoice_paths[0].introduction.node_id == flow.lnode.node_id
+    assert inv.invoice_held_htlc_available_paths[0].introduction.node_id == flow.lnode.node_id
+
+
+def test_same_offer_string_across_refreshes_and_restarts(tmp_path):
+    flow = Flow(tmp_path)
+    flow.setserver()
+    offer = flow.offer()
+    core = flow.r.recipient.core
+    first = served(flow)
+    # A forced refresh (start, reconnect) re-serves a new invoice for the same offer.
+    snap = flow.r.recipient.snapshot()
+    flow.r.perform(core.refresh(int(time.time()) + 5, snap, force=True))
+    second = served(flow)
+    assert second.encode() != first.encode() and second.offer().encode() == offer.encode()
+    # Asking again gives the same offer, without a new handshake.
+    assert core.request_offer(0, "coffee", None, int(time.time())) == []
+    assert flow.offer().encode() == offer.encode()
+
+
+def test_channel_change_reissues_the_static_invoice(tmp_path):
+    flow = Flow(tmp_path)
+    flow.setserver()
+    flow.offer()
+    core = flow.r.recipient.core
+    snap = flow.r.recipient.snapshot()
+    assert core.refresh(int(time.time()), snap) == []  # nothing changed: nothing sent
+    flow.lnode.policy = dataclasses.replace(flow.lnode.policy, fee_base_msat=2_000)
+    flow.r.perform(core.refresh(int(time.time()), flow.r.recipient.snapshot()))
+    assert served(flow).invoice_blindedpay[0].fee_base_msat == 2_000
+
+
+def test_invoice_renewed_before_it_expires(tmp_path):
+    flow = Flow(tmp_path)
+    flow.setserver()
+    flow.offer()
+    core, cfg = flow.r.recipient.core, flow.r.recipient.config
+    row = core.records.offer(0)
+    later = row.invoice_expires_at - cfg.recipient_refresh_margin + 1
+    actions = core.refresh(later, flow.r.recipient.snapshot())
+    assert [a.purpose for a in actions] == ["serve_static_invoice"]
+
+
+def test_offer_paths_renewed_before_they_expire(tmp_path):
+    flow = Flow(tmp_path)
+    flow.setserver()
+    offer = flow.offer()
+    core, cfg = flow.r.recipient.core, flow.r.recipient.config
+    row = core.records.offer(0)
+    assert row.paths_expires_at is not None
+    later = row.paths_expires_at - cfg.recipient_refresh_margin + 1
+    actions = core.refresh(later, flow.r.recipient.snapshot())
+    assert [a.purpose for a in actions] == ["offer_paths_request"]
+    # Until the new paths come, the old offer is kept.
+    assert Offer.from_string(core.records.offer(0).bolt12).encode() == offer.encode()
+
+
+def test_no_channel_no_invoice(tmp_path):
+    flow = Flow(tmp_path)
+    flow.setserver()
+    flow.offer()
+    core = flow.r.recipient.core
+    assert core.refresh(int(time.time()), Snapshot(None, flow.net.height), force=True) == []
+    assert flow.r.store.counters()["dropped_no_lsp_channel"] == 1
