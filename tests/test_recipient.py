@@ -112,3 +112,18 @@ def test_no_channel_no_invoice(tmp_path):
     core = flow.r.recipient.core
     assert core.refresh(int(time.time()), Snapshot(None, flow.net.height), force=True) == []
     assert flow.r.store.counters()["dropped_no_lsp_channel"] == 1
+
+
+def test_unpaid_invoices_are_forgotten(tmp_path):
+    flow = Flow(tmp_path)
+    flow.setserver()
+    offer = flow.offer(amount_msat=1_000, description="x")
+    for _ in range(2):
+        _, onion = flow.payer.invoice_request(offer)
+        flow.send(onion)
+    records = flow.r.recipient.core.records
+    count = "SELECT COUNT(*) FROM recipient_payments WHERE status = 'expected'"
+    assert flow.r.store.conn.execute(count).fetchone()[0] == 2
+    flow.r.recipient.core.refresh(int(time.time()) + 2 * 86400, flow.r.recipient.snapshot())
+    assert flow.r.store.conn.execute(count).fetchone()[0] == 0
+    assert records.payments() == []

@@ -75,6 +75,7 @@ def init(options, configuration, plugin, **kwargs):
     handler = _PluginLogHandler()
     logging.getLogger("asyncpay").addHandler(handler)
     logging.getLogger("asyncpay").setLevel(logging.DEBUG)
+    logging.getLogger("asyncpay").propagate = False  # pyln's root handler would log each line twice
     try:
         configs = opts.load(options)
     except ValueError as e:

@@ -130,6 +130,8 @@ class Recipient:
         expire, a re-served invoice before it expires or when the channel
         changed (``force``: on start and after reconnecting to the LSP)."""
         actions: list[InjectOnion] = []
+        # An unpaid invoice's preimage is kept a day past the invoice's expiry.
+        self.records.prune_expected(now - INVOICE_RELATIVE_EXPIRY - 86400)
         for row in self.records.offers():
             try:
                 if row.state == REQUESTED or self._paths_stale(row, now):

@@ -104,6 +104,12 @@ class RecipientRecords:
             (payment_hash, preimage, amount_msat, slot, now),
         )
 
+    def prune_expected(self, before: int) -> int:
+        """Forget the preimages of invoices nobody paid (issued before ``before``):
+        a payer's requests must not grow our store without bound."""
+        return self.conn.execute(
+            "DELETE FROM recipient_payments WHERE status = 'expected' AND created_at < ?", (before,)).rowcount
+
     def payment(self, payment_hash: bytes) -> dict | None:
         row = self.conn.execute(
             "SELECT payment_hash, payment_preimage, amount_msat, slot, kind, status, received_at "
