@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 DAY = 24 * 3600
 
@@ -44,8 +44,3 @@ class LspConfig:
     persist_burst: int = option(5, "Offer-path requests and invoice stores one recipient may make at once.")
     serve_rate: int = option(10, "Static invoices served per second for one recipient.")
     serve_burst: int = option(20, "Static invoices served at once for one recipient before its rate applies.")
-
-    @classmethod
-    def option_names(cls) -> dict[str, str]:
-        """Plugin option name -> field name."""
-        return {"asyncpay-" + f.name.replace("_", "-"): f.name for f in fields(cls)}
