@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -38,8 +39,10 @@ from pyln.client import RpcError
 from asyncpay.blinded_path import EncryptedData
 from asyncpay.crypto import CryptoError, peel_packet, pubkey_of
 from asyncpay.crypto.blinding import decrypt_hop_data, hop_key, next_path_key
+from asyncpay.offers import Invoice
 from asyncpay.onion_message import Forward, OnionMessage, Receive, peel_onion_message
 from asyncpay.payment import HopPayload
+from asyncpay.payment.route import RouteHop, blinded_payment_onion, to_introduction
 from asyncpay.wire import WireError, read_tlv_stream
 from asyncpay.wire.types import bigsize
 
@@ -126,6 +129,7 @@ class EmulatedNode:
         self.dropped: dict[str, int] = {}
         self.policy = ChannelPolicy()
         self.htlc_hooks: list[Callable[[dict, Callable[[dict], None]], None]] = []
+        self.sendpays: dict[str, dict] = {}  # payment hash -> listsendpays entry
         self.rpc = EmulatedRpc(self)
 
     def peer_by_scid(self, scid: int) -> str | None:
@@ -299,7 +303,54 @@ class EmulatedRpc:
             return self.getinfo()
         if method == "listpeers":
             return self.listpeers(params.get("id"))
+        if method == "getroutes":
+            return self._getroutes(params)
+        if method == "injectpaymentonion":
+            return self._inject_payment(params)
+        if method == "xpay":
+            return self._xpay(params)
+        if method == "listsendpays":
+            ph = params.get("payment_hash")
+            return {"payments": [v for k, v in n.sendpays.items() if ph in (None, k)]}
         raise RpcError(method, params, {"code": -32601, "message": f"emulation has no {method}"})
+
+    def _getroutes(self, params: dict) -> dict:
+        """A route over our own channel when the destination is a peer (the
+        case the payer meets here); no fee on it (auto.sourcefree)."""
+        n, dest = self.node, params["destination"]
+        if dest not in n.channels:
+            raise RpcError("getroutes", params, {"code": 205, "message": "We could not find a usable set of paths"})
+        return {"routes": [{"path": [{"short_channel_id_dir": f"{scid_str(n.channels[dest])}/0",
+                                      "next_node_id": dest, "amount_msat": params["amount_msat"],
+                                      "delay": params["final_cltv"]}]}]}
+
+    def _inject_payment(self, params: dict) -> dict:
+        n = self.node
+        ph = params["payment_hash"]
+        n.sendpays[ph] = {"payment_hash": ph, "status": "pending", "partid": params.get("partid", 0),
+                          "groupid": params.get("groupid", 0)}
+        result = n.net.pay(n, bytes.fromhex(params["onion"]), bytes.fromhex(ph), params["amount_msat"],
+                           params["cltv_expiry"])
+        answer = result.answer or {"result": "fail", "reason": "held past the emulation"}
+        if answer["result"] != "resolve":
+            n.sendpays[ph]["status"] = "failed"
+            raise RpcError("injectpaymentonion", params, {"code": 204, "message": str(answer)})
+        n.sendpays[ph].update(status="complete", payment_preimage=answer["payment_key"])
+        return {"payment_preimage": answer["payment_key"], "created_index": 1, "completed_at": 0}
+
+    def _xpay(self, params: dict) -> dict:
+        """CLN's payment engine, in miniature: the invoice's first path, one part."""
+        n = self.node
+        inv = Invoice.from_string(params["invstring"])
+        [path, *_] = inv.payment_paths()
+        intro = path.path.introduction.node_id
+        final = n.net.height + 1
+        amount, cltv = to_introduction(path, inv.invoice_amount, final)
+        route = [RouteHop(n.channels[intro.hex()], intro, amount, cltv)]
+        built = blinded_payment_onion(os.urandom(32), n.node_id, route, path, inv.invoice_amount, final,
+                                      inv.invoice_payment_hash)
+        return self._inject_payment({"onion": built.onion.hex(), "payment_hash": inv.invoice_payment_hash.hex(),
+                                     "amount_msat": built.amount_msat, "cltv_expiry": built.cltv_expiry})
 
     def _channel(self, peer: str, scid: int) -> dict:
         """A channel as listpeerchannels shows it; one alias for both sides."""

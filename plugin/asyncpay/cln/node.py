@@ -37,6 +37,7 @@ from ..onion_message import OnionMessage
 from ..store import Store
 from ..wire import WireError
 from .lsp import LspRole
+from .payer import PayerRole
 from .recipient import RecipientRole
 from .role import Respond, Role
 
@@ -69,7 +70,8 @@ class Node:
         self._channel_peers: dict[str, set[str]] | None = None
         self.lsp = LspRole(self)
         self.recipient = RecipientRole(self)
-        self.roles: list[Role] = [self.lsp, self.recipient]
+        self.payer = PayerRole(self)
+        self.roles: list[Role] = [self.lsp, self.recipient, self.payer]
         self._by_kind = {kind: role for role in self.roles for kind in role.KINDS}
 
     @property

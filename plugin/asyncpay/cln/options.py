@@ -14,10 +14,11 @@ from dataclasses import MISSING, fields
 from pyln.client import Plugin
 
 from ..lsp import LspConfig
+from ..payer import PayerConfig
 from ..recipient import RecipientConfig
 
 # Every role's config class; a role adds its own here.
-CONFIGS: tuple[type, ...] = (LspConfig, RecipientConfig)
+CONFIGS: tuple[type, ...] = (LspConfig, RecipientConfig, PayerConfig)
 
 def option_name(field_name: str) -> str:
     return "asyncpay-" + field_name.replace("_", "-")

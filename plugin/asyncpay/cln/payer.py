@@ -1,0 +1,211 @@
+"""The payer role's adapter: makes the payments the core asks for.
+
+* a BOLT 12 invoice (TLV 66): CLN's own ``xpay`` pays it;
+* a static-invoice payment: a route to the blinded path's introduction node
+  from askrene's ``getroutes`` (our channels included), the onion built by
+  ``payment/route.py``, sent with ``injectpaymentonion`` (design §8), which
+  blocks until the payment settles; the next payment path on failure.
+
+On start, payments that were paying when we stopped are looked up in
+``listsendpays``: a completed one is recorded, a pending one waited for,
+one never sent is sent again (with the same preimage: it is on disk).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from pyln.client import RpcError
+
+from ..actions import InjectOnion
+from ..endpoint import Delivered, Dropped
+from ..offers import Invoice, StaticInvoice
+from ..payer import KINDS, Action, Payer, PayerConfig, PayInvoice, PaymentRow, PayStatic
+from ..payment.route import RouteHop, blinded_payment_onion, to_introduction
+from .recipient import parse_scid
+from .role import Role
+
+if TYPE_CHECKING:
+    from .node import Node
+
+PAYER_KEY_LABEL = "asyncpay/payer/payer-key/v1"
+TICK = 0.5  # seconds between two looks at unanswered requests and grace periods
+
+
+class PayerRole(Role):
+    KINDS = KINDS
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(node)
+        self.config: PayerConfig = node.config_for(PayerConfig)
+        self.core = Payer(node.store, node.endpoint, self.config, node.secret(PAYER_KEY_LABEL),
+                          node.resolve_intro, node.chain)
+        self.changed = threading.Condition(node.lock)  # a payment's state changed
+        self._stop = threading.Event()
+        self._groupid = int(time.time())  # injectpaymentonion's groupid: unique per attempt
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self.resume()
+        threading.Thread(target=self._ticker, daemon=True, name="payer-tick").start()
+
+    def _ticker(self) -> None:
+        while not self._stop.wait(TICK):
+            self.tick(int(time.time()))
+
+    def tick(self, now: int) -> None:
+        with self.node.lock:
+            actions, failed = self.core.tick(now)
+        for row in failed:
+            self._notify_failed(row)
+        self.run(actions)
+
+    def resume(self) -> None:
+        """Payments that were paying when we stopped (their HTLCs may be out)."""
+        with self.node.lock:
+            rows = self.core.paying()
+        for row in rows:
+            assert row.payment_hash is not None
+            try:
+                pays = self.node.rpc.call("listsendpays", {"payment_hash": row.payment_hash.hex()})["payments"]
+            except RpcError:
+                pays = []
+            done = [p for p in pays if p.get("status") == "complete"]
+            if done:
+                self._paid(row.id, bytes.fromhex(done[0]["payment_preimage"]))
+            elif any(p.get("status") == "pending" for p in pays):
+                threading.Thread(target=self._wait_pending, args=(row,), daemon=True).start()
+            elif row.kind == "invoice":
+                self.run([PayInvoice(row.id, Invoice.decode(row.invoice or b"").to_string())])
+            else:
+                self.run([Payer.pay_static(row, StaticInvoice.decode(row.invoice or b""))])
+
+    def _wait_pending(self, row: PaymentRow) -> None:
+        assert row.payment_hash is not None
+        try:
+            res = self.node.rpc.call("waitsendpay", {"payment_hash": row.payment_hash.hex(), "partid": 0,
+                                                     "groupid": self._latest_group(row)})
+            self._paid(row.id, bytes.fromhex(res["payment_preimage"]))
+        except (RpcError, KeyError) as e:
+            self._failed(row.id, f"payment failed: {_message(e)}")
+
+    def _latest_group(self, row: PaymentRow) -> int:
+        assert row.payment_hash is not None
+        pays = self.node.rpc.call("listsendpays", {"payment_hash": row.payment_hash.hex()})["payments"]
+        return max((int(p.get("groupid", 0)) for p in pays), default=0)
+
+    # -- messages and actions ------------------------------------------------------
+
+    def on_message(self, d: Delivered, now: int) -> list[InjectOnion]:
+        actions = self.core.handle(d, now)
+        self.changed.notify_all()
+        onions = [a for a in actions if isinstance(a, InjectOnion)]
+        self.run([a for a in actions if not isinstance(a, InjectOnion)])
+        return onions
+
+    def run(self, actions: list[Action]) -> None:
+        onions = [a for a in actions if isinstance(a, InjectOnion)]
+        if onions:
+            self.node.perform(onions)
+        for a in actions:
+            if isinstance(a, PayInvoice):
+                threading.Thread(target=self._xpay, args=(a,), daemon=True, name="asyncpay-xpay").start()
+            elif isinstance(a, PayStatic):
+                threading.Thread(target=self._pay_static, args=(a,), daemon=True, name="asyncpay-pay").start()
+
+    def _xpay(self, a: PayInvoice) -> None:
+        try:
+            res = self.node.rpc.call("xpay", {"invstring": a.invoice})
+            self._paid(a.payment_id, bytes.fromhex(res["payment_preimage"]))
+        except (RpcError, KeyError) as e:
+            self._failed(a.payment_id, f"xpay: {_message(e)}")
+
+    def _pay_static(self, a: PayStatic) -> None:
+        """Each payment path in turn until one settles."""
+        reasons = []
+        for path in a.paths:
+            try:
+                preimage = self._inject(a, path)
+            except (RpcError, KeyError, ValueError, Dropped) as e:
+                reasons.append(_message(e))
+                continue
+            if preimage is not None:
+                self._paid(a.payment_id, preimage)
+                return
+        self._failed(a.payment_id, "every payment path failed: " + "; ".join(reasons))
+
+    def _inject(self, a: PayStatic, path) -> bytes | None:
+        node = self.node
+        intro = node.resolve_intro(path.path.introduction)
+        if intro is None:
+            raise Dropped("unresolvable_path", path.path.introduction.describe())
+        height = int(node.rpc.getinfo()["blockheight"])
+        final_cltv = height + 1  # as xpay: the next block's height
+        amount, _ = to_introduction(path, a.amount_msat, final_cltv)
+        max_fee = self.config.payer_max_fee_base_msat + a.amount_msat * self.config.payer_max_fee_ppm // 1_000_000
+        routes = node.rpc.call("getroutes", {
+            "source": node.node_id.hex(), "destination": intro.hex(), "amount_msat": amount,
+            "layers": ["auto.localchans", "auto.sourcefree"],
+            "maxfee_msat": max(max_fee - (amount - a.amount_msat), 0),
+            "final_cltv": path.payinfo.cltv_expiry_delta})["routes"]
+        route = [RouteHop(parse_scid(h["short_channel_id_dir"].split("/")[0]), bytes.fromhex(h["next_node_id"]),
+                          int(h["amount_msat"]), int(h["delay"]) + final_cltv) for h in routes[0]["path"]]
+        built = blinded_payment_onion(os.urandom(32), node.node_id, route, path, a.amount_msat, final_cltv,
+                                      a.payment_hash, keysend_preimage=a.preimage, invoice_request=a.invoice_request)
+        self._groupid += 1
+        res = node.rpc.call("injectpaymentonion", {
+            "onion": built.onion.hex(), "payment_hash": a.payment_hash.hex(), "amount_msat": built.amount_msat,
+            "cltv_expiry": built.cltv_expiry, "partid": 0, "groupid": self._groupid})
+        return bytes.fromhex(res["payment_preimage"])
+
+    # -- outcomes ------------------------------------------------------------------
+
+    def _paid(self, payment_id: str, preimage: bytes) -> None:
+        with self.node.lock:
+            row = self.core.paid(payment_id, preimage, int(time.time()))
+            self.changed.notify_all()
+        if row is not None:
+            self.node.notify("asyncpay_payment_sent", row.view())
+
+    def _failed(self, payment_id: str, reason: str) -> None:
+        with self.node.lock:
+            row = self.core.pay_failed(payment_id, reason, int(time.time()))
+            self.changed.notify_all()
+        if row is not None:
+            self._notify_failed(row)
+
+    def _notify_failed(self, row: PaymentRow) -> None:
+        self.node.notify("asyncpay_payment_failed", row.view())
+
+    # -- the RPC -----------------------------------------------------------------
+
+    def pay(self, offer: str, amount_msat: int | None, payer_note: str | None, timeout: float) -> dict:
+        """``asyncpay-pay``: start, then wait until done or ``timeout``."""
+        with self.node.lock:
+            row, actions = self.core.start(offer, amount_msat, payer_note, int(time.time()))
+        self.run(actions)
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                row = self.core.records.get(row.id) or row
+                left = deadline - time.monotonic()
+                if row.status != "pending" or left <= 0:
+                    return row.view()
+                self.changed.wait(min(left, TICK))
+
+    def status(self) -> dict:
+        c = self.node.store.counters()
+        return {"payer": {
+            "sent": c.get("payer_payments_sent", 0), "failed": c.get("payer_payments_failed", 0),
+            "dropped": {k[len("payer_dropped_"):]: v for k, v in c.items() if k.startswith("payer_dropped_")},
+        }}
+
+
+def _message(e: Exception) -> str:
+    if isinstance(e, RpcError):
+        return str((e.error or {}).get("message", e))
+    return str(e)
