@@ -321,8 +321,9 @@ class EmulatedRpc:
         if dest not in n.channels:
             raise RpcError("getroutes", params, {"code": 205, "message": "We could not find a usable set of paths"})
         return {"routes": [{"path": [{"short_channel_id_dir": f"{scid_str(n.channels[dest])}/0",
-                                      "next_node_id": dest, "amount_msat": params["amount_msat"],
-                                      "delay": params["final_cltv"]}]}]}
+                                      "node_id_in": n.id, "node_id_out": dest,
+                                      "amount_in_msat": params["amount_msat"], "amount_out_msat": params["amount_msat"],
+                                      "cltv_in": params["final_cltv"], "cltv_out": params["final_cltv"]}]}]}
 
     def _inject_payment(self, params: dict) -> dict:
         n = self.node

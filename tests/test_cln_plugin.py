@@ -30,7 +30,7 @@ def test_every_limit_is_an_option_with_a_sentence():
 
 
 def test_options_are_parsed_and_checked():
-    cfg, _ = opts.load({"asyncpay-mailbox-ttl": 60, "asyncpay-persist-rate": "3"})
+    cfg, *_ = opts.load({"asyncpay-mailbox-ttl": 60, "asyncpay-persist-rate": "3"})
     assert cfg.mailbox_ttl == 60 and cfg.persist_rate == 3
     with pytest.raises(ValueError, match="asyncpay-mailbox-ttl: must be positive"):
         opts.load({"asyncpay-mailbox-ttl": 0})
@@ -107,6 +107,14 @@ BAD_CALLS = [
     ("asyncpay-offer", {"slot": 70000}, "slot must be between"),
     ("asyncpay-listoffers", {"slot": 1}, "unknown parameter slot"),
     ("asyncpay-listreceived", ["x"], "too many parameters"),
+    ("asyncpay-pay", {}, "missing required parameter offer"),
+    ("asyncpay-pay", {"offer": 12}, "offer must be a string"),
+    ("asyncpay-pay", {"offer": "lno1x", "amount_msat": "ten"}, "amount_msat must be an integer"),
+    ("asyncpay-pay", {"offer": "lno1x", "amount_msat": 0}, "amount_msat must be between"),
+    ("asyncpay-pay", {"offer": "lno1x", "timeout": -5}, "timeout must be between"),
+    ("asyncpay-pay", {"offer": "lno1x", "payer_note": ["a"]}, "payer_note must be a string"),
+    ("asyncpay-listpays", {"id": 3}, "id must be a string"),
+    ("asyncpay-listpays", {"ids": "x"}, "unknown parameter ids"),
 ]
 
 

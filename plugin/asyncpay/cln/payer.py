@@ -25,7 +25,7 @@ from ..endpoint import Delivered, Dropped
 from ..offers import Invoice, StaticInvoice
 from ..payer import KINDS, Action, Payer, PayerConfig, PayInvoice, PaymentRow, PayStatic
 from ..payment.route import RouteHop, blinded_payment_onion, to_introduction
-from .recipient import parse_scid
+from .recipient import msat, parse_scid
 from .role import Role
 
 if TYPE_CHECKING:
@@ -152,8 +152,10 @@ class PayerRole(Role):
             "layers": ["auto.localchans", "auto.sourcefree"],
             "maxfee_msat": max(max_fee - (amount - a.amount_msat), 0),
             "final_cltv": path.payinfo.cltv_expiry_delta})["routes"]
-        route = [RouteHop(parse_scid(h["short_channel_id_dir"].split("/")[0]), bytes.fromhex(h["next_node_id"]),
-                          int(h["amount_msat"]), int(h["delay"]) + final_cltv) for h in routes[0]["path"]]
+        # v26.06 names (askrene child.c): what goes into each channel and its
+        # CLTV, relative to the final hop's.
+        route = [RouteHop(parse_scid(h["short_channel_id_dir"].split("/")[0]), bytes.fromhex(h["node_id_out"]),
+                          msat(h["amount_in_msat"]), int(h["cltv_in"]) + final_cltv) for h in routes[0]["path"]]
         built = blinded_payment_onion(os.urandom(32), node.node_id, route, path, a.amount_msat, final_cltv,
                                       a.payment_hash, keysend_preimage=a.preimage, invoice_request=a.invoice_request)
         self._groupid += 1

@@ -41,7 +41,7 @@ def parse_scid(s: str) -> int:
     return (block << 40) | (tx << 16) | out
 
 
-def _msat(v) -> int:
+def msat(v) -> int:
     return int(str(v).removesuffix("msat")) if v is not None else 0
 
 
@@ -99,11 +99,11 @@ class RecipientRole(Role):
                 continue
             return LspChannel(
                 lsp_id=lsp, scid=parse_scid(scid),
-                fee_base_msat=_msat(remote.get("fee_base_msat")),
+                fee_base_msat=msat(remote.get("fee_base_msat")),
                 fee_proportional_millionths=int(remote.get("fee_proportional_millionths", 0)),
                 cltv_expiry_delta=int(remote.get("cltv_expiry_delta", 0)),
-                htlc_minimum_msat=_msat(remote.get("htlc_minimum_msat")),
-                htlc_maximum_msat=_msat(remote.get("htlc_maximum_msat")),
+                htlc_minimum_msat=msat(remote.get("htlc_minimum_msat")),
+                htlc_maximum_msat=msat(remote.get("htlc_maximum_msat")),
             )
         return None
 
@@ -186,7 +186,7 @@ class RecipientRole(Role):
                 return False
             htlc_key = (str(h.get("short_channel_id")), int(h.get("id", 0)))
             height = int(h["cltv_expiry"]) - int(h["cltv_expiry_relative"])
-            htlc = Htlc(htlc_key, bytes.fromhex(h["payment_hash"]), _msat(h.get("amount_msat")),
+            htlc = Htlc(htlc_key, bytes.fromhex(h["payment_hash"]), msat(h.get("amount_msat")),
                         int(h["cltv_expiry"]), payload, data)
             self.waiting[htlc_key] = respond
             verdicts = self.claimer.decide(htlc, height, now)
