@@ -29,7 +29,7 @@ def attach_payer(flow: Flow, tmp_path, **payer) -> Node:
     return n
 
 
-def wait(pred, timeout=5.0):
+def wait(pred, timeout=20.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if pred():
