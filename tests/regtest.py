@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from asyncpay.blinded_path import BlindedPath
+from asyncpay.offers import CHAINS
 from asyncpay.onion_message import OnionMessagePayload
 from wallet import Wallet
 
@@ -94,7 +95,7 @@ def handshake(l2, l3, slot=0):
     inject(l3, wallet.offer_paths_request(p_req, slot))
     reply = take(l3, wallet)
     assert reply.offer_paths is not None and reply.reply_path is not None
-    offer = wallet.make_offer(reply.offer_paths.paths)
+    offer = wallet.make_offer(reply.offer_paths.paths, chains=[CHAINS["regtest"]])  # the LSP checks the chain
     invoice = wallet.make_static_invoice(offer, int(time.time()), node_id(l2))
     inject(l3, wallet.serve_static_invoice(reply.reply_path, invoice))
     assert take(l3, wallet, 1).static_invoice_persisted is not None

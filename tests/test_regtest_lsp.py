@@ -19,7 +19,7 @@ from pyln.client import RpcError  # noqa: E402
 from pyln.testing.fixtures import *  # noqa: E402,F401,F403
 
 from asyncpay.blinded_path import EncryptedData  # noqa: E402
-from asyncpay.offers import StaticInvoice  # noqa: E402
+from asyncpay.offers import CHAINS, StaticInvoice  # noqa: E402
 from asyncpay.onion_message import OnionMessagePayload, build_path  # noqa: E402
 from wallet import Wallet  # noqa: E402
 
@@ -36,7 +36,7 @@ def test_handshake_and_static_invoice_while_recipient_offline(node_factory):
     inject(l1, onion)
     got = take(l1, payer)
     assert got.static_invoice == invoice.encode()
-    StaticInvoice.decode(got.static_invoice).validate(int(time.time()))
+    StaticInvoice.decode(got.static_invoice).validate(int(time.time()), CHAINS["regtest"])
     # The request forwarded to the sleeping recipient waits in the mailbox...
     wait_for(lambda: l2.rpc.call("asyncpay-listmailbox")["messages"] == 1, what="mailbox")
     status = l2.rpc.call("asyncpay-status")

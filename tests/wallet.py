@@ -63,8 +63,8 @@ class Wallet:
                                       reply_path=self.reply_path())
         return self.onion_to(p_req, payload)
 
-    def make_offer(self, paths: list[BlindedPath], amount: int = 100_000) -> Offer:
-        return Offer(offer_amount=amount, offer_description="asyncpay test offer",
+    def make_offer(self, paths: list[BlindedPath], amount: int = 100_000, chains: list[bytes] | None = None) -> Offer:
+        return Offer(offer_chains=chains, offer_amount=amount, offer_description="asyncpay test offer",
                      offer_paths=paths, offer_issuer_id=pubkey_of(self.issuer_secret))
 
     def make_static_invoice(self, offer: Offer, created_at: int, lsp_id: bytes) -> StaticInvoice:
