@@ -36,6 +36,8 @@ def test_options_are_parsed_and_checked():
         opts.load({"asyncpay-mailbox-ttl": 0})
     with pytest.raises(ValueError, match="asyncpay-serve-rate: must be a whole number"):
         opts.load({"asyncpay-serve-rate": "fast"})
+    with pytest.raises(ValueError, match="asyncpay-payer-lsp: must be a node id"):
+        opts.load({"asyncpay-payer-lsp": "not-a-node"})
 
 
 def test_params_name_themselves():
@@ -115,6 +117,10 @@ BAD_CALLS = [
     ("asyncpay-pay", {"offer": "lno1x", "payer_note": ["a"]}, "payer_note must be a string"),
     ("asyncpay-listpays", {"id": 3}, "id must be a string"),
     ("asyncpay-listpays", {"ids": "x"}, "unknown parameter ids"),
+    ("asyncpay-listheld", {"all": True}, "unknown parameter all"),
+    ("asyncpay-failheld", {}, "missing required parameter payment_hash"),
+    ("asyncpay-failheld", {"payment_hash": "ab"}, "payment_hash must be 32 bytes"),
+    ("asyncpay-failheld", {"payment_hash": "xyz"}, "payment_hash must be a hex string"),
 ]
 
 

@@ -36,6 +36,7 @@ from ..offers import CHAINS
 from ..onion_message import OnionMessage
 from ..store import Store
 from ..wire import WireError
+from .hold import HoldRole
 from .lsp import LspRole
 from .payer import PayerRole
 from .recipient import RecipientRole
@@ -69,9 +70,11 @@ class Node:
         self.started_at = int(time.time())
         self._channel_peers: dict[str, set[str]] | None = None
         self.lsp = LspRole(self)
+        self.hold = HoldRole(self)
         self.recipient = RecipientRole(self)
         self.payer = PayerRole(self)
-        self.roles: list[Role] = [self.lsp, self.recipient, self.payer]
+        # htlc_accepted asks them in this order: a hold request first.
+        self.roles: list[Role] = [self.lsp, self.hold, self.recipient, self.payer]
         self._by_kind = {kind: role for role in self.roles for kind in role.KINDS}
 
     @property

@@ -13,12 +13,13 @@ from dataclasses import MISSING, fields
 
 from pyln.client import Plugin
 
+from ..hold import HoldConfig
 from ..lsp import LspConfig
 from ..payer import PayerConfig
 from ..recipient import RecipientConfig
 
 # Every role's config class; a role adds its own here.
-CONFIGS: tuple[type, ...] = (LspConfig, RecipientConfig, PayerConfig)
+CONFIGS: tuple[type, ...] = (LspConfig, RecipientConfig, PayerConfig, HoldConfig)
 
 def option_name(field_name: str) -> str:
     return "asyncpay-" + field_name.replace("_", "-")
@@ -61,5 +62,7 @@ def load(options: dict, configs: tuple[type, ...] = CONFIGS) -> list[object]:
             elif kind == "bool":
                 value = value if isinstance(value, bool) else str(value).lower() == "true"
             setattr(cfg, f.name, value)
+        if hasattr(cfg, "validate"):
+            cfg.validate()
         out.append(cfg)
     return out

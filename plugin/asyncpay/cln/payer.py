@@ -24,6 +24,7 @@ from ..actions import InjectOnion
 from ..endpoint import Delivered, Dropped
 from ..offers import Invoice, StaticInvoice
 from ..payer import KINDS, Action, Payer, PayerConfig, PayInvoice, PaymentRow, PayStatic
+from ..payment.hold_request import HOLD_REQUEST
 from ..payment.route import RouteHop, blinded_payment_onion, to_introduction
 from .recipient import msat, parse_scid
 from .role import Role
@@ -82,7 +83,8 @@ class PayerRole(Role):
             elif row.kind == "invoice":
                 self.run([PayInvoice(row.id, Invoice.decode(row.invoice or b"").to_string())])
             else:
-                self.run([Payer.pay_static(row, StaticInvoice.decode(row.invoice or b""))])
+                lsp = bytes.fromhex(self.config.payer_lsp) if self.config.payer_lsp else None
+                self.run([Payer.pay_static(row, StaticInvoice.decode(row.invoice or b""), lsp)])
 
     def _wait_pending(self, row: PaymentRow) -> None:
         assert row.payment_hash is not None
@@ -144,7 +146,8 @@ class PayerRole(Role):
         if intro is None:
             raise Dropped("unresolvable_path", path.path.introduction.describe())
         height = int(node.rpc.getinfo()["blockheight"])
-        final_cltv = height + 1  # as xpay: the next block's height
+        # As xpay: the next block's height; a held payment carries the hold's budget on top.
+        final_cltv = height + 1 + (self.config.payer_hold_blocks if a.hold else 0)
         amount, _ = to_introduction(path, a.amount_msat, final_cltv)
         max_fee = self.config.payer_max_fee_base_msat + a.amount_msat * self.config.payer_max_fee_ppm // 1_000_000
         routes = node.rpc.call("getroutes", {
@@ -156,13 +159,40 @@ class PayerRole(Role):
         # CLTV, relative to the final hop's.
         route = [RouteHop(parse_scid(h["short_channel_id_dir"].split("/")[0]), bytes.fromhex(h["node_id_out"]),
                           msat(h["amount_in_msat"]), int(h["cltv_in"]) + final_cltv) for h in routes[0]["path"]]
+        extra = None
+        if a.hold is not None and a.lsp is not None:
+            if route[0].next_node_id != a.lsp:
+                raise Dropped("no_route_via_lsp", "the route does not start at our LSP")
+            extra = {a.lsp: {HOLD_REQUEST: a.hold.encode()}}
         built = blinded_payment_onion(os.urandom(32), node.node_id, route, path, a.amount_msat, final_cltv,
-                                      a.payment_hash, keysend_preimage=a.preimage, invoice_request=a.invoice_request)
+                                      a.payment_hash, keysend_preimage=a.preimage, invoice_request=a.invoice_request,
+                                      extra=extra)
         self._groupid += 1
-        res = node.rpc.call("injectpaymentonion", {
-            "onion": built.onion.hex(), "payment_hash": a.payment_hash.hex(), "amount_msat": built.amount_msat,
-            "cltv_expiry": built.cltv_expiry, "partid": 0, "groupid": self._groupid})
+        done = threading.Event()
+        if a.hold is not None:
+            threading.Thread(target=self._watch_lock_in, args=(a, done), daemon=True).start()
+        try:
+            res = node.rpc.call("injectpaymentonion", {
+                "onion": built.onion.hex(), "payment_hash": a.payment_hash.hex(), "amount_msat": built.amount_msat,
+                "cltv_expiry": built.cltv_expiry, "partid": 0, "groupid": self._groupid})
+        finally:
+            done.set()
         return bytes.fromhex(res["payment_preimage"])
+
+    def _watch_lock_in(self, a: PayStatic, done: threading.Event) -> None:
+        """``held`` once our HTLC to the LSP is irrevocably committed: from
+        then on the LSP has it, and we may go offline."""
+        while not done.wait(TICK):
+            try:
+                chans = self.node.rpc.call("listpeerchannels", {"id": (a.lsp or b"").hex()})["channels"]
+            except RpcError:
+                continue
+            if any(h.get("payment_hash") == a.payment_hash.hex() and h.get("state") == "SENT_ADD_ACK_REVOCATION"
+                   for ch in chans for h in ch.get("htlcs", [])):
+                with self.node.lock:
+                    self.core.held(a.payment_id, int(time.time()))
+                    self.changed.notify_all()
+                return
 
     # -- outcomes ------------------------------------------------------------------
 

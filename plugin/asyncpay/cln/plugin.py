@@ -16,7 +16,7 @@ import traceback
 
 from .. import __version__
 from . import options as opts
-from . import params, rpc_payer, rpc_recipient, views
+from . import params, rpc_hold, rpc_payer, rpc_recipient, views
 from .dispatch import AsyncpayPlugin
 from .errors import NotFound, NotReady
 from .node import Node
@@ -240,6 +240,7 @@ def status(plugin):
 
 rpc_recipient.register(plugin, _need_node)
 rpc_payer.register(plugin, _need_node)
+rpc_hold.register(plugin, _need_node)
 
 
 def main() -> None:

@@ -17,3 +17,17 @@ class PayerConfig:
         2, "Seconds a static invoice waits for a normal invoice from an online recipient before holding.")
     payer_max_fee_base_msat: int = option(5000, "Fee in msat a static-invoice payment may pay on top of the rest.")
     payer_max_fee_ppm: int = option(10_000, "Fee in millionths of the amount a static-invoice payment may pay.")
+    # Often-offline sender: hand static-invoice payments to this channel peer to hold (docs/rpc.md).
+    payer_lsp: str | None = option(None, "Node id of our LSP, which holds our static-invoice payments for us.")
+    payer_hold_blocks: int = option(
+        1008, "Blocks of CLTV a payment held by our LSP carries on top of the route's, for the hold.")
+
+    def validate(self) -> None:
+        """Checks beyond each option's type (``cln/options.load`` calls it)."""
+        if self.payer_lsp is not None:
+            try:
+                ok = len(bytes.fromhex(self.payer_lsp)) == 33
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"asyncpay-payer-lsp: must be a node id (66 hex characters), got {self.payer_lsp!r}")

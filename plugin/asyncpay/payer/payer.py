@@ -38,6 +38,7 @@ from ..offers import BITCOIN_CHAIN, Invoice, InvoiceRequest, Offer, StaticInvoic
 from ..offers.fields import unknown_even_feature
 from ..offers.offer import offer_records
 from ..onion_message import HeldHtlcAvailable, OnionMessagePayload, build_path
+from ..payment.hold_request import HoldRequest
 from ..store import Store
 from ..wire import WireError
 from .config import PayerConfig
@@ -45,6 +46,7 @@ from .records import (
     AWAITING_RELEASE,
     COMPLETE,
     FAILED,
+    HELD_AT_LSP,
     OPEN,
     PAYING,
     REQUESTING,
@@ -77,7 +79,9 @@ class PayInvoice:
 
 @dataclass(frozen=True)
 class PayStatic:
-    """Build a payment onion to one of these paths and inject it."""
+    """Build a payment onion to one of these paths and inject it. With
+    ``hold`` the route must start at ``lsp``, whose hop payload carries the
+    hold request: the LSP holds the HTLC until the recipient releases it."""
 
     payment_id: str
     paths: tuple[BlindedPaymentPath, ...]
@@ -85,6 +89,8 @@ class PayStatic:
     payment_hash: bytes
     preimage: bytes
     invoice_request: bytes
+    lsp: bytes | None = None
+    hold: HoldRequest | None = None
 
 
 Action = InjectOnion | PayInvoice | PayStatic
@@ -188,7 +194,7 @@ class Payer:
                     else:
                         actions.append(self._request(row, Offer.decode(row.offer), now))
                 elif row.state == STATIC and now >= row.next_at:
-                    actions += self._hold(row, now)
+                    actions += self._hand_to_lsp(row, now) if self.config.payer_lsp else self._hold(row, now)
                 elif row.state == AWAITING_RELEASE and now >= row.expires_at:
                     failed.append(self._fail(row, "the recipient did not release the payment in time", now))
             except Dropped as e:
@@ -271,7 +277,20 @@ class Payer:
         row.next_at = now + self.config.payer_invoice_grace
         row.expires_at, row.updated_at = inv.expires_at(), now
         self.records.put(row)
-        return self._hold(row, now) if self.config.payer_invoice_grace <= 0 else []
+        if self.config.payer_invoice_grace > 0:
+            return []
+        return self._hand_to_lsp(row, now) if self.config.payer_lsp else self._hold(row, now)
+
+    def _hand_to_lsp(self, row: PaymentRow, now: int) -> list[Action]:
+        """Often-offline sender: our LSP holds the HTLC and asks for the
+        release itself, so we need not stay online (docs/architecture.md)."""
+        inv = StaticInvoice.decode(row.invoice or b"")
+        lsp = bytes.fromhex(self.config.payer_lsp or "")
+        preimage = self.rng(32)
+        row.state, row.payment_preimage = PAYING, preimage
+        row.payment_hash, row.updated_at = hashlib.sha256(preimage).digest(), now
+        self.records.put(row)  # the preimage is on disk before any HTLC carries it
+        return [self.pay_static(row, inv, lsp)]
 
     def check_static_invoice(self, row: PaymentRow, raw: bytes | None, now: int) -> StaticInvoice:
         try:
@@ -316,10 +335,23 @@ class Payer:
         return [self.pay_static(row, inv)]
 
     @staticmethod
-    def pay_static(row: PaymentRow, inv: StaticInvoice) -> PayStatic:
+    def pay_static(row: PaymentRow, inv: StaticInvoice, lsp: bytes | None = None) -> PayStatic:
         assert row.payment_hash is not None and row.payment_preimage is not None
+        hold = None
+        if lsp is not None:
+            hold = HoldRequest(held_htlc_available_paths=list(inv.invoice_held_htlc_available_paths or [])[:3],
+                               hold_until=inv.expires_at())
         return PayStatic(row.id, tuple(inv.payment_paths()), row.amount_msat, row.payment_hash,
-                         row.payment_preimage, row.invreq)
+                         row.payment_preimage, row.invreq, lsp, hold)
+
+    def held(self, payment_id: str, now: int) -> PaymentRow | None:
+        """Our LSP holds the HTLC (it is locked in on our channel)."""
+        row = self.records.get(payment_id)
+        if row is None or row.state != PAYING:
+            return None
+        row.state, row.updated_at = HELD_AT_LSP, now
+        self.records.put(row)
+        return row
 
     # -- outcomes ------------------------------------------------------------------
 
@@ -350,5 +382,5 @@ class Payer:
 
     def paying(self) -> list[PaymentRow]:
         """Payments whose HTLCs may be in flight (to look after on start)."""
-        return self.records.in_state(PAYING)
+        return self.records.in_state(PAYING, HELD_AT_LSP)
 

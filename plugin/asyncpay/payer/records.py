@@ -26,9 +26,10 @@ MIGRATIONS = [_v1]
 # States. REQUESTING: invoice_request sent. STATIC: a static invoice came,
 # held_htlc_available goes out at next_at unless a normal invoice comes first.
 # AWAITING_RELEASE: held_htlc_available sent. PAYING: HTLCs on their way.
+# HELD_AT_LSP: our LSP holds the HTLC (asyncpay-payer-lsp); we may sleep.
 REQUESTING, STATIC, AWAITING_RELEASE, PAYING = "requesting", "static", "awaiting_release", "paying"
-COMPLETE, FAILED = "complete", "failed"
-OPEN = (REQUESTING, STATIC, AWAITING_RELEASE, PAYING)
+HELD_AT_LSP, COMPLETE, FAILED = "held_at_lsp", "complete", "failed"
+OPEN = (REQUESTING, STATIC, AWAITING_RELEASE, PAYING, HELD_AT_LSP)
 
 
 @dataclass
@@ -53,6 +54,8 @@ class PaymentRow:
 
     @property
     def status(self) -> str:
+        if self.state == HELD_AT_LSP:
+            return "held"
         return self.state if self.state in (COMPLETE, FAILED) else "pending"
 
     def view(self) -> dict:

@@ -63,10 +63,13 @@ def blinded_payment_onion(
     keysend_preimage: bytes | None = None,
     invoice_request: bytes | None = None,
     total_msat: int | None = None,
+    extra: dict[bytes, dict[int, bytes]] | None = None,
 ) -> PaymentOnion:
     """``route`` leads from us to ``path``'s introduction node and must end
     with what ``to_introduction`` asks for. ``total_msat`` is the whole
-    payment when this onion carries one part of it (BOLT 4 multi-part)."""
+    payment when this onion carries one part of it (BOLT 4 multi-part).
+    ``extra`` adds records to the payloads of route nodes, by node id (our
+    hold request for the sender's LSP: ``payment/hold_request.py``)."""
     if not route:
         raise ValueError("a route to the introduction node is needed (we are not it)")
     intro_amount, intro_cltv = to_introduction(path, amount_msat, final_cltv)
@@ -77,7 +80,7 @@ def blinded_payment_onion(
     node = our_id
     for ch in route:
         hops.append((node, HopPayload(amt_to_forward=ch.amount_msat, outgoing_cltv_value=ch.cltv_expiry,
-                                      short_channel_id=ch.short_channel_id)))
+                                      short_channel_id=ch.short_channel_id, unknown=dict((extra or {}).get(node, {})))))
         node = ch.next_node_id
     blinded = path.path.hops
     for i, hop in enumerate(blinded):

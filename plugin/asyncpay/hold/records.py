@@ -1,0 +1,86 @@
+"""The holding LSP's table: one row per HTLC held for a sender. Own
+migrations (``Store.migrate_component("hold")``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import sqlite_utils
+
+from ..store import Store
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["held_htlcs"].create(
+        {"key": str, "payment_hash": bytes, "amount_msat": int, "cltv_expiry": int, "outgoing_cltv": int,
+         "peer_id": str, "payload": bytes, "state": str, "reason": str, "since": int, "updated_at": int},
+        pk="key",
+    )
+    db["held_htlcs"].create_index(["state"])
+    db["held_htlcs"].create_index(["payment_hash"])
+
+
+MIGRATIONS = [_v1]
+
+# HELD: waiting for the release. RELEASED: released, to be continued (now, or
+# when lightningd replays it after a restart). FORWARDED, FAILED: answered.
+HELD, RELEASED, FORWARDED, FAILED = "held", "released", "forwarded", "failed"
+
+
+@dataclass
+class HeldRow:
+    key: str  # "<incoming scid>/<htlc id>": stable across lightningd's replays
+    payment_hash: bytes
+    amount_msat: int
+    cltv_expiry: int
+    outgoing_cltv: int
+    peer_id: str
+    payload: bytes  # our hop's payload without the hold request, for `continue`
+    state: str = HELD
+    reason: str | None = None
+    since: int = 0
+    updated_at: int = 0
+
+    def view(self) -> dict:
+        """One entry of asyncpay-listheld (docs/rpc.md)."""
+        return {"payment_hash": self.payment_hash.hex(), "amount_msat": self.amount_msat,
+                "cltv_expiry": self.cltv_expiry, "peer_id": self.peer_id, "since": self.since,
+                "state": self.state, **({"reason": self.reason} if self.reason else {})}
+
+
+_COLUMNS = [f.name for f in fields(HeldRow)]
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM held_htlcs"
+
+
+class HoldRecords:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        store.migrate_component("hold", MIGRATIONS)
+
+    def put(self, row: HeldRow) -> None:
+        self.store.conn.execute(
+            f"INSERT OR REPLACE INTO held_htlcs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+            [getattr(row, c) for c in _COLUMNS])
+
+    def get(self, key: str) -> HeldRow | None:
+        r = self.store.conn.execute(f"{_SELECT} WHERE key = ?", (key,)).fetchone()
+        return HeldRow(*r) if r else None
+
+    def by_state(self, *states: str) -> list[HeldRow]:
+        marks = ", ".join("?" * len(states))
+        rows = self.store.conn.execute(f"{_SELECT} WHERE state IN ({marks}) ORDER BY since", states).fetchall()
+        return [HeldRow(*r) for r in rows]
+
+    def by_payment_hash(self, payment_hash: bytes) -> list[HeldRow]:
+        rows = self.store.conn.execute(f"{_SELECT} WHERE payment_hash = ?", (payment_hash,)).fetchall()
+        return [HeldRow(*r) for r in rows]
+
+    def count_held(self, peer_id: str | None = None) -> int:
+        if peer_id is None:
+            q, args = "SELECT COUNT(*) FROM held_htlcs WHERE state = ?", (HELD,)
+        else:
+            q, args = "SELECT COUNT(*) FROM held_htlcs WHERE state = ? AND peer_id = ?", (HELD, peer_id)
+        return self.store.conn.execute(q, args).fetchone()[0]
+
+    def all(self) -> list[HeldRow]:
+        return [HeldRow(*r) for r in self.store.conn.execute(f"{_SELECT} ORDER BY since").fetchall()]
