@@ -155,10 +155,13 @@ class PayerRole(Role):
             "layers": ["auto.localchans", "auto.sourcefree"],
             "maxfee_msat": max(max_fee - (amount - a.amount_msat), 0),
             "final_cltv": path.payinfo.cltv_expiry_delta})["routes"]
-        # v26.06 names (askrene child.c): what goes into each channel and its
-        # CLTV, relative to the final hop's.
+        # v26.06 names (askrene child.c). The node that forwards over a channel
+        # is told what leaves it (amount_out, cltv_out: what xpay puts in
+        # each payload); our own first channel is free (auto.sourcefree), so
+        # what we inject equals what leaves us. CLTVs are relative to the
+        # final one.
         route = [RouteHop(parse_scid(h["short_channel_id_dir"].split("/")[0]), bytes.fromhex(h["node_id_out"]),
-                          msat(h["amount_in_msat"]), int(h["cltv_in"]) + final_cltv) for h in routes[0]["path"]]
+                          msat(h["amount_out_msat"]), int(h["cltv_out"]) + final_cltv) for h in routes[0]["path"]]
         extra = None
         if a.hold is not None and a.lsp is not None:
             if route[0].next_node_id != a.lsp:

@@ -172,12 +172,17 @@ class Payer:
         else:  # no paths: straight to the issuer, a one-hop blinded path to it
             assert offer.offer_issuer_id is not None
             dest = build_path(self.rng(32), [(offer.offer_issuer_id, EncryptedData())])
-        reply = self.endpoint.mint_path(REPLY, row.id, None, row.expires_at, now)
+        reply = self.endpoint.mint_path(REPLY, row.id, None, row.expires_at, now, via=self._via())
         payload = OnionMessagePayload(invoice_request=row.invreq, reply_path=reply)
         row.attempts += 1
         row.next_at, row.updated_at = now + self.config.payer_request_retry, now
         self.records.put(row)
         return self.endpoint.send(dest, payload, "invoice_request", self.resolve_intro)
+
+    def _via(self) -> tuple[bytes, ...]:
+        """Our reply paths start at our LSP when we have one: a wallet behind
+        an unannounced channel cannot be found in gossip."""
+        return (bytes.fromhex(self.config.payer_lsp),) if self.config.payer_lsp else ()
 
     # -- time ------------------------------------------------------------------
 
@@ -311,7 +316,7 @@ class Payer:
         actions: list[Action] = []
         with self.store.tx():
             for path in (inv.invoice_held_htlc_available_paths or [])[:MAX_HELD_PATHS]:
-                reply = self.endpoint.mint_path(RELEASE, row.id, None, row.expires_at, now)
+                reply = self.endpoint.mint_path(RELEASE, row.id, None, row.expires_at, now, via=self._via())
                 payload = OnionMessagePayload(held_htlc_available=HeldHtlcAvailable(), reply_path=reply)
                 try:
                     actions.append(self.endpoint.send(path, payload, "held_htlc_available", self.resolve_intro))
