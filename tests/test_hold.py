@@ -8,14 +8,18 @@ import os
 import pytest
 
 from asyncpay.blinded_path import EncryptedData, IntroductionNode
-from asyncpay.crypto import pubkey_of
+from asyncpay.crypto import CryptoError, pubkey_of
 from asyncpay.endpoint import Delivered, Dropped, Endpoint
 from asyncpay.hold import Forward, Hold, HoldConfig, Holder, HtlcToHold, Refuse
 from asyncpay.hold.holder import RELEASE
+from asyncpay.offers import StaticInvoice
 from asyncpay.onion_message import HeldHtlcAvailable, OnionMessagePayload, ReleaseHeldHtlc, build_path
 from asyncpay.payment import HopPayload
 from asyncpay.payment.hold_request import HOLD_REQUEST, HoldRequest
+from asyncpay.payment.route import RouteHop, blinded_payment_onion, to_introduction
 from asyncpay.store import Store
+from asyncpay.wire.types import bigsize
+from test_recipient_flow import Flow
 
 NOW, HEIGHT = 1_800_000_000, 800_000
 LSP, RECIPIENT_LSP, RECIPIENT = (bytes([b]) * 32 for b in (0x61, 0x62, 0x63))
@@ -167,3 +171,64 @@ def test_unusable_paths_refuse_the_hold(holder):
                                                        p.hops)
     verdict = unresolvable.accept(bad, HEIGHT, NOW)
     assert isinstance(verdict, Refuse) and "no usable" in verdict.reason
+
+
+def test_payload_budget_one_held_path_fits_two_do_not(tmp_path):
+    """The evidence for the hold request's shape (docs/architecture.md): a real
+    static invoice's held path (3 hops) in the LSP's hop, a route of two
+    channels, a two-hop blinded path and a final payload with the
+    invoice_request: one held path fits the onion's 1300 bytes, two do not."""
+    flow = Flow(tmp_path)
+    flow.setserver()
+    offer = flow.offer(description="a typical coffee offer")
+    [row] = flow.lsp.store.list_invoices(flow.rnode.id)
+    inv = StaticInvoice.decode(row["invoice"])
+    req, _ = flow.payer.invoice_request(offer, amount=40_000)
+    [path] = inv.payment_paths()
+    [held] = inv.invoice_held_htlc_available_paths
+    a, c = to_introduction(path, 40_000, HEIGHT)
+    route = [RouteHop(1 << 40, pubkey_of(LSP), a + 10, c + 40), RouteHop(2 << 40, flow.lnode.node_id, a, c)]
+
+    def build(n: int) -> bytes:
+        hold = HoldRequest(held_htlc_available_paths=[held] * n, hold_until=NOW)
+        return blinded_payment_onion(os.urandom(32), pubkey_of(RECIPIENT), route, path, 40_000, HEIGHT, os.urandom(32),
+                                     keysend_preimage=os.urandom(32), invoice_request=req.encode(),
+                                     extra={pubkey_of(LSP): {HOLD_REQUEST: hold.encode()}}).onion
+
+    assert len(build(1)) == 1366
+    with pytest.raises(CryptoError, match="more than 1300"):
+        build(2)
+
+
+def test_ldk_hold_htlc_is_refused_with_a_reason(tmp_path):
+    """update_add_htlc TLV 75537 (LDK's hold_htlc) cannot work through CLN."""
+    flow = Flow(tmp_path)
+    answers: list[dict] = []
+    extra = "fe00012711" + "00"  # type 75537 (BigSize), empty value
+    params = {"onion": {"payload": "00"}, "htlc": {"extra_tlvs": extra}, "peer_id": flow.pnode.id}
+    assert flow.lsp.hold.on_htlc(params, answers.append)
+    assert answers == [{"result": "fail", "failure_message": "2002"}]
+    assert flow.lsp.store.counters()["hold_refused_ldk_hold_htlc"] == 1
+    assert "75537" in flow.lsp.logs[-1] and "revoke_and_ack" in flow.lsp.logs[-1]
+
+
+def test_hold_request_through_the_adapter(tmp_path):
+    """An HTLC whose hop payload carries a hold request is held by the LSP's
+    node and continued, without the request, on release."""
+    flow = Flow(tmp_path)
+    req = HoldRequest(held_htlc_available_paths=[held_path()])
+    payload = HopPayload(amt_to_forward=10_000, outgoing_cltv_value=HEIGHT + 500, short_channel_id=7,
+                         unknown={HOLD_REQUEST: req.encode()}).encode()
+    params = {"onion": {"payload": (bigsize(len(payload)) + payload).hex(), "outgoing_cltv_value": HEIGHT + 500},
+              "htlc": {"short_channel_id": "1x2x3", "id": 4, "amount_msat": 10_100, "cltv_expiry": HEIGHT + 540,
+                       "cltv_expiry_relative": 540, "payment_hash": "11" * 32},
+              "peer_id": flow.pnode.id}
+    answers: list[dict] = []
+    assert flow.lsp.hold.on_htlc(params, answers.append)
+    assert answers == [] and flow.lsp.hold.core.records.get("1x2x3/4").state == "held"
+    d = Delivered(RELEASE, "1x2x3/4", None, OnionMessagePayload(release_held_htlc=ReleaseHeldHtlc()), os.urandom(32))
+    flow.lsp.hold.on_message(d, NOW)
+    [answer] = answers
+    assert answer["result"] == "continue"
+    assert HOLD_REQUEST not in HopPayload.decode(bytes.fromhex(answer["payload"])).unknown
+    assert flow.lsp.hold.core.records.get("1x2x3/4").state == "forwarded"

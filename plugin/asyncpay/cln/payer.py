@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from pyln.client import RpcError
 
 from ..actions import InjectOnion
+from ..crypto import CryptoError
 from ..endpoint import Delivered, Dropped
 from ..offers import Invoice, StaticInvoice
 from ..payer import KINDS, Action, Payer, PayerConfig, PayInvoice, PaymentRow, PayStatic
@@ -132,7 +133,7 @@ class PayerRole(Role):
         for path in a.paths:
             try:
                 preimage = self._inject(a, path)
-            except (RpcError, KeyError, ValueError, Dropped) as e:
+            except (RpcError, KeyError, ValueError, Dropped, CryptoError) as e:
                 reasons.append(_message(e))
                 continue
             if preimage is not None:

@@ -344,7 +344,8 @@ class Payer:
         assert row.payment_hash is not None and row.payment_preimage is not None
         hold = None
         if lsp is not None:
-            hold = HoldRequest(held_htlc_available_paths=list(inv.invoice_held_htlc_available_paths or [])[:3],
+            # One path: a 3-hop path costs ~350 of the onion's 1300 bytes (docs/architecture.md).
+            hold = HoldRequest(held_htlc_available_paths=list(inv.invoice_held_htlc_available_paths or [])[:1],
                                hold_until=inv.expires_at())
         return PayStatic(row.id, tuple(inv.payment_paths()), row.amount_msat, row.payment_hash,
                          row.payment_preimage, row.invreq, lsp, hold)
