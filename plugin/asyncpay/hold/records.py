@@ -20,7 +20,12 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["held_htlcs"].create_index(["payment_hash"])
 
 
-MIGRATIONS = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    # The per-peer limit counts held HTLCs of one peer on every new HTLC.
+    db["held_htlcs"].create_index(["state", "peer_id"])
+
+
+MIGRATIONS = [_v1, _v2]
 
 # HELD: waiting for the release. RELEASED: released, to be continued (now, or
 # when lightningd replays it after a restart). FORWARDED, FAILED: answered.
