@@ -24,6 +24,8 @@ def four_nodes(node_factory, s_opts=None, ls_opts=None):
     lr, r = node_factory.get_nodes(2, opts=[{**base, "may_reconnect": True}, {**base, "may_reconnect": True}])
     s = node_factory.get_node(options={**base, "asyncpay-payer-lsp": ls.info["id"], **(s_opts or {})},
                               may_reconnect=True)
+    for funder in (ls, s, lr):  # funds seen before join_nodes' own deposit (which can lag on a busy machine)
+        funder.fundwallet(3_000_000)
     node_factory.join_nodes([ls, lr], wait_for_announce=True)
     node_factory.join_nodes([s, ls], announce_channels=False)
     node_factory.join_nodes([lr, r], announce_channels=False)
