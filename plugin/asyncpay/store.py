@@ -16,7 +16,7 @@ import hashlib
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import sqlite_utils
 
@@ -325,3 +325,31 @@ class Store:
         ).fetchall()
         keys = ("peer_id", "messages", "bytes", "oldest_received_at", "max_attempts")
         return [dict(zip(keys, r)) for r in rows]
+
+
+class RowTable:
+    """One table whose rows are one dataclass (columns = its fields, in
+    order): the roles' own tables (payer payments, held HTLCs, recipient
+    offers) go through it."""
+
+    def __init__(self, store: Store, table: str, row: type, key: str) -> None:
+        self.store, self.table, self.row, self.key = store, table, row, key
+        self.columns = [f.name for f in fields(row)]
+        self._select = f"SELECT {', '.join(self.columns)} FROM {table}"
+
+    def put(self, row) -> None:
+        marks = ", ".join("?" * len(self.columns))
+        self.store.conn.execute(f"INSERT OR REPLACE INTO {self.table} ({', '.join(self.columns)}) VALUES ({marks})",
+                                [getattr(row, c) for c in self.columns])
+
+    def get(self, key):
+        r = self.store.conn.execute(f"{self._select} WHERE {self.key} = ?", (key,)).fetchone()
+        return self.row(*r) if r else None
+
+    def where(self, clause: str = "1", args: tuple = (), order: str | None = None) -> list:
+        """Rows matching an SQL condition on our own columns (never user text)."""
+        q = f"{self._select} WHERE {clause}" + (f" ORDER BY {order}" if order else "")
+        return [self.row(*r) for r in self.store.conn.execute(q, args).fetchall()]
+
+    def where_in(self, column: str, values: tuple, order: str | None = None) -> list:
+        return self.where(f"{column} IN ({', '.join('?' * len(values))})", values, order)

@@ -3,11 +3,11 @@ migrations (``Store.migrate_component("hold")``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import sqlite_utils
 
-from ..store import Store
+from ..store import RowTable, Store
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -53,32 +53,18 @@ class HeldRow:
                 "state": self.state, **({"reason": self.reason} if self.reason else {})}
 
 
-_COLUMNS = [f.name for f in fields(HeldRow)]
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM held_htlcs"
-
-
 class HoldRecords:
     def __init__(self, store: Store) -> None:
         self.store = store
         store.migrate_component("hold", MIGRATIONS)
-
-    def put(self, row: HeldRow) -> None:
-        self.store.conn.execute(
-            f"INSERT OR REPLACE INTO held_htlcs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-            [getattr(row, c) for c in _COLUMNS])
-
-    def get(self, key: str) -> HeldRow | None:
-        r = self.store.conn.execute(f"{_SELECT} WHERE key = ?", (key,)).fetchone()
-        return HeldRow(*r) if r else None
+        self.rows = RowTable(store, "held_htlcs", HeldRow, "key")
+        self.put, self.get = self.rows.put, self.rows.get
 
     def by_state(self, *states: str) -> list[HeldRow]:
-        marks = ", ".join("?" * len(states))
-        rows = self.store.conn.execute(f"{_SELECT} WHERE state IN ({marks}) ORDER BY since", states).fetchall()
-        return [HeldRow(*r) for r in rows]
+        return self.rows.where_in("state", states, "since")
 
     def by_payment_hash(self, payment_hash: bytes) -> list[HeldRow]:
-        rows = self.store.conn.execute(f"{_SELECT} WHERE payment_hash = ?", (payment_hash,)).fetchall()
-        return [HeldRow(*r) for r in rows]
+        return self.rows.where("payment_hash = ?", (payment_hash,))
 
     def count_held(self, peer_id: str | None = None) -> int:
         if peer_id is None:
@@ -88,4 +74,4 @@ class HoldRecords:
         return self.store.conn.execute(q, args).fetchone()[0]
 
     def all(self) -> list[HeldRow]:
-        return [HeldRow(*r) for r in self.store.conn.execute(f"{_SELECT} ORDER BY since").fetchall()]
+        return self.rows.where(order="since")

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import sqlite_utils
 
-from ..store import Store
+from ..store import RowTable, Store
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -70,32 +70,15 @@ class PaymentRow:
         return out
 
 
-_COLUMNS = [f.name for f in fields(PaymentRow)]
-
-
 class PayerRecords:
     def __init__(self, store: Store) -> None:
         self.store = store
         store.migrate_component("payer", MIGRATIONS)
-
-    def put(self, row: PaymentRow) -> None:
-        self.store.conn.execute(
-            f"INSERT OR REPLACE INTO payer_payments ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-            [getattr(row, c) for c in _COLUMNS])
-
-    def get(self, payment_id: str) -> PaymentRow | None:
-        r = self.store.conn.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM payer_payments WHERE id = ?", (payment_id,)).fetchone()
-        return PaymentRow(*r) if r else None
+        self.rows = RowTable(store, "payer_payments", PaymentRow, "id")
+        self.put, self.get = self.rows.put, self.rows.get
 
     def in_state(self, *states: str) -> list[PaymentRow]:
-        marks = ", ".join("?" * len(states))
-        rows = self.store.conn.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM payer_payments WHERE state IN ({marks}) ORDER BY created_at",
-            states).fetchall()
-        return [PaymentRow(*r) for r in rows]
+        return self.rows.where_in("state", states, "created_at")
 
     def all(self) -> list[PaymentRow]:
-        rows = self.store.conn.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM payer_payments ORDER BY created_at, id").fetchall()
-        return [PaymentRow(*r) for r in rows]
+        return self.rows.where(order="created_at, id")

@@ -3,11 +3,11 @@ it was paid. Own migrations (``Store.migrate_component("recipient")``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import sqlite_utils
 
-from ..store import Store
+from ..store import RowTable, Store
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -51,13 +51,12 @@ class OfferRow:
     updated_at: int = 0
 
 
-_OFFER_COLUMNS = [f.name for f in fields(OfferRow)]
-
-
 class RecipientRecords:
     def __init__(self, store: Store) -> None:
         self.store = store
         store.migrate_component("recipient", MIGRATIONS)
+        self.offer_rows = RowTable(store, "recipient_offers", OfferRow, "slot")
+        self.put_offer, self.offer = self.offer_rows.put, self.offer_rows.get
 
     @property
     def conn(self):
@@ -78,20 +77,8 @@ class RecipientRecords:
 
     # -- offers ----------------------------------------------------------------
 
-    def put_offer(self, row: OfferRow) -> None:
-        cols = ", ".join(_OFFER_COLUMNS)
-        marks = ", ".join("?" for _ in _OFFER_COLUMNS)
-        self.conn.execute(f"INSERT OR REPLACE INTO recipient_offers ({cols}) VALUES ({marks})",
-                          [getattr(row, c) for c in _OFFER_COLUMNS])
-
-    def offer(self, slot: int) -> OfferRow | None:
-        row = self.conn.execute(
-            f"SELECT {', '.join(_OFFER_COLUMNS)} FROM recipient_offers WHERE slot = ?", (slot,)).fetchone()
-        return OfferRow(*row) if row else None
-
     def offers(self) -> list[OfferRow]:
-        rows = self.conn.execute(f"SELECT {', '.join(_OFFER_COLUMNS)} FROM recipient_offers ORDER BY slot")
-        return [OfferRow(*r) for r in rows.fetchall()]
+        return self.offer_rows.where(order="slot")
 
     # -- payments --------------------------------------------------------------
 
