@@ -19,6 +19,7 @@ from .actions import InjectOnion
 from .blinded_path import BlindedPath, EncryptedData, IntroductionNode
 from .crypto import CryptoError, pubkey_of
 from .onion_message import (
+    HeldHtlcAvailable,
     OnionMessage,
     OnionMessagePayload,
     Receive,
@@ -139,3 +140,20 @@ class Endpoint:
             raise Dropped("unsendable", str(e)) from None
         first_hop = via[0] if via else (None if intro == self.node_id else intro)
         return InjectOnion(msg.path_key, msg.packet, first_hop, purpose)
+
+    def held_htlc_available(
+        self, paths: Sequence[BlindedPath], kind: str, owner: str, expires_at: int, now: int,
+        resolve_intro: Resolver = _no_scid, via: Sequence[bytes] = (),
+    ) -> tuple[list[InjectOnion], list[str]]:
+        """``held_htlc_available`` over each of ``paths`` (design §3 step 8),
+        each with its own reply path to V whose context (``kind``, ``owner``)
+        names the held payment: the onions, and why any path was unusable."""
+        actions, unusable = [], []
+        for path in paths:
+            reply = self.mint_path(kind, owner, None, expires_at, now, via=via)
+            payload = OnionMessagePayload(held_htlc_available=HeldHtlcAvailable(), reply_path=reply)
+            try:
+                actions.append(self.send(path, payload, "held_htlc_available", resolve_intro))
+            except Dropped as e:
+                unusable.append(e.reason)
+        return actions, unusable

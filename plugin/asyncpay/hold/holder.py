@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 from ..actions import InjectOnion
 from ..endpoint import Delivered, Dropped, Endpoint, Resolver
-from ..onion_message import HeldHtlcAvailable, OnionMessagePayload
 from ..payment.hold_request import HoldRequest
 from ..store import Store
 from .config import HoldConfig
@@ -91,16 +90,13 @@ class Holder:
         row = HeldRow(h.key, h.payment_hash, h.amount_msat, h.cltv_expiry, h.outgoing_cltv, h.peer_id, h.payload,
                       HELD, None, now, now)
         until = min(now + self.config.hold_max_seconds, h.request.hold_until or now + self.config.hold_max_seconds)
-        actions = []
         with self.store.tx():  # held on disk before anyone can release it
             self.records.put(row)
-            for path in (h.request.held_htlc_available_paths or [])[:MAX_PATHS]:
-                reply = self.endpoint.mint_path(RELEASE, h.key, None, until, now)
-                payload = OnionMessagePayload(held_htlc_available=HeldHtlcAvailable(), reply_path=reply)
-                try:
-                    actions.append(self.endpoint.send(path, payload, "held_htlc_available", self.resolve_intro))
-                except Dropped as e:
-                    self.store.bump(f"hold_dropped_{e.reason}")
+            actions, unusable = self.endpoint.held_htlc_available(
+                (h.request.held_htlc_available_paths or [])[:MAX_PATHS], RELEASE, h.key, until, now,
+                self.resolve_intro)
+            for reason in unusable:
+                self.store.bump(f"hold_dropped_{reason}")
             if not actions:
                 row.state, row.reason = FAILED, "no usable held_htlc_available path"
                 self.records.put(row)

@@ -37,7 +37,7 @@ from ..endpoint import Delivered, Dropped, Endpoint, Resolver
 from ..offers import BITCOIN_CHAIN, Invoice, InvoiceRequest, Offer, StaticInvoice
 from ..offers.fields import unknown_even_feature
 from ..offers.offer import offer_records
-from ..onion_message import HeldHtlcAvailable, OnionMessagePayload, build_path
+from ..onion_message import OnionMessagePayload, build_path
 from ..payment.hold_request import HoldRequest
 from ..store import Store
 from ..wire import WireError
@@ -313,21 +313,18 @@ class Payer:
     def _hold(self, row: PaymentRow, now: int) -> list[Action]:
         """Tell the recipient (through its LSP's mailbox) that our HTLC waits."""
         inv = StaticInvoice.decode(row.invoice or b"")
-        actions: list[Action] = []
         with self.store.tx():
-            for path in (inv.invoice_held_htlc_available_paths or [])[:MAX_HELD_PATHS]:
-                reply = self.endpoint.mint_path(RELEASE, row.id, None, row.expires_at, now, via=self._via())
-                payload = OnionMessagePayload(held_htlc_available=HeldHtlcAvailable(), reply_path=reply)
-                try:
-                    actions.append(self.endpoint.send(path, payload, "held_htlc_available", self.resolve_intro))
-                except Dropped as e:
-                    self.store.bump(f"payer_dropped_{e.reason}")
-            if not actions:
+            onions, unusable = self.endpoint.held_htlc_available(
+                (inv.invoice_held_htlc_available_paths or [])[:MAX_HELD_PATHS], RELEASE, row.id, row.expires_at, now,
+                self.resolve_intro, via=self._via())
+            for reason in unusable:
+                self.store.bump(f"payer_dropped_{reason}")
+            if not onions:
                 self._fail(row, "no usable held_htlc_available path in the static invoice", now)
                 return []
             row.state, row.updated_at = AWAITING_RELEASE, now
             self.records.put(row)
-        return actions
+        return list(onions)
 
     def _release(self, row: PaymentRow, now: int) -> list[Action]:
         if row.state != AWAITING_RELEASE:
