@@ -163,6 +163,8 @@ class RecipientRole(Role):
 
     def on_htlc(self, params: dict, respond: Respond) -> bool:
         onion, h = params.get("onion") or {}, params.get("htlc") or {}
+        if onion.get("short_channel_id") or onion.get("next_node_id"):
+            return False  # lightningd parsed a hop it forwards: not a final hop of ours
         try:
             payload = hop_payload(onion.get("payload", ""))
         except (WireError, ValueError):
