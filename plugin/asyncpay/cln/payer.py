@@ -88,18 +88,21 @@ class PayerRole(Role):
                 self.run([Payer.pay_static(row, StaticInvoice.decode(row.invoice or b""), lsp)])
 
     def _wait_pending(self, row: PaymentRow) -> None:
+        """Follow HTLCs sent before a restart (ours, or xpay's parts) until
+        one completes or none is left pending."""
         assert row.payment_hash is not None
-        try:
-            res = self.node.rpc.call("waitsendpay", {"payment_hash": row.payment_hash.hex(), "partid": 0,
-                                                     "groupid": self._latest_group(row)})
-            self._paid(row.id, bytes.fromhex(res["payment_preimage"]))
-        except (RpcError, KeyError) as e:
-            self._failed(row.id, f"payment failed: {_message(e)}")
-
-    def _latest_group(self, row: PaymentRow) -> int:
-        assert row.payment_hash is not None
-        pays = self.node.rpc.call("listsendpays", {"payment_hash": row.payment_hash.hex()})["payments"]
-        return max((int(p.get("groupid", 0)) for p in pays), default=0)
+        while not self._stop.wait(2 * TICK):
+            try:
+                pays = self.node.rpc.call("listsendpays", {"payment_hash": row.payment_hash.hex()})["payments"]
+            except RpcError:
+                continue
+            done = [p for p in pays if p.get("status") == "complete"]
+            if done:
+                self._paid(row.id, bytes.fromhex(done[0]["payment_preimage"]))
+                return
+            if not any(p.get("status") == "pending" for p in pays):
+                self._failed(row.id, "the payment failed while we were stopped")
+                return
 
     # -- messages and actions ------------------------------------------------------
 
