@@ -5,6 +5,8 @@
   from askrene's ``getroutes`` (our channels included), the onion built by
   ``payment/route.py``, sent with ``injectpaymentonion`` (design §8), which
   blocks until the payment settles; the next payment path on failure.
+  askrene's route, then the built onion, are checked against the payment's
+  ``Budget`` (``payer/budget.py``) before anything is injected.
 
 On start, payments that were paying when we stopped are looked up in
 ``listsendpays``: a completed one is recorded, a pending one waited for,
@@ -23,10 +25,10 @@ from pyln.client import RpcError
 from ..actions import InjectOnion
 from ..crypto import CryptoError
 from ..endpoint import Delivered, Dropped
-from ..offers import Invoice, StaticInvoice
 from ..payer import KINDS, Action, Payer, PayerConfig, PayInvoice, PaymentRow, PayStatic
+from ..payer.budget import OverBudget, check_route, check_sent, screen
 from ..payment.hold_request import HOLD_REQUEST
-from ..payment.route import RouteHop, blinded_payment_onion, to_introduction
+from ..payment.route import RouteHop, blinded_payment_onion
 from .recipient import msat, parse_scid
 from .role import Role
 
@@ -53,6 +55,9 @@ class PayerRole(Role):
 
     def start(self) -> None:
         self.resume()
+        with self.node.lock:  # the held_htlc_available sent before the restart may be lost
+            onions = self.core.resume_holds(int(time.time()))
+        self.run(onions)
         threading.Thread(target=self._ticker, daemon=True, name="payer-tick").start()
 
     def _ticker(self) -> None:
@@ -81,11 +86,10 @@ class PayerRole(Role):
                 self._paid(row.id, bytes.fromhex(done[0]["payment_preimage"]))
             elif any(p.get("status") == "pending" for p in pays):
                 threading.Thread(target=self._wait_pending, args=(row,), daemon=True).start()
-            elif row.kind == "invoice":
-                self.run([PayInvoice(row.id, Invoice.decode(row.invoice or b"").to_string())])
             else:
-                lsp = bytes.fromhex(self.config.payer_lsp) if self.config.payer_lsp else None
-                self.run([Payer.pay_static(row, StaticInvoice.decode(row.invoice or b""), lsp)])
+                with self.node.lock:
+                    action = self.core.retry(row)
+                self.run([action])
 
     def _wait_pending(self, row: PaymentRow) -> None:
         """Follow HTLCs sent before a restart (ours, or xpay's parts) until
@@ -107,8 +111,13 @@ class PayerRole(Role):
     # -- messages and actions ------------------------------------------------------
 
     def on_message(self, d: Delivered, now: int) -> list[InjectOnion]:
+        before = self.core.records.get(d.owner)
         actions = self.core.handle(d, now)
         self.changed.notify_all()
+        after = self.core.records.get(d.owner)
+        if after is not None and after.state == "failed" and (before is None or before.state != "failed"):
+            # e.g. no path within our limits; notified outside the node lock, as the others
+            threading.Thread(target=self._notify_failed, args=(after,), daemon=True).start()
         onions = [a for a in actions if isinstance(a, InjectOnion)]
         self.run([a for a in actions if not isinstance(a, InjectOnion)])
         return onions
@@ -125,17 +134,24 @@ class PayerRole(Role):
 
     def _xpay(self, a: PayInvoice) -> None:
         try:
-            res = self.node.rpc.call("xpay", {"invstring": a.invoice})
+            # xpay keeps to the same caps as our own static-invoice payments.
+            res = self.node.rpc.call("xpay", {"invstring": a.invoice, "maxfee": a.max_fee_msat,
+                                              "maxdelay": a.max_delay})
             self._paid(a.payment_id, bytes.fromhex(res["payment_preimage"]))
         except (RpcError, KeyError) as e:
             self._failed(a.payment_id, f"xpay: {_message(e)}")
 
     def _pay_static(self, a: PayStatic) -> None:
-        """Each payment path in turn until one settles."""
-        reasons = []
+        """Each payment path in turn until one settles (those over our
+        limits were left out by the core, with their reasons)."""
+        reasons = list(a.skipped)
         for path in a.paths:
             try:
                 preimage = self._inject(a, path)
+            except OverBudget as e:
+                self.node.store.bump("payer_paths_over_budget")
+                reasons.append(str(e))
+                continue
             except (RpcError, KeyError, ValueError, Dropped, CryptoError) as e:
                 reasons.append(_message(e))
                 continue
@@ -149,16 +165,15 @@ class PayerRole(Role):
         intro = node.resolve_intro(path.path.introduction)
         if intro is None:
             raise Dropped("unresolvable_path", path.path.introduction.describe())
+        budget = a.budget
+        limits = screen(path, a.amount_msat, budget)  # never asks askrene for a path over the cap
         height = int(node.rpc.getinfo()["blockheight"])
         # As xpay: the next block's height; a held payment carries the hold's budget on top.
-        final_cltv = height + 1 + (self.config.payer_hold_blocks if a.hold else 0)
-        amount, _ = to_introduction(path, a.amount_msat, final_cltv)
-        max_fee = self.config.payer_max_fee_base_msat + a.amount_msat * self.config.payer_max_fee_ppm // 1_000_000
+        final_cltv = budget.final_cltv(height)
         routes = node.rpc.call("getroutes", {
-            "source": node.node_id.hex(), "destination": intro.hex(), "amount_msat": amount,
-            "layers": ["auto.localchans", "auto.sourcefree"],
-            "maxfee_msat": max(max_fee - (amount - a.amount_msat), 0),
-            "final_cltv": path.payinfo.cltv_expiry_delta})["routes"]
+            "source": node.node_id.hex(), "destination": intro.hex(), "amount_msat": limits.amount_msat,
+            "layers": ["auto.localchans", "auto.sourcefree"], "maxfee_msat": limits.maxfee_msat,
+            "final_cltv": limits.final_cltv, "maxdelay": limits.maxdelay})["routes"]
         # v26.06 names (askrene child.c). The node that forwards over a channel
         # is told what leaves it (amount_out, cltv_out: what xpay puts in
         # each payload); our own first channel is free (auto.sourcefree), so
@@ -166,6 +181,7 @@ class PayerRole(Role):
         # final one.
         route = [RouteHop(parse_scid(h["short_channel_id_dir"].split("/")[0]), bytes.fromhex(h["node_id_out"]),
                           msat(h["amount_out_msat"]), int(h["cltv_out"]) + final_cltv) for h in routes[0]["path"]]
+        check_route(path, a.amount_msat, budget, route, height)  # askrene's route is within the budget
         extra = None
         if a.hold is not None and a.lsp is not None:
             if route[0].next_node_id != a.lsp:
@@ -174,6 +190,8 @@ class PayerRole(Role):
         built = blinded_payment_onion(os.urandom(32), node.node_id, route, path, a.amount_msat, final_cltv,
                                       a.payment_hash, keysend_preimage=a.preimage, invoice_request=a.invoice_request,
                                       extra=extra)
+        # The last guard, on what we hand to lightningd: amount over the payment's is all fee.
+        check_sent(built.amount_msat, built.cltv_expiry, a.amount_msat, budget, height)
         self._groupid += 1
         done = threading.Event()
         if a.hold is not None:
@@ -240,6 +258,7 @@ class PayerRole(Role):
         c = self.node.store.counters()
         return {"payer": {
             "sent": c.get("payer_payments_sent", 0), "failed": c.get("payer_payments_failed", 0),
+            "paths_over_budget": c.get("payer_paths_over_budget", 0), "held_resent": c.get("payer_held_resent", 0),
             "dropped": {k[len("payer_dropped_"):]: v for k, v in c.items() if k.startswith("payer_dropped_")},
         }}
 

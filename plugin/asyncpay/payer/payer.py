@@ -16,9 +16,17 @@ static-invoice payment to build and inject.
    offer byte-equal, expiry, chain); after a short grace for a normal
    invoice from an online recipient, ``held_htlc_available`` goes over its
    held paths with a reply path naming the payment.
+   ``held_htlc_available`` is sent again with backoff (and once after a
+   restart) until the release comes or ``payer_release_timeout`` passes:
+   one lost message must not leave the payment waiting for nothing.
 4. On ``release_held_htlc`` over that path: a fresh preimage, persisted,
    then ``PayStatic`` (the keysend preimage and our ``invoice_request`` in
-   the final payload).
+   the final payload), once: a replayed release is dropped.
+
+Every payment carries its ``Budget`` (``budget.py``): a static invoice's
+paths over the fee or CLTV cap, or with unknown required payinfo features,
+are skipped before anything is sent, and the adapter checks askrene's
+route and the built onion against the same budget.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from ..onion_message import OnionMessagePayload, build_path
 from ..payment.hold_request import HoldRequest
 from ..store import Store
 from ..wire import WireError
+from .budget import Budget, OverBudget, fee_cap, screen
 from .config import PayerConfig
 from .records import (
     AWAITING_RELEASE,
@@ -62,6 +71,9 @@ RELEASE = "payer:release"  # reply path of held_htlc_available (owner: payment i
 KINDS = (REPLY, RELEASE)
 
 MAX_HELD_PATHS = 3  # held_htlc_available goes over at most this many of the invoice's paths
+# Invoice feature bits we support when required: basic_mpp (BOLT 9, 16/17),
+# xpay splits and our single part carries total_amount_msat.
+KNOWN_INVOICE_FEATURES = (16,)
 REQUEST_TTL = 24 * 3600  # our reply paths die a day after the request
 
 
@@ -75,6 +87,8 @@ class PayInvoice:
 
     payment_id: str
     invoice: str  # lni…
+    max_fee_msat: int  # xpay's maxfee
+    max_delay: int  # xpay's maxdelay
 
 
 @dataclass(frozen=True)
@@ -84,13 +98,15 @@ class PayStatic:
     hold request: the LSP holds the HTLC until the recipient releases it."""
 
     payment_id: str
-    paths: tuple[BlindedPaymentPath, ...]
+    paths: tuple[BlindedPaymentPath, ...]  # only those within the budget, by payinfo alone
     amount_msat: int
     payment_hash: bytes
     preimage: bytes
     invoice_request: bytes
+    budget: Budget
     lsp: bytes | None = None
     hold: HoldRequest | None = None
+    skipped: tuple[str, ...] = ()  # why the invoice's other paths are not tried
 
 
 Action = InjectOnion | PayInvoice | PayStatic
@@ -116,6 +132,22 @@ def parse_offer(text: str, now: int, chain: bytes) -> Offer:
     if not offer.offer_supports_chain(chain):
         raise PayError("offer is for another chain")
     return offer
+
+
+def required_unknown(features: bytes | None, known: tuple[int, ...] = ()) -> int | None:
+    """The lowest unknown even (required) feature bit, ``known`` ones aside."""
+    if not features:
+        return None
+    n = int.from_bytes(features, "big")
+    for bit in known:
+        n &= ~(1 << bit)
+    return unknown_even_feature(n.to_bytes(len(features), "big"))
+
+
+def usable_paths(paths: list[BlindedPaymentPath]) -> list[BlindedPaymentPath]:
+    """BOLT 12 (reader): MUST NOT use a path whose payinfo features carry an
+    unknown even bit (no blinded-path feature is defined yet)."""
+    return [p for p in paths if unknown_even_feature(p.payinfo.features) is None]
 
 
 def payer_key(base: bytes, nonce: bytes) -> bytes:
@@ -200,8 +232,12 @@ class Payer:
                         actions.append(self._request(row, Offer.decode(row.offer), now))
                 elif row.state == STATIC and now >= row.next_at:
                     actions += self._hand_to_lsp(row, now) if self.config.payer_lsp else self._hold(row, now)
+                    if row.state == FAILED:  # no path within our limits, or none to send the hold over
+                        failed.append(row)
                 elif row.state == AWAITING_RELEASE and now >= row.expires_at:
                     failed.append(self._fail(row, "the recipient did not release the payment in time", now))
+                elif row.state == AWAITING_RELEASE and now >= row.next_at:
+                    actions += self._resend_held(row, now)
             except Dropped as e:
                 self.store.bump(f"payer_dropped_{e.reason}")
                 log.info("payment %s: %s", row.id, e)
@@ -240,7 +276,7 @@ class Payer:
         row.state, row.kind, row.invoice = PAYING, "invoice", inv.encode()
         row.payment_hash, row.updated_at = inv.invoice_payment_hash, now
         self.records.put(row)
-        return [PayInvoice(row.id, inv.to_string())]
+        return [self.invoice_action(row)]
 
     def check_invoice(self, row: PaymentRow, raw: bytes | None, now: int) -> Invoice:
         """BOLT 12 "Requirements for Invoices" (reader), against our request."""
@@ -259,9 +295,25 @@ class Payer:
             raise Dropped("invalid_invoice", f"amount {inv.invoice_amount}, we asked for {row.amount_msat}")
         if now >= inv.expires_at():
             raise Dropped("invalid_invoice", "expired")
-        if unknown_even_feature(inv.invoice_features) is not None:
-            raise Dropped("invalid_invoice", "unknown required feature")
+        bit = required_unknown(inv.invoice_features, KNOWN_INVOICE_FEATURES)
+        if bit is not None:
+            raise Dropped("invalid_invoice", f"unknown required feature {bit}")
+        # xpay chooses among the paths; we can only refuse an invoice none of
+        # whose paths may be used (whether xpay skips the others is its own).
+        if not usable_paths(inv.payment_paths()):
+            raise Dropped("invalid_invoice", "no payment path without unknown required payinfo features")
         return inv
+
+    def budget(self, amount_msat: int, held: bool) -> Budget:
+        """The payment's limits from our settings (``budget.py``)."""
+        cfg = self.config
+        return Budget(fee_cap(amount_msat, cfg.payer_max_fee_base_msat, cfg.payer_max_fee_ppm), cfg.payer_max_cltv,
+                      cfg.payer_hold_blocks if held else 0)
+
+    def invoice_action(self, row: PaymentRow) -> PayInvoice:
+        budget = self.budget(row.amount_msat, held=False)
+        return PayInvoice(row.id, Invoice.decode(row.invoice or b"").to_string(), budget.max_fee_msat,
+                          budget.max_delay)
 
     @staticmethod
     def _check_issuer(offer: Offer, node_id: bytes | None) -> None:
@@ -286,16 +338,39 @@ class Payer:
             return []
         return self._hand_to_lsp(row, now) if self.config.payer_lsp else self._hold(row, now)
 
+    def screen_paths(self, row: PaymentRow, inv: StaticInvoice
+                     ) -> tuple[list[BlindedPaymentPath], list[str], Budget]:
+        """The invoice's paths within our budget by their payinfo alone, and
+        why each other one is skipped."""
+        budget = self.budget(row.amount_msat, held=self.config.payer_lsp is not None)
+        ok, skipped = [], []
+        for i, path in enumerate(inv.payment_paths()):
+            try:
+                screen(path, row.amount_msat, budget)
+                ok.append(path)
+            except OverBudget as e:
+                skipped.append(f"path {i}: {e}")
+        return ok, skipped, budget
+
+    def _affordable(self, row: PaymentRow, now: int) -> bool:
+        """Fail the payment, before anything is sent, when no path of its
+        static invoice is within our limits."""
+        ok, skipped, _ = self.screen_paths(row, StaticInvoice.decode(row.invoice or b""))
+        if not ok:
+            self.store.bump("payer_paths_over_budget", len(skipped))
+            self._fail(row, "no payment path within our limits: " + "; ".join(skipped), now)
+        return bool(ok)
+
     def _hand_to_lsp(self, row: PaymentRow, now: int) -> list[Action]:
         """Often-offline sender: our LSP holds the HTLC and asks for the
         release itself, so we need not stay online (docs/architecture.md)."""
-        inv = StaticInvoice.decode(row.invoice or b"")
-        lsp = bytes.fromhex(self.config.payer_lsp or "")
+        if not self._affordable(row, now):
+            return []
         preimage = self.rng(32)
         row.state, row.payment_preimage = PAYING, preimage
         row.payment_hash, row.updated_at = hashlib.sha256(preimage).digest(), now
         self.records.put(row)  # the preimage is on disk before any HTLC carries it
-        return [self.pay_static(row, inv, lsp)]
+        return [self.retry(row)]
 
     def check_static_invoice(self, row: PaymentRow, raw: bytes | None, now: int) -> StaticInvoice:
         try:
@@ -308,44 +383,98 @@ class Payer:
             raise Dropped("static_invoice_mismatch", "static invoice for another offer")
         if not inv.payment_paths():
             raise Dropped("invalid_static_invoice", "no payment paths")
+        # BOLT 12 (reader): MUST reject an invoice with unknown even
+        # invoice_features, and one left with no usable path.
+        bit = required_unknown(inv.invoice_features, KNOWN_INVOICE_FEATURES)
+        if bit is not None:
+            raise Dropped("invalid_static_invoice", f"unknown required feature {bit}")
+        if not usable_paths(inv.payment_paths()):
+            raise Dropped("invalid_static_invoice", "no payment path without unknown required payinfo features")
         return inv
 
     def _hold(self, row: PaymentRow, now: int) -> list[Action]:
-        """Tell the recipient (through its LSP's mailbox) that our HTLC waits."""
-        inv = StaticInvoice.decode(row.invoice or b"")
+        """Tell the recipient (through its LSP's mailbox) that our HTLC waits,
+        unless no path could be paid within our limits anyway."""
         with self.store.tx():
-            onions, unusable = self.endpoint.held_htlc_available(
-                (inv.invoice_held_htlc_available_paths or [])[:MAX_HELD_PATHS], RELEASE, row.id, row.expires_at, now,
-                self.resolve_intro, via=self._via())
-            for reason in unusable:
-                self.store.bump(f"payer_dropped_{reason}")
+            if not self._affordable(row, now):
+                return []
+            # The wait for the release is bounded by the invoice and by us.
+            row.expires_at = min(row.expires_at, now + self.config.payer_release_timeout)
+            onions = self._send_held(row, now)
             if not onions:
                 self._fail(row, "no usable held_htlc_available path in the static invoice", now)
                 return []
-            row.state, row.updated_at = AWAITING_RELEASE, now
+            row.state = AWAITING_RELEASE
             self.records.put(row)
+        return onions
+
+    def _send_held(self, row: PaymentRow, now: int) -> list[Action]:
+        """``held_htlc_available`` over the invoice's paths, and when to send
+        it again: ``payer_held_resend_min`` doubling up to ``_max``."""
+        inv = StaticInvoice.decode(row.invoice or b"")
+        onions, unusable = self.endpoint.held_htlc_available(
+            (inv.invoice_held_htlc_available_paths or [])[:MAX_HELD_PATHS], RELEASE, row.id, row.expires_at, now,
+            self.resolve_intro, via=self._via())
+        for reason in unusable:
+            self.store.bump(f"payer_dropped_{reason}")
+        cfg = self.config
+        wait = min(cfg.payer_held_resend_min << min(row.held_sends, 32), cfg.payer_held_resend_max)
+        row.held_sends += 1
+        row.next_at, row.updated_at = now + wait, now
+        self.records.put(row)
         return list(onions)
+
+    def _resend_held(self, row: PaymentRow, now: int) -> list[Action]:
+        """Again, when no release came: one lost message (ours, or the
+        release) must not leave the payment waiting until it times out. A
+        second release is dropped (``unexpected_release``), so resending
+        never pays twice."""
+        with self.store.tx():
+            onions = self._send_held(row, now)
+        self.store.bump("payer_held_resent")
+        return onions
+
+    def resume_holds(self, now: int) -> list[Action]:
+        """After a restart: ``held_htlc_available`` once more for each payment
+        still waiting for its release (the one sent before may be lost)."""
+        actions: list[Action] = []
+        for row in self.records.in_state(AWAITING_RELEASE):
+            if now < row.expires_at:
+                try:
+                    actions += self._resend_held(row, now)
+                except Dropped as e:
+                    self.store.bump(f"payer_dropped_{e.reason}")
+        return actions
 
     def _release(self, row: PaymentRow, now: int) -> list[Action]:
         if row.state != AWAITING_RELEASE:
             raise Dropped("unexpected_release", f"payment {row.id} is {row.state}")
-        inv = StaticInvoice.decode(row.invoice or b"")
+        if now >= row.expires_at:
+            raise Dropped("unexpected_release", f"payment {row.id} waited past its deadline")
+        if not self._affordable(row, now):
+            return []
         preimage = self.rng(32)
         row.state, row.payment_preimage = PAYING, preimage
         row.payment_hash, row.updated_at = hashlib.sha256(preimage).digest(), now
         self.records.put(row)  # the preimage is on disk before any HTLC carries it
-        return [self.pay_static(row, inv)]
+        return [self.retry(row)]
 
-    @staticmethod
-    def pay_static(row: PaymentRow, inv: StaticInvoice, lsp: bytes | None = None) -> PayStatic:
+    def retry(self, row: PaymentRow) -> PayInvoice | PayStatic:
+        """The payment of a ``paying`` row: made now, or again after a
+        restart that found none of its HTLCs (same preimage: it is on disk)."""
+        if row.kind == "invoice":
+            return self.invoice_action(row)
         assert row.payment_hash is not None and row.payment_preimage is not None
+        inv = StaticInvoice.decode(row.invoice or b"")
+        paths, skipped, budget = self.screen_paths(row, inv)
+        lsp = bytes.fromhex(self.config.payer_lsp) if self.config.payer_lsp else None
         hold = None
         if lsp is not None:
             # One path: a 3-hop path costs ~350 of the onion's 1300 bytes (docs/architecture.md).
             hold = HoldRequest(held_htlc_available_paths=list(inv.invoice_held_htlc_available_paths or [])[:1],
                                hold_until=inv.expires_at())
-        return PayStatic(row.id, tuple(inv.payment_paths()), row.amount_msat, row.payment_hash,
-                         row.payment_preimage, row.invreq, lsp, hold)
+        return PayStatic(row.id, tuple(paths), row.amount_msat, row.payment_hash, row.payment_preimage, row.invreq,
+                         budget, lsp, hold, tuple(skipped))
 
     def held(self, payment_id: str, now: int) -> PaymentRow | None:
         """Our LSP holds the HTLC (it is locked in on our channel)."""

@@ -1,5 +1,15 @@
 """The payer's table: one row per ``asyncpay-pay``. Own migrations
-(``Store.migrate_component("payer")``)."""
+(``Store.migrate_component("payer")``).
+
+Bound: only the local user's ``asyncpay-pay`` creates a row (nothing a
+peer, payer or LSP sends does), so the table is the user's own payment
+history, kept like ``listsendpays``'s and never pruned. What strangers can
+reach is the path contexts of our reply paths: at most
+``asyncpay-payer-request-attempts`` for a request and three per send of
+``held_htlc_available`` (backoff capped at ``asyncpay-payer-held-resend-max``,
+for at most ``asyncpay-payer-release-timeout``); each expires with its
+payment and ``Store.purge_contexts`` deletes it then.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +31,12 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["payer_payments"].create_index(["state"])
 
 
-MIGRATIONS = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    # held_htlc_available is sent again with backoff until the release comes.
+    db["payer_payments"].add_column("held_sends", int, not_null_default=0)
+
+
+MIGRATIONS = [_v1, _v2]
 
 # States. REQUESTING: invoice_request sent. STATIC: a static invoice came,
 # held_htlc_available goes out at next_at unless a normal invoice comes first.
@@ -51,6 +66,7 @@ class PaymentRow:
     expires_at: int = 0
     created_at: int = 0
     updated_at: int = 0
+    held_sends: int = 0  # sends of held_htlc_available so far (the backoff's exponent)
 
     @property
     def status(self) -> str:
