@@ -60,6 +60,13 @@ def other_request(offer: Offer, payer_secret: bytes | None = None, amount: int |
     return req
 
 
+def fresh(htlc, key, **kw):
+    """Another payment over the same path: a new keysend preimage and payment hash."""
+    preimage = os.urandom(32)
+    payload = dataclasses.replace(htlc.payload, keysend_preimage=preimage)
+    return dataclasses.replace(htlc, key=key, payment_hash=hashlib.sha256(preimage).digest(), payload=payload, **kw)
+
+
 def test_static_payment_is_claimed(ready):
     flow, offer, req, static, _ = ready
     result, preimage = flow.pay_static(static, req.encode(), 10_000)
@@ -125,7 +132,7 @@ def test_replayed_htlc_is_resolved_again_and_recorded_once(ready):
 def test_expired_context(ready):
     flow, offer, req, static, seen = ready
     flow.pay_static(static, req.encode(), 10_000)
-    htlc = dataclasses.replace(seen[0], key=("1x1x1", 99))
+    htlc = fresh(seen[0], ("1x1x1", 99))
     far = int(time.time()) + 400 * 86400
     [(_, verdict)] = flow.r.recipient.claimer.decide(htlc, flow.net.height, far)
     assert isinstance(verdict, Fail) and verdict.reason == "expired_path_id"
@@ -136,9 +143,11 @@ def test_unknown_context_is_not_ours(ready):
     flow, offer, req, static, seen = ready
     flow.pay_static(static, req.encode(), 10_000)
     data = dataclasses.replace(seen[0].data, path_id=os.urandom(32))
-    assert not flow.r.recipient.claimer.is_ours(data, int(time.time()))
-    [(_, verdict)] = flow.r.recipient.claimer.decide(dataclasses.replace(seen[0], data=data), flow.net.height,
-                                                      int(time.time()))
+    htlc = fresh(seen[0], ("x", 3), data=data)
+    assert not flow.r.recipient.claimer.is_ours(data, htlc.payment_hash, int(time.time()))
+    # Nor is a payment already received, over a path that is not the one it was paid over.
+    assert not flow.r.recipient.claimer.is_ours(data, seen[0].payment_hash, int(time.time()))
+    [(_, verdict)] = flow.r.recipient.claimer.decide(htlc, flow.net.height, int(time.time()))
     assert isinstance(verdict, Fail) and counters(flow)["claim_failed_unknown_path_id"] == 1
 
 
@@ -147,9 +156,8 @@ def test_cltv_too_soon_and_too_far(ready):
     flow.pay_static(static, req.encode(), 10_000)
     h = seen[0]
     now = int(time.time())
-    [(_, soon)] = flow.r.recipient.claimer.decide(dataclasses.replace(h, key=("x", 1)), h.cltv_expiry, now)
-    [(_, far)] = flow.r.recipient.claimer.decide(dataclasses.replace(h, key=("x", 2), cltv_expiry=10**8),
-                                                 flow.net.height, now)
+    [(_, soon)] = flow.r.recipient.claimer.decide(fresh(h, ("x", 1)), h.cltv_expiry, now)
+    [(_, far)] = flow.r.recipient.claimer.decide(fresh(h, ("x", 2), cltv_expiry=10**8), flow.net.height, now)
     assert (soon.reason, far.reason) == ("cltv_too_soon", "cltv_too_far")
 
 

@@ -25,7 +25,8 @@ from ..actions import InjectOnion
 from ..blinded_path import EncryptedData
 from ..endpoint import Delivered
 from ..payment import HopPayload
-from ..recipient import KINDS, Claimer, Fail, Htlc, LspChannel, Recipient, RecipientConfig, Resolve, Snapshot
+from ..recipient import KINDS, Claimer, Fail, Htlc, LspChannel, Recipient, RecipientConfig, Resolve, Snapshot, Wait
+from ..recipient.claim import failure
 from ..wire import WireError, read_tlv_stream
 from ..wire.types import read_bigsize
 from .role import Respond, Role
@@ -65,6 +66,21 @@ def path_key_of(payload: HopPayload, extra_tlvs: str | None) -> bytes | None:
     return None
 
 
+class _Once:
+    """A hook responder that answers at most once (a second call is ignored)."""
+
+    def __init__(self, respond: Respond) -> None:
+        self.respond, self.called = respond, False
+        self.lock = threading.Lock()
+
+    def __call__(self, answer: dict) -> None:
+        with self.lock:
+            if self.called:
+                return
+            self.called = True
+        self.respond(answer)
+
+
 class RecipientRole(Role):
     KINDS = KINDS
 
@@ -75,8 +91,11 @@ class RecipientRole(Role):
                               node.resolve_intro, node.chain)
         self.claimer = Claimer(node.store, self.config, node.chain)
         self.changed = threading.Condition(node.lock)  # an offer's state changed
-        self.waiting: dict[tuple[str, int], Respond] = {}
+        # HTLCs taken and not answered yet (parts of multi-part payments): responder, payment hash.
+        self.waiting: dict[tuple[str, int], tuple[_Once, bytes]] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a multi-part payment started waiting: re-arm the MPP timer
+        self.height = 0  # the last block height lightningd told us (block_added, htlc_accepted)
 
     # -- lightningd lookups ------------------------------------------------------
 
@@ -111,6 +130,26 @@ class RecipientRole(Role):
 
     def start(self) -> None:
         threading.Thread(target=self._timer, daemon=True, name="recipient-refresh").start()
+        threading.Thread(target=self._mpp_timer, daemon=True, name="recipient-mpp").start()
+
+    def _mpp_timer(self) -> None:
+        """Fail multi-part payments when ``recipient_mpp_timeout`` seconds are up,
+        not at the next block (which may be an hour away)."""
+        try:
+            height = int(self.node.rpc.getinfo().get("blockheight", 0))
+            with self.node.lock:
+                self.height = max(self.height, height)
+        except Exception:
+            self.node.log(f"recipient: no block height yet: {traceback.format_exc()}", level="warn")
+        while not self._stop.is_set():
+            with self.node.lock:
+                deadline = self.claimer.next_deadline()
+            # At least half a second between two passes: a set that cannot be expired must not spin.
+            delay = 3600.0 if deadline is None else max(0.5, deadline - time.time())
+            self._wake.wait(min(delay, 3600.0))
+            self._wake.clear()
+            if deadline is not None and time.time() >= deadline:
+                self.expire(int(time.time()))
 
     def _timer(self) -> None:
         force = True  # on start: re-serve whatever we publish
@@ -162,6 +201,9 @@ class RecipientRole(Role):
     # -- payments ----------------------------------------------------------------
 
     def on_htlc(self, params: dict, respond: Respond) -> bool:
+        """Take an HTLC paying one of our paths. Once taken it is always answered
+        once: an error after that fails it, unless its preimage is already out
+        (then it, and every waiting part of its payment, is resolved)."""
         onion, h = params.get("onion") or {}, params.get("htlc") or {}
         if onion.get("short_channel_id") or onion.get("next_node_id"):
             return False  # lightningd parsed a hop it forwards: not a final hop of ours
@@ -183,31 +225,72 @@ class RecipientRole(Role):
         now = int(time.time())
         if data.next_node_id is not None or data.short_channel_id is not None:
             return False  # we forward this one: not a final hop
+        try:
+            payment_hash = bytes.fromhex(h["payment_hash"])
+        except (KeyError, TypeError, ValueError):
+            return False
         with self.node.lock:
-            if not self.claimer.is_ours(data, now):
+            if len(payment_hash) != 32 or not self.claimer.is_ours(data, payment_hash, now):
                 return False
+        # Ours from here on.
+        once = _Once(respond)
+        htlc_key: tuple[str, int] | None = None
+        height = self.height
+        try:
             htlc_key = (str(h.get("short_channel_id")), int(h.get("id", 0)))
             height = int(h["cltv_expiry"]) - int(h["cltv_expiry_relative"])
-            htlc = Htlc(htlc_key, bytes.fromhex(h["payment_hash"]), msat(h.get("amount_msat")),
-                        int(h["cltv_expiry"]), payload, data)
-            self.waiting[htlc_key] = respond
-            verdicts = self.claimer.decide(htlc, height, now)
-        self._answer(verdicts, htlc.payment_hash)
+            htlc = Htlc(htlc_key, payment_hash, msat(h.get("amount_msat")), int(h["cltv_expiry"]), payload, data)
+            with self.node.lock:
+                self.height = max(self.height, height)
+                self.waiting[htlc_key] = (once, payment_hash)
+                verdicts = self.claimer.decide(htlc, height, now)
+            if any(isinstance(v, Wait) for _, v in verdicts):
+                self._wake.set()  # the MPP timer re-reads the earliest deadline
+            self._answer(verdicts)
+        except Exception:
+            self.node.log(f"recipient: claiming {payment_hash.hex()} failed: {traceback.format_exc()}", level="warn")
+            self._answer_anyway(htlc_key, once, payment_hash, msat(h.get("amount_msat")), height)
         return True
 
-    def _answer(self, verdicts, payment_hash: bytes) -> None:
+    def _answer_anyway(self, key: tuple[str, int] | None, once: _Once, payment_hash: bytes, amount_msat: int,
+                       height: int) -> None:
+        """The claim raised. With the preimage durable, resolve this HTLC and every waiting
+        part of its payment; else fail this one and forget it as a part (it must not count)."""
+        with self.node.lock:
+            if key is not None and key in self.waiting and self.waiting[key][0] is once:
+                del self.waiting[key]
+            try:
+                preimage = self.claimer.preimage_out(payment_hash)
+                if preimage is None and key is not None:
+                    self.claimer.forget_part(key, payment_hash)
+            except Exception:
+                preimage = None
+            siblings = [k for k, (_, ph) in self.waiting.items() if ph == payment_hash] if preimage else []
+        if preimage is not None:
+            self._answer([(k, Resolve(preimage)) for k in siblings])
+            once({"result": "resolve", "payment_key": preimage.hex()})
+            return
+        self.node.store.bump("claim_failed_internal_error")
+        once({"result": "fail", "failure_message": failure(amount_msat, max(height, 0)).hex()})
+
+    def _answer(self, verdicts) -> None:
+        resolved: set[bytes] = set()
         for key, verdict in verdicts:
             if not isinstance(verdict, (Resolve, Fail)):
                 continue  # a part that waits for the rest keeps its responder
             with self.node.lock:
-                respond = self.waiting.pop(key, None)
-            if respond is None:
-                continue
-            if isinstance(verdict, Resolve):
-                respond({"result": "resolve", "payment_key": verdict.preimage.hex()})
-            else:
-                respond({"result": "fail", "failure_message": verdict.failure_message.hex()})
-        if any(isinstance(v, Resolve) for _, v in verdicts):
+                once, payment_hash = self.waiting.pop(key, (None, b""))
+            if once is None:
+                continue  # not replayed since our restart yet: lightningd will ask again
+            try:
+                if isinstance(verdict, Resolve):
+                    once({"result": "resolve", "payment_key": verdict.preimage.hex()})
+                    resolved.add(payment_hash)
+                else:
+                    once({"result": "fail", "failure_message": verdict.failure_message.hex()})
+            except Exception:
+                self.node.log(f"recipient: answering an HTLC failed: {traceback.format_exc()}", level="warn")
+        for payment_hash in resolved:
             with self.node.lock:
                 row = self.core.records.payment(payment_hash)
             if row is not None:
@@ -218,8 +301,17 @@ class RecipientRole(Role):
 
     def on_block(self, height: int, now: int) -> None:
         with self.node.lock:
-            verdicts = self.claimer.expire(height, now)
-        self._answer(verdicts, b"")
+            self.height = max(self.height, height)
+        self.expire(now)
+
+    def expire(self, now: int) -> None:
+        """Fail the multi-part payments whose wait is over or whose parts came within the margin."""
+        try:
+            with self.node.lock:
+                verdicts = self.claimer.expire(self.height, now)
+            self._answer(verdicts)
+        except Exception:
+            self.node.log(f"recipient: expiring multi-part payments failed: {traceback.format_exc()}", level="warn")
 
     def status(self) -> dict:
         c = self.node.store.counters()

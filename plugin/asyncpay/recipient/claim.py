@@ -1,40 +1,55 @@
 """Claiming a payment to us (design §3 step 10, §8; LDK
 ``ln/channelmanager.rs`` async receive and ``offers/flow.rs``
-``verify_static_invoice_payment``).
+``verify_static_invoice_payment``; the margins of LDK
+``ln/onion_payment.rs`` ``create_recv_pending_htlc_info`` and
+``chain/channelmonitor.rs`` ``HTLC_FAIL_BACK_BUFFER``).
 
 The adapter gives ``Claimer.decide`` one HTLC whose blinded final hop it
 decrypted, and gets back verdicts. A payment is ours when our hop's
-``path_id`` keys a ``recipient:payment`` context; then:
+``path_id`` keys a ``recipient:payment`` context (its owner names the offer
+the path was made for, so an offer the slot has since replaced is still
+paid); then:
 
 * static invoice (a keysend preimage, 5482373484, in the payload): the
   preimage hashes to ``payment_hash``, the ``invoice_request`` (77777)
-  parses, its signature verifies, and its offer records equal our offer's;
+  parses, its signature verifies, and its offer records equal that offer's;
 * BOLT 12 invoice we issued: we hold the preimage for ``payment_hash``;
 * both: the amount covers the request (or the offer), and the CLTV is within
-  our ``payment_constraints`` and not too close.
+  our ``payment_constraints`` and more than ``recipient_claim_margin_blocks``
+  + 1 blocks away (BOLT 4: fail an HTLC whose expiry is unreasonably near).
 
-Multi-part payments wait until their parts reach ``total_msat``, or fail
-together after ``recipient_mpp_timeout``. Whatever is ours but wrong fails
-with ``incorrect_or_unknown_payment_details``; a path we do not know is not
-ours (CLN's own offers use blinded paths too). Claiming is idempotent: an
-HTLC lightningd replays after a restart is resolved again with the same
-preimage, and recorded once.
+The preimage decision is durable before any verdict carries it: a payment is
+recorded ``received`` (with its preimage and path) in the transaction that
+decides the claim, and from then on every HTLC of it, a replay after a
+restart or a late part, is resolved at once, never failed (failing it would
+give up money whose preimage is already out).
+
+Multi-part payments: the parts are stored (``recipient_claims``,
+``recipient_parts``) until they reach ``total_msat``, so a restart in the
+middle loses nothing: lightningd replays every HTLC we did not answer. A set
+fails together after ``recipient_mpp_timeout`` seconds, or as soon as one of
+its parts comes within the claim margin (checked on every block, timer tick
+and on completion), always before any preimage is out. The number of sets
+and parts waiting is bounded; a part beyond is failed before anything is
+stored. Whatever is ours but wrong fails with
+``incorrect_or_unknown_payment_details``; a path we do not know is not ours
+(CLN's own offers use blinded paths too).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..blinded_path import EncryptedData
 from ..endpoint import Dropped
 from ..offers import BITCOIN_CHAIN
 from ..payment import HopPayload
 from ..store import Store
-from .config import RecipientConfig
+from .config import HTLC_FAIL_BACK_BUFFER, RecipientConfig
 from .recipient import PAYMENT, check_invoice_request, required_amount
-from .records import RecipientRecords
+from .records import Claim, Part, RecipientRecords
 
 log = logging.getLogger("asyncpay.recipient.claim")
 
@@ -42,8 +57,6 @@ HtlcKey = tuple[str, int]  # (incoming short_channel_id, htlc id): stable across
 
 # BOLT 4: PERM|15, with htlc_msat (u64) and height (u32).
 INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS = 0x400F
-# Our hop must leave us at least this many blocks to claim on chain.
-MIN_CLTV_SLACK = 3
 
 
 @dataclass(frozen=True)
@@ -70,16 +83,23 @@ class Fail:
 class Wait:
     """Part of a multi-part payment: the verdict comes later."""
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Wait)
 
-@dataclass
-class _PartSet:
-    total_msat: int
-    required_msat: int
+    def __hash__(self) -> int:
+        return 0
+
+
+Verdict = Resolve | Fail | Wait
+
+
+@dataclass(frozen=True)
+class _Checked:
     slot: int
     kind: str
     preimage: bytes
-    deadline: int
-    parts: dict[HtlcKey, int] = field(default_factory=dict)
+    required_msat: int
+    offer_id: bytes | None
 
 
 def failure(amount_msat: int, height: int) -> bytes:
@@ -91,69 +111,156 @@ class Claimer:
     def __init__(self, store: Store, config: RecipientConfig, chain: bytes = BITCOIN_CHAIN) -> None:
         self.store, self.config, self.chain = store, config, chain
         self.records = RecipientRecords(store)
-        self.pending: dict[bytes, _PartSet] = {}
+        # Never below LDK's HTLC_FAIL_BACK_BUFFER, whatever the config says (options.load validates it too).
+        self.margin = max(config.recipient_claim_margin_blocks, HTLC_FAIL_BACK_BUFFER)
 
-    def is_ours(self, data: EncryptedData, now: int) -> bool:
+    def is_ours(self, data: EncryptedData, payment_hash: bytes, now: int) -> bool:
+        """Our payment context, or a payment of ours (waiting or received) made over this
+        path: its HTLCs stay ours after the context was purged."""
         path_id = data.path_id
-        ctx = self.store.context(path_id) if path_id is not None and len(path_id) == 32 else None
-        return ctx is not None and ctx[0] == PAYMENT
+        if path_id is None or len(path_id) != 32:
+            return False
+        ctx = self.store.context(path_id)
+        if ctx is not None and ctx[0] == PAYMENT:
+            return True
+        claim = self.records.claim(payment_hash)
+        if claim is not None:
+            return claim.path_id == path_id
+        paid = self.records.payment(payment_hash)
+        return paid is not None and paid["status"] == "received" and paid["path_id"] == path_id
 
-    def decide(self, htlc: Htlc, height: int, now: int) -> list[tuple[HtlcKey, Resolve | Fail | Wait]]:
+    def preimage_out(self, payment_hash: bytes) -> bytes | None:
+        """The preimage of a payment we decided to claim (durable), else None."""
+        paid = self.records.payment(payment_hash)
+        return paid["payment_preimage"] if paid is not None and paid["status"] == "received" else None
+
+    def pending(self) -> dict[bytes, list[Part]]:
+        """Multi-part payments waiting, with their parts."""
+        return {c.payment_hash: self.records.parts_of(c.payment_hash) for c in self.records.claims.where()}
+
+    def decide(self, htlc: Htlc, height: int, now: int) -> list[tuple[HtlcKey, Verdict]]:
         """Verdicts for ``htlc`` and for any earlier parts its arrival settles."""
+        # 1. The preimage is out already: resolve, whatever else holds (a replay, a late part).
+        preimage = self.preimage_out(htlc.payment_hash)
+        if preimage is not None:
+            self.store.bump("claim_replayed")
+            return [(htlc.key, Resolve(preimage))]
+        # 2. A part we stored before a restart: it waits again (or its set is failed now).
+        stored = self.records.part(htlc.key)
+        if stored is not None and stored.payment_hash == htlc.payment_hash:
+            claim = self.records.claim(htlc.payment_hash)
+            if claim is not None:
+                self.store.bump("claim_part_replayed")
+                failed = self._check_set(claim, height, now)
+                return failed if failed else [(htlc.key, Wait())]
+        # 3. A new HTLC.
         try:
-            slot, kind, preimage, required = self._check(htlc, height, now)
+            c = self._check(htlc, height, now)
         except Dropped as e:
-            self.store.bump(f"claim_failed_{e.reason}")
             log.info("failing HTLC %s: %s", htlc.payment_hash.hex(), e)
-            return [(htlc.key, Fail(e.reason, failure(htlc.amount_msat, height)))]
+            return self._fail(htlc, height, e.reason)
         total = htlc.payload.total_amount_msat or htlc.amount_msat
-        if total < required:
+        if total < c.required_msat:
             return self._fail(htlc, height, "amount_too_low")
-        s = self.pending.get(htlc.payment_hash)
-        if s is None:
-            s = _PartSet(total, required, slot, kind, preimage, now + self.config.recipient_mpp_timeout)
-            self.pending[htlc.payment_hash] = s
-        elif s.total_msat != total:
+        claim = self.records.claim(htlc.payment_hash)
+        if claim is None and htlc.amount_msat >= total:
+            return self._claim(htlc.payment_hash, htlc.data.path_id or b"", c.slot, c.kind, c.offer_id, c.preimage,
+                               [(htlc.key, htlc.amount_msat)], now)
+        sets, parts = self.records.pending_counts()
+        if parts >= self.config.recipient_max_pending_parts or (
+                claim is None and sets >= self.config.recipient_max_pending_payments):
+            return self._fail(htlc, height, "too_many_pending")
+        if claim is not None and (claim.total_msat != total or claim.preimage != c.preimage):
             return self._fail(htlc, height, "mpp_total_mismatch")
-        s.parts[htlc.key] = htlc.amount_msat
-        if sum(s.parts.values()) < s.total_msat:
-            return [(htlc.key, Wait())]
-        del self.pending[htlc.payment_hash]
-        amount = sum(s.parts.values())
+        part = Part(htlc.key[0], htlc.key[1], htlc.payment_hash, htlc.amount_msat, htlc.cltv_expiry, now)
         with self.store.tx():
-            if self.records.received(htlc.payment_hash, s.preimage, amount, s.slot, s.kind, now):
+            if claim is None:
+                claim = Claim(htlc.payment_hash, htlc.data.path_id or b"", c.slot, c.kind, c.offer_id, c.preimage,
+                              total, now + self.config.recipient_mpp_timeout, now)
+                self.records.claims.put(claim)
+            self.records.parts.put(part)
+        got = self.records.parts_of(htlc.payment_hash)
+        if sum(p.amount_msat for p in got) < claim.total_msat:
+            return [(htlc.key, Wait())]
+        # Complete: every part must still leave the margin when the preimage goes out.
+        failed = self._check_set(claim, height, now)
+        if failed:
+            return failed
+        return self._claim(claim.payment_hash, claim.path_id, claim.slot, claim.kind, claim.offer_id, claim.preimage,
+                           [(p.key, p.amount_msat) for p in got], now)
+
+    def forget_part(self, key: HtlcKey, payment_hash: bytes) -> None:
+        """An HTLC the adapter failed after an error: it must not count towards its set."""
+        with self.store.tx():
+            self.store.conn.execute("DELETE FROM recipient_parts WHERE scid = ? AND htlc_id = ? AND payment_hash = ?",
+                                    (key[0], key[1], payment_hash))
+            self.store.conn.execute("DELETE FROM recipient_claims WHERE payment_hash = ? AND NOT EXISTS "
+                                    "(SELECT 1 FROM recipient_parts WHERE payment_hash = ?)",
+                                    (payment_hash, payment_hash))
+
+    def expire(self, height: int, now: int) -> list[tuple[HtlcKey, Fail]]:
+        """Fail every multi-part payment whose wait is over or one of whose parts
+        came within the claim margin (LDK ``MppPart::check_onchain_timeout``)."""
+        out: list[tuple[HtlcKey, Fail]] = []
+        for claim in self.records.claims.where():
+            out += self._check_set(claim, height, now)
+        return out
+
+    def next_deadline(self) -> int | None:
+        """When the earliest waiting set times out (seconds), for the adapter's timer."""
+        return self.store.conn.execute("SELECT MIN(deadline) FROM recipient_claims").fetchone()[0]
+
+    # -- internals -----------------------------------------------------------------
+
+    def _near(self, cltv_expiry: int, height: int) -> bool:
+        return cltv_expiry - height <= self.margin
+
+    def _check_set(self, claim: Claim, height: int, now: int) -> list[tuple[HtlcKey, Fail]]:
+        """Fail the whole set (deleting it) if its time is up or a part is within the margin."""
+        parts = self.records.parts_of(claim.payment_hash)
+        if now >= claim.deadline:
+            reason = "mpp_timeout"
+        elif any(self._near(p.cltv_expiry, height) for p in parts):
+            reason = "mpp_expiry_near"
+        else:
+            return []
+        with self.store.tx():
+            self.records.drop_claim(claim.payment_hash)
+            self.store.bump(f"claim_failed_{reason}")
+        log.info("failing the %d parts of %s: %s", len(parts), claim.payment_hash.hex(), reason)
+        return [(p.key, Fail(reason, failure(p.amount_msat, height))) for p in parts]
+
+    def _claim(self, payment_hash: bytes, path_id: bytes, slot: int, kind: str, offer_id: bytes | None,
+               preimage: bytes, parts: list[tuple[HtlcKey, int]], now: int) -> list[tuple[HtlcKey, Verdict]]:
+        """Record the payment received (the durable preimage decision), then resolve every part."""
+        amount = sum(a for _, a in parts)
+        with self.store.tx():
+            self.records.drop_claim(payment_hash)
+            if self.records.received(payment_hash, preimage, amount, slot, kind, now, path_id, offer_id):
                 self.store.bump("recipient_payments_received")
             else:
                 self.store.bump("claim_replayed")
-        return [(k, Resolve(s.preimage)) for k in s.parts]
+        return [(k, Resolve(preimage)) for k, _ in parts]
 
-    def expire(self, height: int, now: int) -> list[tuple[HtlcKey, Fail]]:
-        """Fail the parts of every multi-part payment whose wait is over."""
-        out = []
-        for h, s in list(self.pending.items()):
-            if now >= s.deadline:
-                del self.pending[h]
-                self.store.bump("claim_failed_mpp_timeout")
-                out += [(k, Fail("mpp_timeout", failure(amt, height))) for k, amt in s.parts.items()]
-        return out
-
-    def _fail(self, htlc: Htlc, height: int, reason: str):
+    def _fail(self, htlc: Htlc, height: int, reason: str) -> list[tuple[HtlcKey, Verdict]]:
         self.store.bump(f"claim_failed_{reason}")
         return [(htlc.key, Fail(reason, failure(htlc.amount_msat, height)))]
 
-    def _check(self, htlc: Htlc, height: int, now: int) -> tuple[int, str, bytes, int]:
-        """(slot, kind, preimage, required amount), or Dropped with the reason."""
+    def _check(self, htlc: Htlc, height: int, now: int) -> _Checked:
+        """What a new HTLC pays for, or Dropped with the reason."""
         path_id = htlc.data.path_id
         ctx = self.store.context(path_id) if path_id else None
         if ctx is None or ctx[0] != PAYMENT:
             raise Dropped("unknown_path_id")
-        _, _, slot, expires_at = ctx
+        _, owner, slot, expires_at = ctx
         if now >= expires_at:
             raise Dropped("expired_path_id")
         c = htlc.data.payment_constraints
         if c is not None and htlc.cltv_expiry > c.max_cltv_expiry:
             raise Dropped("cltv_too_far")
-        if htlc.cltv_expiry < height + MIN_CLTV_SLACK:
+        # LDK onion_payment.rs: fail when cltv_expiry <= height + HTLC_FAIL_BACK_BUFFER + 1 (the +1 avoids a
+        # race with the block that would fail it while it waits).
+        if htlc.cltv_expiry <= height + self.margin + 1:
             raise Dropped("cltv_too_soon")
         p = htlc.payload
         if p.outgoing_cltv_value is not None and p.outgoing_cltv_value > htlc.cltv_expiry:
@@ -162,19 +269,32 @@ class Claimer:
             raise Dropped("amount_mismatch")
         if c is not None and htlc.amount_msat < c.htlc_minimum_msat:
             raise Dropped("amount_too_low")
-        assert slot is not None
+        if slot is None:
+            raise Dropped("unknown_slot")
+        offer, offer_id = self._offer_for(owner, slot)
         if p.keysend_preimage is not None:
             if hashlib.sha256(p.keysend_preimage).digest() != htlc.payment_hash:
                 raise Dropped("wrong_preimage")
-            row = self.records.offer(slot)
-            if row is None or row.offer is None:
+            if offer is None:
                 raise Dropped("unknown_slot")
-            req = check_invoice_request(p.invoice_request, row.offer, self.chain)
+            req = check_invoice_request(p.invoice_request, offer, self.chain)
             required = required_amount(req)
             if required is None:
                 raise Dropped("invalid_invoice_request", "no amount")
-            return slot, "static", p.keysend_preimage, required
+            return _Checked(slot, "static", p.keysend_preimage, required, offer_id)
         known = self.records.payment(htlc.payment_hash)
-        if known is None or known["slot"] != slot:
+        if known is None or known["slot"] != slot or known["status"] != "expected":
             raise Dropped("unknown_payment_hash")
-        return slot, "invoice", known["payment_preimage"], known["amount_msat"] or 0
+        return _Checked(slot, "invoice", known["payment_preimage"], known["amount_msat"] or 0,
+                        known["offer_id"] or offer_id)
+
+    def _offer_for(self, owner: str, slot: int) -> tuple[bytes | None, bytes | None]:
+        """The offer a payment path was made for: the issued offer its context names (any
+        offer of ours whose invoices may still be paid), else (older contexts) the slot's."""
+        if len(owner) == 64:
+            issued = self.records.issued_offer(bytes.fromhex(owner))
+            if issued is None:
+                raise Dropped("unknown_offer")
+            return issued.offer, issued.offer_id
+        row = self.records.offer(slot)
+        return (row.offer, None) if row is not None else (None, None)

@@ -39,7 +39,7 @@ from ..store import Store
 from ..wire import Reader, WireError
 from .channel import LspChannel, payment_path
 from .config import RecipientConfig
-from .records import PENDING, READY, REQUESTED, OfferRow, RecipientRecords
+from .records import PENDING, READY, REQUESTED, IssuedOffer, OfferRow, RecipientRecords, offer_id_of
 
 log = logging.getLogger("asyncpay.recipient")
 
@@ -132,6 +132,7 @@ class Recipient:
         actions: list[InjectOnion] = []
         # An unpaid invoice's preimage is kept a day past the invoice's expiry.
         self.records.prune_expected(now - INVOICE_RELATIVE_EXPIRY - 86400)
+        self.records.prune_offers(now)
         for row in self.records.offers():
             try:
                 if row.state == REQUESTED or self._paths_stale(row, now):
@@ -190,6 +191,8 @@ class Recipient:
             except WireError as e:
                 raise Dropped("bad_offer_paths", str(e)) from None
             row.offer, row.bolt12, row.paths_expires_at = offer.encode(), offer.to_string(), expiry
+            # Kept past the slot's next offer: payers may hold its static invoice for days.
+            self.records.issue_offer(row.slot, row.offer, row.bolt12, row.nonce, now)
         row.serve_path = d.payload.reply_path.encode()
         return [self._serve(row, now, snap)]
 
@@ -202,8 +205,10 @@ class Recipient:
         lsp = snap.channel.lsp_id
         expires_at = now + self.config.recipient_invoice_ttl
         with self.store.tx():
-            invoice = self._static_invoice(row, now, snap, expires_at)
-            fwd = self.endpoint.mint_path(INVREQ, str(row.slot), row.slot, expires_at, now, via=(lsp,))
+            offer_id = self._issued(row, now)
+            invoice = self._static_invoice(row, now, snap, expires_at, offer_id)
+            # Its owner names the offer: a request for it is answered after the slot moved on.
+            fwd = self.endpoint.mint_path(INVREQ, offer_id.hex(), row.slot, expires_at, now, via=(lsp,))
             payload = OnionMessagePayload(
                 serve_static_invoice=ServeStaticInvoice(invoice=invoice.encode(), forward_invoice_request_path=fwd),
                 reply_path=self.endpoint.mint_path(PERSISTED, str(row.slot), row.slot, now + REPLY_TTL, now),
@@ -211,27 +216,39 @@ class Recipient:
             action = self.endpoint.send(BlindedPath.decode(row.serve_path), payload, "serve_static_invoice",
                                         self.resolve_intro)
             row.invoice, row.invoice_expires_at = invoice.encode(), invoice.expires_at()
+            self.records.offer_valid_until(offer_id, max(invoice.expires_at(), expires_at))
             row.channel = snap.channel.fingerprint()
             row.state = READY if row.state == READY else PENDING
             row.updated_at = now
             self.records.put_offer(row)
         return action
 
-    def _static_invoice(self, row: OfferRow, now: int, snap: Snapshot, expires_at: int) -> StaticInvoice:
+    def _issued(self, row: OfferRow, now: int) -> bytes:
+        """The id of the slot's offer in the issued offers (recorded if it predates them)."""
+        assert row.offer is not None
+        offer_id = offer_id_of(row.offer)
+        if self.records.issued_offer(offer_id) is None:
+            self.records.issue_offer(row.slot, row.offer, row.bolt12, row.nonce, now)
+        return offer_id
+
+    def _static_invoice(self, row: OfferRow, now: int, snap: Snapshot, expires_at: int,
+                        offer_id: bytes) -> StaticInvoice:
         assert snap.channel is not None and row.offer is not None
-        held = self.endpoint.mint_path(HELD, str(row.slot), row.slot,
+        held = self.endpoint.mint_path(HELD, offer_id.hex(), row.slot,
                                        now + self.config.recipient_held_paths_ttl, now, via=(snap.channel.lsp_id,))
         return StaticInvoice.build(
-            Offer.decode(row.offer), self.payment_paths(row.slot, now, snap, expires_at), [held], now,
+            Offer.decode(row.offer), self.payment_paths(row.slot, offer_id, now, snap, expires_at), [held], now,
             offer_key(self.key_base, row.nonce), relative_expiry=self.config.recipient_invoice_ttl,
         )
 
-    def payment_paths(self, slot: int, now: int, snap: Snapshot, expires_at: int) -> list[BlindedPaymentPath]:
-        """One path over our LSP channel, its path_id keying a payment context."""
+    def payment_paths(self, slot: int, offer_id: bytes, now: int, snap: Snapshot,
+                      expires_at: int) -> list[BlindedPaymentPath]:
+        """One path over our LSP channel, its path_id keying a payment context whose
+        owner is the offer it pays (not the slot, whose offer may be replaced)."""
         assert snap.channel is not None
         path_id = self.rng(32)
         # The context outlives the invoice by a day: an HTLC may arrive late.
-        self.store.add_context(path_id, PAYMENT, str(slot), slot, expires_at + 86400, now)
+        self.store.add_context(path_id, PAYMENT, offer_id.hex(), slot, expires_at + 86400, now)
         max_cltv = snap.height + self.config.recipient_max_cltv_blocks
         return [payment_path(self.rng, self.endpoint.node_id, snap.channel, path_id, max_cltv,
                              self.config.recipient_final_cltv_delta)]
@@ -256,14 +273,30 @@ class Recipient:
         self.store.bump("recipient_releases")
         return [action]
 
+    def _request_offer(self, d: Delivered) -> IssuedOffer:
+        """The offer a forwarded request may be for: the one its path was minted for
+        (possibly replaced in the slot since), or (older paths) the slot's current one."""
+        if len(d.owner) == 64:
+            issued = self.records.issued_offer(bytes.fromhex(d.owner))
+            if issued is None:
+                raise Dropped("unknown_offer", f"slot {d.slot}")
+            return issued
+        row = self._slot_row(d)
+        if row.offer is None:
+            raise Dropped("no_offer", f"slot {row.slot}")
+        return IssuedOffer(offer_id_of(row.offer), row.slot, row.offer, row.bolt12, row.nonce, 0, 0)
+
     def _invoice_request(self, d: Delivered, now: int, snap: Snapshot) -> list[InjectOnion]:
         """We are online and the server forwarded a payer's request: answer
-        with a BOLT 12 invoice whose preimage we keep (design §8)."""
-        row = self._slot_row(d)
+        with a BOLT 12 invoice whose preimage we keep (design §8). A payer
+        cannot make us keep more than ``recipient_max_expected_invoices``."""
+        row = self._request_offer(d)
         if d.payload.reply_path is None:
             raise Dropped("no_reply_path", "invoice_request")
-        if row.offer is None or snap.channel is None:
+        if snap.channel is None:
             raise Dropped("no_offer", f"slot {row.slot}")
+        if self.records.expected_count() >= self.config.recipient_max_expected_invoices:
+            raise Dropped("too_many_invoices", "unpaid invoices at the limit; the payer has the static invoice")
         req = check_invoice_request(d.payload.invoice_request, row.offer, self.chain)
         amount = required_amount(req)
         if amount is None:
@@ -272,7 +305,7 @@ class Recipient:
         payment_hash = hashlib.sha256(preimage).digest()
         expires_at = now + INVOICE_RELATIVE_EXPIRY
         with self.store.tx():
-            paths = self.payment_paths(row.slot, now, snap, expires_at)
+            paths = self.payment_paths(row.slot, row.offer_id, now, snap, expires_at)
             inv = Invoice.from_records([r for r in req.to_records() if r[0] != 240], check=False)
             inv.invoice_paths = [p.path for p in paths]
             inv.invoice_blindedpay = [p.payinfo for p in paths]
@@ -283,7 +316,8 @@ class Recipient:
             inv.sign(offer_key(self.key_base, row.nonce))
             inv.check()
             # The preimage is on disk before anyone can pay.
-            self.records.expect_payment(payment_hash, preimage, row.slot, amount, now)
+            self.records.expect_payment(payment_hash, preimage, row.slot, amount, now, row.offer_id)
+            self.records.offer_valid_until(row.offer_id, expires_at)
             self.store.bump("recipient_invoices_sent")
         payload = OnionMessagePayload(invoice=inv.encode())
         return [self.endpoint.send(d.payload.reply_path, payload, "invoice", self.resolve_intro)]

@@ -1,8 +1,26 @@
-"""The recipient's tables: the server it uses, one offer per slot, and what
-it was paid. Own migrations (``Store.migrate_component("recipient")``)."""
+"""The recipient's tables: the server it uses, one offer per slot, every
+offer it issued, the multi-part payments being collected, and what it was
+paid. Own migrations (``Store.migrate_component("recipient")``).
+
+What a stranger can make us store, and what bounds it:
+
+* ``recipient_claims`` / ``recipient_parts``: multi-part payments waiting for
+  their other parts; at most ``recipient_max_pending_payments`` sets and
+  ``recipient_max_pending_parts`` parts (a part beyond is failed before
+  anything is stored); each set is deleted when it is claimed or failed
+  (after ``recipient_mpp_timeout`` seconds at most, or at the claim margin).
+* ``recipient_payments`` rows ``expected``: the preimages of BOLT 12 invoices
+  we issued while online; at most ``recipient_max_expected_invoices``,
+  deleted a day after the invoice expired. Rows ``received`` are the user's
+  history and are kept: each one is a payment someone made to us.
+* ``recipient_issued_offers``: one per offer we built (the user's requests
+  and the server's offer paths), at most ``MAX_OFFERS_PER_SLOT`` per slot,
+  deleted a day after the last static invoice for it expired.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import sqlite_utils
@@ -26,10 +44,84 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    # Multi-part payments in flight survive a restart (lightningd replays every HTLC we did not answer).
+    db["recipient_claims"].create(
+        {"payment_hash": bytes, "path_id": bytes, "slot": int, "kind": str, "offer_id": bytes,
+         "preimage": bytes, "total_msat": int, "deadline": int, "created_at": int},
+        pk="payment_hash",
+    )
+    db["recipient_parts"].create(
+        {"scid": str, "htlc_id": int, "payment_hash": bytes, "amount_msat": int, "cltv_expiry": int,
+         "created_at": int},
+        pk=("scid", "htlc_id"),
+    )
+    db["recipient_parts"].create_index(["payment_hash"])
+    # Payments are keyed to the offer they were made for, not to the slot's current offer.
+    db["recipient_issued_offers"].create(
+        {"offer_id": bytes, "slot": int, "offer": bytes, "bolt12": str, "nonce": bytes, "expires_at": int,
+         "created_at": int},
+        pk="offer_id",
+    )
+    db["recipient_issued_offers"].create_index(["slot"])
+    db["recipient_payments"].add_column("path_id", bytes)
+    db["recipient_payments"].add_column("offer_id", bytes)
+    for slot, offer, bolt12, nonce, exp, created in db.execute(
+            "SELECT slot, offer, bolt12, nonce, invoice_expires_at, created_at FROM recipient_offers "
+            "WHERE offer IS NOT NULL").fetchall():
+        db.execute("INSERT OR IGNORE INTO recipient_issued_offers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (offer_id_of(offer), slot, offer, bolt12, nonce, (exp or created) + 86400, created))
+
+
+MIGRATIONS = [_v1, _v2]
+MAX_OFFERS_PER_SLOT = 16  # older offers of a slot (beyond the user's or the server's churn) are forgotten
 
 # Offer states: paths asked for; invoice sent to the server; server confirmed it.
 REQUESTED, PENDING, READY = "requested", "pending", "ready"
+
+
+def offer_id_of(offer: bytes) -> bytes:
+    return hashlib.sha256(offer).digest()
+
+
+@dataclass
+class IssuedOffer:
+    offer_id: bytes
+    slot: int
+    offer: bytes
+    bolt12: str | None
+    nonce: bytes
+    expires_at: int
+    created_at: int
+
+
+@dataclass
+class Claim:
+    """A multi-part payment whose parts are being collected: no preimage is out yet."""
+
+    payment_hash: bytes
+    path_id: bytes
+    slot: int
+    kind: str
+    offer_id: bytes | None
+    preimage: bytes
+    total_msat: int
+    deadline: int
+    created_at: int
+
+
+@dataclass(frozen=True)
+class Part:
+    scid: str
+    htlc_id: int
+    payment_hash: bytes
+    amount_msat: int
+    cltv_expiry: int
+    created_at: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.scid, self.htlc_id)
 
 
 @dataclass
@@ -57,6 +149,9 @@ class RecipientRecords:
         store.migrate_component("recipient", MIGRATIONS)
         self.offer_rows = RowTable(store, "recipient_offers", OfferRow, "slot")
         self.put_offer, self.offer = self.offer_rows.put, self.offer_rows.get
+        self.issued = RowTable(store, "recipient_issued_offers", IssuedOffer, "offer_id")
+        self.claims = RowTable(store, "recipient_claims", Claim, "payment_hash")
+        self.parts = RowTable(store, "recipient_parts", Part, "scid")  # keyed by (scid, htlc_id): see part()
 
     @property
     def conn(self):
@@ -80,16 +175,69 @@ class RecipientRecords:
     def offers(self) -> list[OfferRow]:
         return self.offer_rows.where(order="slot")
 
+    # -- issued offers -----------------------------------------------------------
+
+    def issue_offer(self, slot: int, offer: bytes, bolt12: str | None, nonce: bytes, now: int) -> bytes:
+        """Remember an offer we built, so that payments for it stay claimable after the
+        slot moves on to another offer; the slot keeps at most MAX_OFFERS_PER_SLOT."""
+        oid = offer_id_of(offer)
+        self.conn.execute("INSERT OR IGNORE INTO recipient_issued_offers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                          (oid, slot, offer, bolt12, nonce, now + 86400, now))
+        self.conn.execute(
+            "DELETE FROM recipient_issued_offers WHERE slot = ? AND offer_id NOT IN (SELECT offer_id FROM "
+            "recipient_issued_offers WHERE slot = ? ORDER BY created_at DESC, rowid DESC LIMIT ?)",
+            (slot, slot, MAX_OFFERS_PER_SLOT))
+        return oid
+
+    def offer_valid_until(self, offer_id: bytes, until: int) -> None:
+        """A static invoice (or invoice) for the offer is valid until ``until``: keep it a day longer."""
+        self.conn.execute("UPDATE recipient_issued_offers SET expires_at = MAX(expires_at, ?) WHERE offer_id = ?",
+                          (until + 86400, offer_id))
+
+    def issued_offer(self, offer_id: bytes) -> IssuedOffer | None:
+        return self.issued.get(offer_id)
+
+    def prune_offers(self, now: int) -> int:
+        """Forget offers no invoice of ours can be paid for any more (never a slot's current one)."""
+        return self.conn.execute(
+            "DELETE FROM recipient_issued_offers WHERE expires_at < ? AND offer NOT IN "
+            "(SELECT offer FROM recipient_offers WHERE offer IS NOT NULL)", (now,)).rowcount
+
+    # -- multi-part payments being collected -----------------------------------
+
+    def claim(self, payment_hash: bytes) -> Claim | None:
+        return self.claims.get(payment_hash)
+
+    def part(self, key: tuple[str, int]) -> Part | None:
+        [row] = self.parts.where("scid = ? AND htlc_id = ?", key) or [None]
+        return row
+
+    def parts_of(self, payment_hash: bytes) -> list[Part]:
+        return self.parts.where("payment_hash = ?", (payment_hash,), order="created_at, scid, htlc_id")
+
+    def pending_counts(self) -> tuple[int, int]:
+        """(sets, parts) waiting."""
+        sets = self.conn.execute("SELECT COUNT(*) FROM recipient_claims").fetchone()[0]
+        parts = self.conn.execute("SELECT COUNT(*) FROM recipient_parts").fetchone()[0]
+        return sets, parts
+
+    def drop_claim(self, payment_hash: bytes) -> None:
+        self.conn.execute("DELETE FROM recipient_parts WHERE payment_hash = ?", (payment_hash,))
+        self.conn.execute("DELETE FROM recipient_claims WHERE payment_hash = ?", (payment_hash,))
+
     # -- payments --------------------------------------------------------------
 
     def expect_payment(self, payment_hash: bytes, preimage: bytes, slot: int, amount_msat: int | None,
-                       now: int) -> None:
+                       now: int, offer_id: bytes | None = None) -> None:
         """A BOLT 12 invoice we issued: its preimage, kept until it is paid."""
         self.conn.execute(
             "INSERT OR IGNORE INTO recipient_payments (payment_hash, payment_preimage, amount_msat, slot, kind, "
-            "status, received_at, created_at) VALUES (?, ?, ?, ?, 'invoice', 'expected', NULL, ?)",
-            (payment_hash, preimage, amount_msat, slot, now),
+            "status, received_at, created_at, offer_id) VALUES (?, ?, ?, ?, 'invoice', 'expected', NULL, ?, ?)",
+            (payment_hash, preimage, amount_msat, slot, now, offer_id),
         )
+
+    def expected_count(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM recipient_payments WHERE status = 'expected'").fetchone()[0]
 
     def prune_expected(self, before: int) -> int:
         """Forget the preimages of invoices nobody paid (issued before ``before``):
@@ -99,27 +247,32 @@ class RecipientRecords:
 
     def payment(self, payment_hash: bytes) -> dict | None:
         row = self.conn.execute(
-            "SELECT payment_hash, payment_preimage, amount_msat, slot, kind, status, received_at "
+            "SELECT payment_hash, payment_preimage, amount_msat, slot, kind, status, received_at, path_id, offer_id "
             "FROM recipient_payments WHERE payment_hash = ?", (payment_hash,)).fetchone()
-        keys = ("payment_hash", "payment_preimage", "amount_msat", "slot", "kind", "status", "received_at")
+        keys = ("payment_hash", "payment_preimage", "amount_msat", "slot", "kind", "status", "received_at",
+                "path_id", "offer_id")
         return dict(zip(keys, row)) if row else None
 
     def received(self, payment_hash: bytes, preimage: bytes, amount_msat: int, slot: int, kind: str,
-                 now: int) -> bool:
-        """Record a claimed payment; False if it was already recorded (a replay)."""
+                 now: int, path_id: bytes | None = None, offer_id: bytes | None = None) -> bool:
+        """Record a claimed payment: from here on its preimage is out, and every HTLC
+        of it is resolved. False if it was already recorded (a replay)."""
         cur = self.conn.execute(
             "INSERT INTO recipient_payments (payment_hash, payment_preimage, amount_msat, slot, kind, status, "
-            "received_at, created_at) VALUES (?, ?, ?, ?, ?, 'received', ?, ?) "
+            "received_at, created_at, path_id, offer_id) VALUES (?, ?, ?, ?, ?, 'received', ?, ?, ?, ?) "
             "ON CONFLICT(payment_hash) DO UPDATE SET status = 'received', amount_msat = excluded.amount_msat, "
-            "received_at = excluded.received_at WHERE recipient_payments.status != 'received'",
-            (payment_hash, preimage, amount_msat, slot, kind, now, now),
+            "received_at = excluded.received_at, path_id = excluded.path_id, "
+            "offer_id = COALESCE(recipient_payments.offer_id, excluded.offer_id) "
+            "WHERE recipient_payments.status != 'received'",
+            (payment_hash, preimage, amount_msat, slot, kind, now, now, path_id, offer_id),
         )
         return cur.rowcount > 0
 
     def payments(self) -> list[dict]:
         rows = self.conn.execute(
-            "SELECT p.payment_hash, p.payment_preimage, p.amount_msat, o.bolt12, p.slot, p.kind, p.received_at "
-            "FROM recipient_payments p LEFT JOIN recipient_offers o ON o.slot = p.slot "
+            "SELECT p.payment_hash, p.payment_preimage, p.amount_msat, COALESCE(i.bolt12, o.bolt12), p.slot, p.kind, "
+            "p.received_at FROM recipient_payments p LEFT JOIN recipient_offers o ON o.slot = p.slot "
+            "LEFT JOIN recipient_issued_offers i ON i.offer_id = p.offer_id "
             "WHERE p.status = 'received' ORDER BY p.received_at, p.payment_hash").fetchall()
         return [
             {"payment_hash": r[0].hex(), "payment_preimage": r[1].hex(), "amount_msat": r[2], "bolt12": r[3],
