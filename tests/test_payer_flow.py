@@ -3,6 +3,7 @@ recipient (asyncpay) on the emulated CLN of tests/emulated_cln.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 
@@ -92,3 +93,86 @@ def test_no_answer_fails_after_the_attempts(net):
     assert row.attempts == cfg.payer_request_attempts and row.state == "failed"
     assert "no invoice came" in row.reason
     assert payer.notes[-1][0] == "asyncpay_payment_failed" and payer.notes[-1][1]["reason"] == row.reason
+
+
+def test_static_payment_over_fee_cap_is_never_sent(net):
+    """The review's case end to end: the recipient's LSP charges 2,000,000 msat
+    + 100 ppm on its blinded path; a 30,000 msat payment capped at 5,300 msat
+    used to go out as 2,030,003 msat. Now nothing is sent: no hold, no HTLC."""
+    flow, payer = net
+    flow.lnode.policy = dataclasses.replace(flow.lnode.policy, fee_base_msat=2_000_000)
+    offer = flow.offer(description="coffee").to_string()
+    flow.net.disconnect(flow.lnode, flow.rnode)
+    res = payer.payer.pay(offer, 30_000, None, 0)
+    queued = flow.lsp.store.mailbox_totals(flow.rnode.id)[0]  # our invoice_request, for when it wakes
+    payer.payer.tick(int(time.time()) + 2)
+    row = payer.payer.core.records.get(res["id"])
+    assert row.state == "failed" and "blinded path fee 2000003 msat is over the cap of 5300 msat" in row.reason
+    assert flow.lsp.store.mailbox_totals(flow.rnode.id)[0] == queued  # no held_htlc_available
+    assert flow.pnode.sendpays == {}
+    assert payer.notes[-1][0] == "asyncpay_payment_failed"
+
+
+def test_askrene_route_over_the_cap_is_never_injected(net, monkeypatch):
+    """askrene is asked for a route within the rest of the cap; if the route
+    it answers costs more, the payer refuses it before injectpaymentonion."""
+    flow, payer = net
+    offer = flow.offer(description="coffee").to_string()
+    rpc = flow.pnode.rpc
+    honest = rpc._getroutes
+    asked = []
+
+    def greedy(params):
+        asked.append(params)
+        routes = honest(params)
+        routes["routes"][0]["path"][0]["amount_out_msat"] += 10**6  # askrene ignoring maxfee_msat
+        return routes
+
+    monkeypatch.setattr(rpc, "_getroutes", greedy)
+    flow.net.disconnect(flow.lnode, flow.rnode)
+    res = payer.payer.pay(offer, 30_000, None, 0)
+    payer.payer.tick(int(time.time()) + 2)
+    flow.net.connect(flow.lnode, flow.rnode)  # the recipient wakes and releases
+    flow.lsp.lsp.wait_flushes()
+    wait(lambda: payer.payer.core.records.get(res["id"]).state == "failed")
+    row = payer.payer.core.records.get(res["id"])
+    assert "over the cap of 5300 msat" in row.reason, row.reason
+    assert flow.pnode.sendpays == {}
+    # askrene was given the cap less the blinded path's fee, and the CLTV room.
+    [params] = asked
+    assert params["maxfee_msat"] < 5300 and params["maxdelay"] == 2016 - 1
+
+
+def test_xpay_is_given_the_caps(net, monkeypatch):
+    flow, payer = net
+    offer = flow.offer(description="tea", amount_msat=12_000).to_string()
+    rpc = flow.pnode.rpc
+    seen = []
+    real = rpc._xpay
+    monkeypatch.setattr(rpc, "_xpay", lambda params: (seen.append(params), real(params))[1])
+    assert payer.payer.pay(offer, None, None, 2)["status"] == "complete"
+    assert seen[0]["maxfee"] == 5000 + 120 and seen[0]["maxdelay"] == 2016
+
+
+def test_restart_resends_held_htlc_available(net, tmp_path):
+    """The held_htlc_available sent before a restart may be lost: on start it
+    goes once more, and the one release pays once."""
+    flow, payer = net
+    offer = flow.offer(description="coffee").to_string()
+    flow.net.disconnect(flow.lnode, flow.rnode)
+    res = payer.payer.pay(offer, 30_000, None, 0)
+    queued = flow.lsp.store.mailbox_totals(flow.rnode.id)[0]
+    payer.payer.tick(int(time.time()) + 2)
+    assert flow.lsp.store.mailbox_totals(flow.rnode.id)[0] == queued + 1
+    payer.store.close()
+    flow.pnode.listeners.pop()  # the stopped plugin's (attached last)
+    again = attach_payer(flow, tmp_path, payer_invoice_grace=1)  # same database: a restart
+    again.payer.resume()
+    assert flow.lsp.store.mailbox_totals(flow.rnode.id)[0] == queued + 2
+    flow.net.connect(flow.lnode, flow.rnode)
+    flow.lsp.lsp.wait_flushes()
+    wait(lambda: again.payer.core.records.get(res["id"]).state == "complete")
+    assert len(flow.r.recipient.core.records.payments()) == 1
+    assert len(flow.pnode.sendpays) == 1
+    # The recipient answered both; the second release was dropped, not paid.
+    wait(lambda: again.store.counters().get("dropped_unexpected_release") == 1)

@@ -55,9 +55,6 @@ class PayerRole(Role):
 
     def start(self) -> None:
         self.resume()
-        with self.node.lock:  # the held_htlc_available sent before the restart may be lost
-            onions = self.core.resume_holds(int(time.time()))
-        self.run(onions)
         threading.Thread(target=self._ticker, daemon=True, name="payer-tick").start()
 
     def _ticker(self) -> None:
@@ -72,9 +69,13 @@ class PayerRole(Role):
         self.run(actions)
 
     def resume(self) -> None:
-        """Payments that were paying when we stopped (their HTLCs may be out)."""
+        """Payments that were paying when we stopped (their HTLCs may be out),
+        and those waiting for a release (the held_htlc_available sent before
+        may be lost: it goes once more)."""
         with self.node.lock:
             rows = self.core.paying()
+            onions = self.core.resume_holds(int(time.time()))
+        self.run(onions)
         for row in rows:
             assert row.payment_hash is not None
             try:
