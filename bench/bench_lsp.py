@@ -95,7 +95,8 @@ def bench_group_commit(tmp: Path, messages: int, peers: int) -> None:
     store = Store(str(tmp / "group.sqlite3"), "FULL")
     committed_at: dict[bytes, int] = {}
     node = types.SimpleNamespace(lock=threading.RLock(), log=lambda *a, **k: None, notify=lambda *a: None)
-    role = types.SimpleNamespace(node=node, mailbox=Mailbox(store, LspConfig(**UNLIMITED_MAILBOX)))
+    role = types.SimpleNamespace(node=node, mailbox=Mailbox(store, LspConfig(**UNLIMITED_MAILBOX)),
+                                 flush_connected=lambda peers: None)  # every peer is offline here
 
     def commit(items):
         LspRole.commit_intake(role, items)

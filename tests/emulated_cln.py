@@ -14,7 +14,7 @@
 * a hop named by short channel id: CLN reports a failed forward with
   ``next_short_channel_id_dir`` (direction always 0), never ``next_node_id``,
   even when it knows the channel's peer;
-* ``connect`` notifications, ``makesecret``, ``getinfo``, ``listpeers``,
+* ``connect`` and ``disconnect`` notifications, ``makesecret``, ``getinfo``, ``listpeers``,
   ``listpeerchannels`` (with the channel's aliases and the peer's
   ``channel_update`` towards us), ``decryptencrypteddata``;
 * payments: ``Network.pay`` injects a payment onion at a node (as
@@ -114,6 +114,8 @@ class Network:
         with self.lock:
             a.peers.discard(b.id)
             b.peers.discard(a.id)
+        for x, y in ((a, b), (b, a)):
+            x.notify("disconnect", {"disconnect": {"id": y.id}})
 
 
 class EmulatedNode:

@@ -12,9 +12,15 @@ class InjectOnion:
 
     ``first_hop`` is the node our node will forward it to (None when our node
     is also the final hop); ``purpose`` names it in logs and counters.
+    ``cause`` is the peer whose message made us send this one, and ``owner``
+    the owner of the path context it answers (set by the router): when the
+    first hop is offline the mailbox counts the message against ``cause``
+    and keeps it only if the sleeping peer needs it (cln/lsp.py).
     """
 
     path_key: bytes
     packet: bytes
     first_hop: bytes | None
     purpose: str
+    cause: str | None = None
+    owner: str | None = None

@@ -57,6 +57,7 @@ class Delivered:
     slot: int | None
     payload: OnionMessagePayload
     path_id: bytes
+    source: str | None = None  # the peer that handed it to our node (set by the router)
 
     @property
     def recipient_id(self) -> str:

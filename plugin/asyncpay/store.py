@@ -66,6 +66,15 @@ Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
 
 
+def _mailbox_v1(db: sqlite_utils.Database) -> None:
+    # Eviction takes the oldest message of the source holding the most.
+    db["mailbox"].create_index(["source", "id"])
+
+
+# The mailbox's own migrations (Store.migrate_component("mailbox", ...)).
+MAILBOX_MIGRATIONS: list[Migration] = [_mailbox_v1]
+
+
 @dataclass(frozen=True)
 class MailboxRow:
     id: int
@@ -298,6 +307,25 @@ class Store:
             (peer_id, source, path_key, onion, digest, len(onion), now),
         )
         return cur.rowcount > 0
+
+    def mailbox_contains(self, path_key: bytes, onion: bytes) -> bool:
+        digest = hashlib.sha256(path_key + onion).digest()
+        return self.conn.execute("SELECT 1 FROM mailbox WHERE digest = ?", (digest,)).fetchone() is not None
+
+    def mailbox_oldest_of(self, source: str | None, peer_id: str | None = None) -> tuple[int, str, int] | None:
+        """(id, peer_id, size) of the oldest message from ``source`` (None: our
+        own), for one peer or any."""
+        q = "SELECT id, peer_id, size FROM mailbox WHERE source IS ?"
+        args: tuple = (source,)
+        if peer_id is not None:
+            q += " AND peer_id = ?"
+            args += (peer_id,)
+        return self.conn.execute(q + " ORDER BY id LIMIT 1", args).fetchone()
+
+    def mailbox_sources(self) -> list[tuple[str, str | None, int, int]]:
+        """(peer_id, source, messages, bytes) for every pair with mail."""
+        return self.conn.execute(
+            "SELECT peer_id, source, COUNT(*), SUM(size) FROM mailbox GROUP BY peer_id, source").fetchall()
 
     def mailbox_pending(self, peer_id: str, limit: int = 1000) -> list[MailboxRow]:
         rows = self.conn.execute(

@@ -29,6 +29,22 @@ if TYPE_CHECKING:
 
 Intake = tuple[str, "str | None", bytes, bytes, int]  # peer, source, path_key, onion, received at
 
+# Our own messages that wait in the mailbox when their first hop is an
+# offline peer: only what a sleeping peer needs (docs/architecture.md, "The
+# mailbox"). ANY: whoever the sleeping peer is; OWNER: only when it is the
+# recipient the answered path was minted for (a reply path naming another
+# sleeping wallet is not queued). Anything else is not kept: a reply to a
+# payer whose path leads through an offline peer (the payer retries), and a
+# forwarded invoice_request (the payer already has the static invoice; LDK
+# stopped buffering these as a DoS fix, lightningdevkit/rust-lightning#4114).
+ANY, OWNER = "any", "owner"
+MAILBOX_PURPOSES = {
+    "held_htlc_available": ANY,  # payer or holding LSP -> sleeping recipient (design §3 step 8)
+    "release_held_htlc": ANY,  # recipient -> sleeping holder of the HTLC
+    "offer_paths": OWNER,  # the server's answers to the recipient itself
+    "static_invoice_persisted": OWNER,
+}
+
 
 class IntakeWriter:
     """Group commit for the mailbox: a notification handler only queues the
@@ -103,29 +119,55 @@ class LspRole(Role):
         return True
 
     def commit_intake(self, items: list[Intake]) -> None:
-        """Commit a batch of messages, then log and announce each peer's mail."""
+        """Commit a batch of messages, then log and announce each peer's mail,
+        and flush to any such peer that is connected by now."""
         node = self.node
         with node.lock:
             refused = self.mailbox.intake_batch([i[:4] for i in items], items[-1][4])
-        wakeups = []
+        wakeups, queued = [], set()
         for (peer, *_), why in zip(items, refused):
             if why is None:
                 # Logged after the commit: every such line is a message on disk.
                 node.log(f"mailbox: queued a message for {peer}", level="debug")
+                queued.add(peer)
                 with node.lock:
                     w = self.mailbox.wakeup(peer, int(time.time()))
                 if w is not None:
                     wakeups.append(w)
         for w in wakeups:
             node.notify("asyncpay_mailbox_queued", w)
+        self.flush_connected(queued)
 
-    def queue_own(self, peer: str, action: InjectOnion, now: int) -> None:
-        """Our own message whose next hop is an offline peer waits in the mailbox."""
+    def flush_connected(self, peers: set[str]) -> None:
+        """Start a flush for each of ``peers`` that is connected. A peer that
+        connected while its message was on the way to disk found nothing
+        committed in ``on_connect``; checked after the commit, it is either
+        seen connected here or its connect is handled later and finds the mail
+        (a connect drops the cached peer list first)."""
+        with self.node.lock:
+            peers = {p for p in peers if p not in self.flushing}
+        if not peers:
+            return
+        connected = self.node.connected_peers()
+        for peer in peers & connected:
+            self.start_flush(peer)
+
+    def queue_own(self, peer: str, action: InjectOnion, now: int) -> bool:
+        """Our own message whose next hop is an offline peer waits in the
+        mailbox if the sleeping peer needs it (MAILBOX_PURPOSES), counted
+        against the peer whose message caused it (``action.cause``)."""
         node = self.node
+        policy = MAILBOX_PURPOSES.get(action.purpose)
+        if policy is None or (policy == OWNER and action.owner != peer):
+            with node.lock:
+                node.store.bump(f"mailbox_not_queued_{action.purpose}")
+            return False
         with node.lock:
             if not self.mailbox.qualifies(peer, peer in node.channel_peers()):
-                return
-        self.writer.submit((peer, None, action.path_key, action.packet, now))
+                node.store.bump("mailbox_dropped_not_eligible")
+                return False
+        self.writer.submit((peer, action.cause, action.path_key, action.packet, now))
+        return True
 
     def on_connect(self, peer_id: str) -> None:
         """A peer connected: deliver its mail, if any."""

@@ -19,12 +19,16 @@ never a notification, when the next peer is not connected.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import queue
 import re
 import threading
 import time
+import traceback
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from pyln.client import RpcError
 
@@ -33,7 +37,7 @@ from ..blinded_path import IntroductionNode
 from ..endpoint import Dropped, Endpoint
 from ..lsp import LspConfig
 from ..offers import CHAINS
-from ..onion_message import OnionMessage
+from ..onion_message import OnionMessage, Receive, peel_onion_message
 from ..store import Store
 from ..wire import WireError
 from .hold import HoldRole
@@ -44,8 +48,43 @@ from .role import Respond, Role
 
 ENDPOINT_SECRET_LABEL = "asyncpay/endpoint/v1"
 ROUTE_MAX_VIA, ROUTE_MAX_FANOUT = 2, 32  # bounds on the walk of route_to
+# route_to's caches: gossip changes slowly, and a stranger naming the same
+# far node again costs no RPC. Bounded in entries; connect and disconnect
+# drop the answers (they depend on who is connected), not the graph.
+GRAPH_CACHE_SIZE, GRAPH_CACHE_TTL = 20_000, 600
+ROUTE_CACHE_SIZE, ROUTE_CACHE_TTL = 10_000, 60
+PEERS_CACHE_TTL = 30  # connect/disconnect drop it at once; this only bounds a missed event
+ENDPOINT_QUEUE_MAX = 1000  # messages for V waiting for the worker; more are dropped
 _UNKNOWN_PEER = re.compile(r"unknown next peer ([0-9a-f]{66}|\d+x\d+x\d+)")
 C = TypeVar("C")
+K, V = TypeVar("K"), TypeVar("V")
+
+
+class TtlCache(Generic[K, V]):
+    """A bounded map whose entries expire (least recently stored go first)."""
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self.size, self.ttl = size, ttl
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is None or hit[0] < time.monotonic():
+                return None
+            return hit[1]
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._data[key] = (time.monotonic() + self.ttl, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
 
 
 class Node:
@@ -69,6 +108,12 @@ class Node:
                                  self.route_to)
         self.started_at = int(time.time())
         self._channel_peers: dict[str, set[str]] | None = None
+        self._connected: tuple[float, frozenset[str]] | None = None  # (fetched at, peers)
+        self._peers_generation = 0  # bumped by every connect/disconnect: a fetch begun before is not kept
+        self._graph: TtlCache[str, list[str]] = TtlCache(GRAPH_CACHE_SIZE, GRAPH_CACHE_TTL)
+        self._routes: TtlCache[str, list[str]] = TtlCache(ROUTE_CACHE_SIZE, ROUTE_CACHE_TTL)
+        self._intros: TtlCache[str, str] = TtlCache(GRAPH_CACHE_SIZE, GRAPH_CACHE_TTL)
+        self._endpoint_queue: queue.Queue[tuple[str, int, str | None]] | None = None
         self.lsp = LspRole(self)
         self.hold = HoldRole(self)
         self.recipient = RecipientRole(self)
@@ -90,8 +135,35 @@ class Node:
         return bytes.fromhex(self.rpc.call("makesecret", {"string": label})["secret"])
 
     def start(self) -> None:
+        self.start_endpoint_worker()
         for role in self.roles:
             role.start()
+
+    def start_endpoint_worker(self) -> None:
+        """From now on messages for V are handled in a worker thread, not in
+        the notification handler: pyln runs every hook and notification on one
+        thread, so a stranger's reply path (route_to's RPCs) must not delay
+        the htlc_accepted calls queued behind it."""
+        if self._endpoint_queue is not None:
+            return
+        self._endpoint_queue = queue.Queue(ENDPOINT_QUEUE_MAX)
+        threading.Thread(target=self._endpoint_worker, daemon=True, name="endpoint").start()
+
+    def _endpoint_worker(self) -> None:
+        assert self._endpoint_queue is not None
+        while True:
+            outgoing, now, source = self._endpoint_queue.get()
+            try:
+                self._for_endpoint(outgoing, now, source)
+            except Exception:
+                self.log(f"message for V failed: {traceback.format_exc()}", level="warn")
+            finally:
+                self._endpoint_queue.task_done()
+
+    def drain(self) -> None:
+        """Wait until the messages for V handed to the worker are handled (tests, shutdown)."""
+        if self._endpoint_queue is not None:
+            self._endpoint_queue.join()
 
     # -- lightningd lookups ------------------------------------------------
 
@@ -115,6 +187,24 @@ class Node:
 
     def channels_changed(self) -> None:
         self._channel_peers = None
+        self._peers_generation += 1
+        self._connected = None
+        self._routes.clear()
+
+    def connected_peers(self) -> frozenset[str]:
+        """Ids of the connected peers, from one ``listpeers``; cached until a
+        connect or disconnect (``channels_changed``) or PEERS_CACHE_TTL."""
+        cached = self._connected
+        if cached is not None and time.monotonic() - cached[0] < PEERS_CACHE_TTL:
+            return cached[1]
+        generation, fetched_at = self._peers_generation, time.monotonic()
+        peers = frozenset(p["id"] for p in self.rpc.call("listpeers").get("peers", []) if p.get("connected"))
+        if generation == self._peers_generation:  # no connect/disconnect since we asked
+            self._connected = (fetched_at, peers)
+        return peers
+
+    def is_connected(self, peer_id: str) -> bool:
+        return peer_id in self.connected_peers()
 
     def peer_for_scid(self, scid_dir: str) -> str | None:
         scid = scid_dir.split("/")[0]
@@ -130,43 +220,83 @@ class Node:
         peer = self.peer_for_scid(intro.describe())
         if peer is not None:
             return bytes.fromhex(peer)
+        key = intro.describe()
+        hit = self._intros.get(key)
+        if hit is not None:
+            return bytes.fromhex(hit) if hit else None
         try:
-            scid = intro.describe().split("/")[0]
+            scid = key.split("/")[0]
             chans = self.rpc.call("listchannels", {"short_channel_id": scid}).get("channels", [])
         except RpcError:
             return None
-        for ch in chans:
-            if ch.get("direction") == intro.direction:
-                return bytes.fromhex(ch["source"])
-        return None
+        found = next((ch["source"] for ch in chans if ch.get("direction") == intro.direction), "")
+        self._intros.put(key, found)
+        return bytes.fromhex(found) if found else None
 
     def route_to(self, target: bytes) -> list[bytes]:
         """The nodes between us and ``target`` for an onion message: none when
         it is a connected peer, else up to two nodes found in gossip, breadth
         first from ``target`` back to one of our connected peers (a wallet's
         reply to a payer goes through its LSP). Messages need no liquidity, so
-        this is a walk over the channel graph, not a payment route."""
+        this is a walk over the channel graph, not a payment route.
+
+        Bounded (a stranger's reply path picks ``target``): the connected
+        peers come from a cache, each node's channels are asked once per
+        GRAPH_CACHE_TTL, an answer is kept ROUTE_CACHE_TTL; a new far target
+        costs at most 1 + ROUTE_MAX_FANOUT ``listchannels``, a known one none.
+        Messages for V are routed in the endpoint worker, before the node lock
+        is taken (``_prefetch_route``)."""
+        t = target.hex()
         try:
-            if any(p.get("connected") for p in self.rpc.call("listpeers", {"id": target.hex()}).get("peers", [])):
-                return []  # the common case, one cheap lookup
-            peers = {p["id"] for p in self.rpc.call("listpeers").get("peers", []) if p.get("connected")}
-            paths = {target.hex(): []}  # node -> the nodes after it on the way to target
-            frontier = [target.hex()]
-            for _ in range(ROUTE_MAX_VIA):
-                nxt = []
-                for node in frontier[:ROUTE_MAX_FANOUT]:
-                    for ch in self.rpc.call("listchannels", {"source": node}).get("channels", []):
-                        n = ch["destination"]
-                        if n in paths:
-                            continue
-                        paths[n] = [node, *paths[node]]
-                        if n in peers:
-                            return [bytes.fromhex(x) for x in [n, *paths[n]][:-1]]
-                        nxt.append(n)
-                frontier = nxt
+            peers = self.connected_peers()
+            if t in peers:
+                return []  # the common case
+            hit = self._routes.get(t)
+            if hit is not None:
+                return [bytes.fromhex(x) for x in hit]
+            via = self._walk(t, peers)
         except (RpcError, KeyError) as e:
-            self.log(f"no route to {target.hex()} for an onion message: {e}", level="debug")
-        return []  # try directly; a failure is logged when it is sent
+            self.log(f"no route to {t} for an onion message: {e}", level="debug")
+            return []  # try directly; a failure is logged when it is sent
+        self._routes.put(t, via)
+        return [bytes.fromhex(x) for x in via]
+
+    def _walk(self, target: str, peers: frozenset[str]) -> list[str]:
+        paths = {target: []}  # node -> the nodes after it on the way to target
+        frontier = [target]
+        for _ in range(ROUTE_MAX_VIA):
+            nxt = []
+            for node in frontier[:ROUTE_MAX_FANOUT]:
+                for n in self._channels_of(node):
+                    if n in paths:
+                        continue
+                    paths[n] = [node, *paths[node]]
+                    if n in peers:
+                        return [n, *paths[n]][:-1]
+                    nxt.append(n)
+            frontier = nxt
+        return []
+
+    def _channels_of(self, node: str) -> list[str]:
+        """The far ends of ``node``'s channels in gossip (cached)."""
+        hit = self._graph.get(node)
+        if hit is None:
+            hit = [ch["destination"] for ch in self.rpc.call("listchannels", {"source": node}).get("channels", [])]
+            self._graph.put(node, hit)
+        return hit
+
+    def _prefetch_route(self, msg: OnionMessage) -> None:
+        """Warm route_to's caches for the reply path of a message for V, with
+        no lock held, so that the reply built under the node lock costs no RPC."""
+        try:
+            out = peel_onion_message(self.endpoint.secret, msg)
+        except Exception:
+            return  # endpoint.open counts it
+        if not isinstance(out, Receive) or out.payload.reply_path is None:
+            return
+        intro = self.resolve_intro(out.payload.reply_path.introduction)
+        if intro is not None and intro != self.node_id:
+            self.route_to(intro)
 
     # -- actions -----------------------------------------------------------
 
@@ -204,13 +334,24 @@ class Node:
         now = int(time.time())
         next_node = params.get("next_node_id")
         if next_node is not None and bytes.fromhex(next_node) == self.endpoint.public_key:
-            self._for_endpoint(params.get("outgoing"), now)
+            source = params.get("source")
+            if self._endpoint_queue is None:
+                self._for_endpoint(params.get("outgoing"), now, source)
+                return
+            try:
+                self._endpoint_queue.put_nowait((params.get("outgoing"), now, source))
+            except queue.Full:
+                with self.lock:
+                    self.store.bump("dropped_endpoint_busy")
             return
         for role in self.roles:
             if role.on_forward_fail(params, now):
                 return
 
-    def _for_endpoint(self, outgoing: str | None, now: int) -> None:
+    def _for_endpoint(self, outgoing: str | None, now: int, source: str | None = None) -> None:
+        """A message for V handed to our node by ``source``: the role's
+        answers carry it as their ``cause`` (the mailbox counts them against
+        it) and the path context's owner."""
         if not outgoing:
             return
         try:
@@ -218,9 +359,10 @@ class Node:
         except (WireError, ValueError) as e:
             self.log(f"unparseable onion for V: {e}", level="debug")
             return
+        self._prefetch_route(msg)
         with self.lock:
             try:
-                delivered = self.endpoint.open(msg, now)
+                delivered = dataclasses.replace(self.endpoint.open(msg, now), source=source)
                 role = self._by_kind.get(delivered.kind)
                 if role is None:
                     raise Dropped("unknown_kind", delivered.kind)
@@ -229,7 +371,8 @@ class Node:
                 self.store.bump(f"dropped_{e.reason}")
                 self.log(f"dropped message for V: {e}", level="debug")
                 return
-        self.perform(actions)
+        self.perform([dataclasses.replace(a, cause=a.cause or source, owner=a.owner or delivered.owner)
+                      for a in actions])
 
     def on_connect(self, peer_id: str) -> None:
         self.channels_changed()

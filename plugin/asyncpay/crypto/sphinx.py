@@ -8,6 +8,7 @@ length prefix; the packet adds it.
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 from ..wire.errors import WireError
@@ -106,7 +107,8 @@ def peel_packet(node_secret: bytes, packet: bytes, associated_data: bytes = b"")
         raise CryptoError("onion packet: bad length or version")
     big_e, info, mac = packet[1:34], packet[34 : 34 + size], packet[34 + size :]
     ss = ecdh(node_secret, big_e)
-    if hmac256(hmac256(b"mu", ss), info + associated_data) != mac:
+    # Constant time: a timing oracle on the HMAC would let a peer forge it byte by byte.
+    if not hmac.compare_digest(hmac256(hmac256(b"mu", ss), info + associated_data), mac):
         raise CryptoError("onion packet: HMAC mismatch")
     plain = xor(info + bytes(size), chacha20_stream(hmac256(b"rho", ss), 2 * size))
     try:

@@ -18,6 +18,10 @@ def option(default, help: str):
 class LspConfig:
     # Mailbox (design §6). ldk-node keeps 30 messages per peer in memory.
     mailbox_max_messages_per_peer: int = option(100, "Most onion messages kept for one offline peer.")
+    # One source's share of one peer's quota: a stranger cannot fill a
+    # sleeping wallet's mailbox, and a payer's held_htlc_available gets in.
+    mailbox_max_messages_per_source_per_peer: int = option(
+        10, "Most onion messages one source peer may have queued for one offline peer.")
     mailbox_max_bytes_per_peer: int = option(4 * 1024 * 1024, "Most bytes of onion messages kept for one offline peer.")
     mailbox_max_messages: int = option(100_000, "Most onion messages kept for all offline peers together.")
     mailbox_max_bytes: int = option(256 * 1024 * 1024, "Most bytes of onion messages kept for all peers together.")
@@ -44,3 +48,7 @@ class LspConfig:
     persist_burst: int = option(5, "Offer-path requests and invoice stores one recipient may make at once.")
     serve_rate: int = option(10, "Static invoices served per second for one recipient.")
     serve_burst: int = option(20, "Static invoices served at once for one recipient before its rate applies.")
+    # Per (source peer, recipient): one source alone cannot use up a
+    # recipient's serve budget (a payer behind a big LSP shares its source).
+    serve_source_rate: int = option(5, "Static invoices served per second for one recipient to one source peer.")
+    serve_source_burst: int = option(10, "Static invoices served at once for one recipient to one source peer.")

@@ -17,15 +17,28 @@ from collections import deque
 from dataclasses import dataclass
 
 from ..ratelimit import TokenBuckets
-from ..store import MailboxRow, Store
+from ..store import MAILBOX_MIGRATIONS, MailboxRow, Store
 from .config import LspConfig
 
 log = logging.getLogger("asyncpay.lsp.mailbox")
 
 
 class Mailbox:
+    """The queue of every offline peer, under four bounds and a share.
+
+    Limits (``LspConfig``): messages and bytes per peer, messages and bytes
+    in all, and each source's share of one peer's quota
+    (``mailbox_max_messages_per_source_per_peer``). The LSP cannot read what
+    it queues, so fairness is by source, the peer that handed the message
+    to us: when a peer's quota (or the global one) is full, the oldest
+    message of the source holding the most is evicted for a message from a
+    source holding fewer. A fresh source therefore always gets in, and one
+    stranger holds at most its share of a sleeping wallet's mailbox.
+    """
+
     def __init__(self, store: Store, config: LspConfig) -> None:
         self.store, self.config = store, config
+        store.migrate_component("mailbox", MAILBOX_MIGRATIONS)
         self.intake_limits = TokenBuckets(config.mailbox_intake_burst, config.mailbox_intake_rate)
         self.last_wakeup: dict[str, int] = {}
         self._load_totals()
@@ -33,25 +46,33 @@ class Mailbox:
     def _load_totals(self) -> None:
         # Kept in memory so intake never scans the table; the mailbox object
         # is the only writer of the mailbox table.
-        self.total = list(self.store.mailbox_totals())
-        self.per_peer = {p["peer_id"]: [p["messages"], p["bytes"]] for p in self.store.mailbox_peers()}
+        self.total = [0, 0]
+        self.per_peer: dict[str, list[int]] = {}
+        self.per_source: dict[str, dict[str | None, list[int]]] = {}  # peer -> source -> [messages, bytes]
+        self.source_total: dict[str | None, list[int]] = {}  # source -> [messages, bytes], all peers
+        for peer, source, n, b in self.store.mailbox_sources():
+            self._account(peer, source, n, b)
 
     def qualifies(self, peer_id: str, has_channel: bool) -> bool:
         return has_channel or self.store.is_recipient(peer_id)
 
     def intake(self, peer_id: str, source: str | None, path_key: bytes, onion: bytes, now: int) -> str | None:
-        """Queue a message for ``peer_id``; returns why it was dropped, or None."""
+        """Queue a message for ``peer_id`` from ``source``; returns why it was
+        dropped, or None. May evict older mail of a larger source."""
         reason = self._refusal(peer_id, source, len(onion), now)
         if reason is None:
             with self.store.tx():
-                if self.store.mailbox_add(peer_id, source, path_key, onion, now):
-                    self.store.bump("mailbox_buffered")
-                    self._account(peer_id, 1, len(onion))
-                else:
+                if self.store.mailbox_contains(path_key, onion):
                     self.store.bump("mailbox_duplicate")
-            return None
+                    return None
+                reason = self._make_room(peer_id, source, len(onion))
+                if reason is None:
+                    self.store.mailbox_add(peer_id, source, path_key, onion, now)
+                    self.store.bump("mailbox_buffered")
+                    self._account(peer_id, source, 1, len(onion))
+                    return None
         self.store.bump(f"mailbox_dropped_{reason}")
-        log.debug("mailbox: dropped message for %s: %s", peer_id, reason)
+        log.debug("mailbox: dropped message for %s from %s: %s", peer_id, source, reason)
         return reason
 
     def intake_batch(self, items: list[tuple[str, str | None, bytes, bytes]], now: int) -> list[str | None]:
@@ -82,26 +103,64 @@ class Mailbox:
                 "oldest": self.store.mailbox_oldest(peer_id)}
 
     def _refusal(self, peer_id: str, source: str | None, size: int, now: int) -> str | None:
+        """Refusals that no eviction could change."""
         c = self.config
         if source is not None and not self.intake_limits.allow(source, now):
             return "rate_limited"
-        n, b = self.per_peer.get(peer_id, (0, 0))
-        if n >= c.mailbox_max_messages_per_peer:
-            return "peer_messages"
-        if b + size > c.mailbox_max_bytes_per_peer:
+        if size > c.mailbox_max_bytes_per_peer:
             return "peer_bytes"
-        if self.total[0] >= c.mailbox_max_messages or self.total[1] + size > c.mailbox_max_bytes:
+        if size > c.mailbox_max_bytes:
             return "full"
+        if self.per_source.get(peer_id, {}).get(source, (0, 0))[0] >= c.mailbox_max_messages_per_source_per_peer:
+            return "source_quota"
         return None
 
-    def _account(self, peer_id: str, dn: int, db: int) -> None:
+    def _make_room(self, peer_id: str, source: str | None, size: int) -> str | None:
+        """Evict, oldest first, mail of the source holding the most, while the
+        peer's (then the global) quota is full and that source holds more than
+        ``source``; the reason for a refusal when that is not enough."""
+        c = self.config
+        sources = self.per_source.get(peer_id, {})
+        mine = sources.get(source, (0, 0))[0]
+        while True:
+            n, b = self.per_peer.get(peer_id, (0, 0))
+            if n < c.mailbox_max_messages_per_peer and b + size <= c.mailbox_max_bytes_per_peer:
+                break
+            top = max(sources, key=lambda s: sources[s][0], default=None)
+            if top is None or sources[top][0] <= mine:
+                return "peer_messages" if n >= c.mailbox_max_messages_per_peer else "peer_bytes"
+            self._evict(self.store.mailbox_oldest_of(top, peer_id), top)
+        mine = self.source_total.get(source, (0, 0))[0]
+        while self.total[0] >= c.mailbox_max_messages or self.total[1] + size > c.mailbox_max_bytes:
+            # Only when the whole mailbox is full: a scan over the sources.
+            top = max(self.source_total, key=lambda s: self.source_total[s][0], default=None)
+            if top is None or self.source_total[top][0] <= mine:
+                return "full"
+            self._evict(self.store.mailbox_oldest_of(top), top)
+        return None
+
+    def _evict(self, row: tuple[int, str, int] | None, source: str | None) -> None:
+        if row is None:  # the totals and the table disagree: trust the table
+            self._load_totals()
+            raise RuntimeError("mailbox totals out of step with the table")
+        msg_id, peer, size = row
+        self.store.mailbox_delete(msg_id)
+        self.store.bump("mailbox_evicted")
+        self._account(peer, source, -1, -size)
+        log.debug("mailbox: evicted a message for %s from %s", peer, source)
+
+    def _account(self, peer_id: str, source: str | None, dn: int, db: int) -> None:
         self.total[0] += dn
         self.total[1] += db
-        pp = self.per_peer.setdefault(peer_id, [0, 0])
-        pp[0] += dn
-        pp[1] += db
-        if pp[0] <= 0:
-            del self.per_peer[peer_id]
+        for table, key in ((self.per_peer, peer_id), (self.per_source.setdefault(peer_id, {}), source),
+                           (self.source_total, source)):
+            entry = table.setdefault(key, [0, 0])
+            entry[0] += dn
+            entry[1] += db
+            if entry[0] <= 0:
+                del table[key]
+        if not self.per_source[peer_id]:
+            del self.per_source[peer_id]
 
     def pending(self, peer_id: str) -> list[MailboxRow]:
         return self.store.mailbox_pending(peer_id, self.config.mailbox_max_messages_per_peer)
@@ -110,7 +169,7 @@ class Mailbox:
         with self.store.tx():
             if self.store.mailbox_delete(row.id):
                 self.store.bump("mailbox_flushed")
-                self._account(row.peer_id, -1, -row.size)
+                self._account(row.peer_id, row.source, -1, -row.size)
 
     def failed(self, row: MailboxRow, now: int) -> None:
         self.store.mailbox_attempted(row.id, now)

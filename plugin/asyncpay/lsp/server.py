@@ -54,6 +54,7 @@ class StaticInvoiceServer:
         self.resolve_intro, self.chain = resolve_intro, chain
         self.persist_limits = TokenBuckets(config.persist_burst, config.persist_rate)
         self.serve_limits = TokenBuckets(config.serve_burst, config.serve_rate)
+        self.serve_source_limits = TokenBuckets(config.serve_source_burst, config.serve_source_rate)
 
     # -- operator side -------------------------------------------------------
 
@@ -166,8 +167,6 @@ class StaticInvoiceServer:
         assert slot is not None
         if d.payload.reply_path is None:
             raise Dropped("no_reply_path")
-        if not self.serve_limits.allow(rid, now):
-            raise Dropped("rate_limited_serve", rid)
         row = self.store.invoice(rid, slot)
         if row is None:
             raise Dropped("no_invoice", f"{rid} slot {slot}")
@@ -183,6 +182,13 @@ class StaticInvoiceServer:
         # The request must be for the offer this invoice answers.
         if offer_records(req.to_records()) != offer_records(StaticInvoice.decode(invoice).to_records()):
             raise Dropped("offer_mismatch", f"{rid} slot {slot}")
+        # Rate limits only once the request is verified: garbage costs no
+        # token. The source's own share first, so that one source alone
+        # cannot use up the recipient's budget.
+        if d.source is not None and not self.serve_source_limits.allow(f"{d.source}/{rid}", now):
+            raise Dropped("rate_limited_serve_source", f"{d.source} for {rid}")
+        if not self.serve_limits.allow(rid, now):
+            raise Dropped("rate_limited_serve", rid)
         self.store.mark_served(rid, slot)
         self.store.bump("invoices_served")
         actions = [
@@ -190,6 +196,10 @@ class StaticInvoiceServer:
         ]
         # Forward to the recipient so that, if it is online, it can answer
         # with a fresh BOLT 12 invoice (LDK: forward_invoice_request_path).
+        # Never kept for a sleeping recipient (cln/lsp.py MAILBOX_PURPOSES):
+        # the payer has the static invoice, and we do not control how many
+        # requests strangers send (LDK stopped buffering them as a DoS fix,
+        # lightningdevkit/rust-lightning#4114).
         fwd = OnionMessagePayload(invoice_request=d.payload.invoice_request, reply_path=d.payload.reply_path)
         try:
             actions.append(self._send(BlindedPath.decode(forward_path), fwd, "forward_invoice_request"))
