@@ -61,7 +61,7 @@ def main() -> None:
         samples, t0 = [], time.perf_counter_ns()
         for i in range(args.iterations):
             h = HtlcToHold(f"2x2x2/{i}", os.urandom(32), 10_100, HEIGHT + 540, HEIGHT + 500, PEERS[i % len(PEERS)],
-                           payload, request)
+                           payload, request, (True,))  # a wallet on a private channel
             s = time.perf_counter_ns()
             holder.accept(h, HEIGHT, NOW)
             samples.append(time.perf_counter_ns() - s)

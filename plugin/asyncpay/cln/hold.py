@@ -7,6 +7,12 @@ had no verdict when it restarts. The hold request is an odd record in our
 hop's payload, so lightningd itself parsed the rest of it and knows where
 to forward.
 
+Every answer the core owes (``Step.answers``) goes through ``_run``, the
+one place that pairs it with the open call; an answer without one (we
+restarted and lightningd has not replayed the HTLC yet) is given from the
+store on the replay. Any exception after the core took an HTLC fails it
+(``Holder.abort``): a held HTLC is never continued without its release.
+
 LDK's sender asks for a hold with ``update_add_htlc`` TLV 75537 and expects
 its LSP's release paths in ``revoke_and_ack``, which a plugin cannot write:
 such an HTLC is failed at once, with a log line saying why.
@@ -14,11 +20,17 @@ such an HTLC is failed at once, with a log line saying why.
 
 from __future__ import annotations
 
+import threading
 import time
+import traceback
 from typing import TYPE_CHECKING
 
+from pyln.client import RpcError
+
 from ..endpoint import Delivered
-from ..hold import KINDS, Forward, Hold, HoldConfig, Holder, HtlcToHold, Refuse
+from ..hold import KINDS, Continue, Forward, Hold, HoldConfig, Holder, HtlcToHold, Refuse, Step
+from ..hold.holder import CLN_CLTV_DELTA
+from ..hold.records import HeldRow
 from ..payment import HopPayload
 from ..payment.hold_request import HOLD_REQUEST, HoldRequest
 from ..wire import WireError, read_tlv_stream
@@ -30,6 +42,8 @@ if TYPE_CHECKING:
     from .node import Node
 
 LDK_HOLD_HTLC = 75537  # update_add_htlc TLV (LDK ln/msgs.rs)
+# listpeerchannels states of a channel that is gone (it no longer makes a peer public or private).
+CLOSED_STATES = frozenset({"ONCHAIN", "CLOSINGD_COMPLETE", "FUNDING_SPEND_SEEN", "AWAITING_UNILATERAL", "CLOSED"})
 
 
 def has_tlv(extra_tlvs: str | None, t: int) -> bool:
@@ -41,15 +55,67 @@ def has_tlv(extra_tlvs: str | None, t: int) -> bool:
         return False
 
 
+def asks_for_hold(params: dict) -> bool:
+    """Does this HTLC ask us to hold it (our request, or LDK's)? Needs no
+    state: the plugin's hook answers ``fail`` for one before ``init``."""
+    if has_tlv((params.get("htlc") or {}).get("extra_tlvs"), LDK_HOLD_HTLC):
+        return True
+    try:
+        return HOLD_REQUEST in hop_payload((params.get("onion") or {}).get("payload", "")).unknown
+    except (WireError, ValueError):
+        return False
+
+
 class HoldRole(Role):
     KINDS = KINDS
 
     def __init__(self, node: Node) -> None:
         super().__init__(node)
         self.config: HoldConfig = node.config_for(HoldConfig)
-        self.core = Holder(node.store, node.endpoint, self.config, node.resolve_intro)
+        self.core = Holder(node.store, node.endpoint, self.config, node.resolve_intro, self._cltv_delta())
         self.waiting: dict[str, Respond] = {}  # HTLC key -> its open htlc_accepted call
         self.height = 0
+        self._stop = threading.Event()
+
+    def _cltv_delta(self) -> int:
+        """lightningd's cltv-delta: what it keeps between an HTLC's incoming
+        and outgoing expiry when it forwards (one value for all channels)."""
+        try:
+            return int(self.node.rpc.call("listconfigs", {"config": "cltv-delta"})["configs"]["cltv-delta"]
+                       ["value_int"])
+        except (RpcError, KeyError, TypeError, ValueError) as e:
+            self.node.log(f"cannot read cltv-delta ({e}); holding with lightningd's default {CLN_CLTV_DELTA}",
+                          level="warn")
+            return CLN_CLTV_DELTA
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        # hold_until and the re-sends are in seconds: blocks alone are too coarse.
+        threading.Thread(target=self._timer, daemon=True, name="hold-tick").start()
+
+    def _timer(self) -> None:
+        while not self._stop.wait(self.config.hold_check_seconds):
+            try:
+                self.tick(int(time.time()))
+            except Exception:
+                self.node.log(f"hold tick failed: {traceback.format_exc()}", level="warn")
+
+    def tick(self, now: int) -> None:
+        with self.node.lock:
+            step = self.core.tick(self.current_height(), now)
+        self._run(step, now)
+
+    def on_block(self, height: int, now: int) -> None:
+        self.height = max(self.height, height)
+        self.tick(now)
+
+    def current_height(self) -> int:
+        if not self.height:
+            self.height = int(self.node.rpc.getinfo().get("blockheight", 0))
+        return self.height
+
+    # -- htlc_accepted -----------------------------------------------------
 
     def on_htlc(self, params: dict, respond: Respond) -> bool:
         onion, h = params.get("onion") or {}, params.get("htlc") or {}
@@ -67,6 +133,7 @@ class HoldRole(Role):
         raw = payload.unknown.get(HOLD_REQUEST)
         if raw is None:
             return False
+        # From here on the HTLC is ours: every path answers it.
         try:
             request = HoldRequest.decode(raw)
         except WireError as e:
@@ -74,68 +141,92 @@ class HoldRole(Role):
             self.node.store.bump("hold_refused_bad_request")
             respond({"result": "fail", "failure_message": Refuse("bad_request").failure_message.hex()})
             return True
+        key = f"{h.get('short_channel_id')}/{h.get('id')}"
+        now = int(time.time())
+        try:
+            self._take(key, params, payload, request, respond, now)
+        except Exception:
+            # The row may exist (and be held): fail it, so a release cannot
+            # continue an HTLC whose call the router answers ``fail``.
+            with self.node.lock:
+                step = self.core.abort(key, now)
+            self._run(step, now)
+            raise
+        return True
+
+    def _take(self, key: str, params: dict, payload: HopPayload, request: HoldRequest, respond: Respond,
+              now: int) -> None:
+        onion, h = params.get("onion") or {}, params["htlc"]
         rest = HopPayload.decode(payload.encode())
         del rest.unknown[HOLD_REQUEST]
         height = int(h["cltv_expiry"]) - int(h["cltv_expiry_relative"])
         self.height = max(self.height, height)
+        peer_id = str(params.get("peer_id") or self.node.peer_for_scid(str(h.get("short_channel_id"))) or "")
         htlc = HtlcToHold(
-            key=f"{h.get('short_channel_id')}/{h.get('id')}", payment_hash=bytes.fromhex(h["payment_hash"]),
-            amount_msat=msat(h.get("amount_msat")), cltv_expiry=int(h["cltv_expiry"]),
+            key=key, payment_hash=bytes.fromhex(h["payment_hash"]), amount_msat=msat(h.get("amount_msat")),
+            cltv_expiry=int(h["cltv_expiry"]),
             outgoing_cltv=int(onion.get("outgoing_cltv_value") or payload.outgoing_cltv_value or 0),
-            peer_id=str(params.get("peer_id") or ""), payload=rest.encode(), request=request)
-        now = int(time.time())
+            peer_id=peer_id, payload=rest.encode(), request=request,
+            peer_channels_private=self._channels_private(peer_id))
         with self.node.lock:
             verdict = self.core.accept(htlc, height, now)
             if isinstance(verdict, Hold):
-                self.waiting[htlc.key] = respond
+                self.waiting[key] = respond
+            elif isinstance(verdict, Forward):
+                self.core.forwarded(key, now)  # recorded with the answer, before it
         if isinstance(verdict, Hold):
             self.node.perform(verdict.actions)
         elif isinstance(verdict, Forward):
-            self._forward(htlc.key, verdict.payload, respond)
+            respond({"result": "continue", "payload": verdict.payload.hex()})
         else:
             respond({"result": "fail", "failure_message": verdict.failure_message.hex()})
-        return True
 
-    def _forward(self, key: str, payload: bytes, respond: Respond) -> None:
-        respond({"result": "continue", "payload": payload.hex()})
+    def _channels_private(self, peer_id: str) -> tuple[bool, ...]:
+        """The private flag of each open channel with the peer (asked only
+        when hold-clients is a policy, not a list of ids)."""
+        if not peer_id or self.config.client_ids() is not None:
+            return ()
+        try:
+            chans = self.node.rpc.call("listpeerchannels", {"id": peer_id}).get("channels", [])
+        except RpcError:
+            return ()
+        return tuple(bool(c.get("private")) for c in chans if c.get("state") not in CLOSED_STATES)
+
+    # -- answers -----------------------------------------------------------
+
+    def _run(self, step: Step, now: int) -> None:
+        """Give every answer to its open call, then send the onions."""
+        ready = []
         with self.node.lock:
-            self.core.forwarded(key, int(time.time()))
+            for a in step.answers:
+                respond = self.waiting.pop(a.key, None)
+                if respond is None:
+                    continue  # lightningd replays it after its restart; the store answers then
+                if isinstance(a, Continue):
+                    self.core.forwarded(a.key, now)
+                ready.append((respond, a.hook_answer()))
+        for respond, answer in ready:
+            respond(answer)
+        if step.sends:
+            self.node.perform(step.sends)
 
     def on_message(self, d: Delivered, now: int) -> list[InjectOnion]:
-        row = self.core.release(d, self.current_height(), now)
-        respond = self.waiting.pop(row.key, None)
-        if respond is not None:  # else lightningd's replay after a restart forwards it
-            self._forward(row.key, row.payload, respond)
+        self._run(self.core.release(d, self.current_height(), now), now)
         return []
 
-    def current_height(self) -> int:
-        if not self.height:
-            self.height = int(self.node.rpc.getinfo().get("blockheight", 0))
-        return self.height
-
-    def on_block(self, height: int, now: int) -> None:
-        self.height = max(self.height, height)
+    def fail(self, payment_hash: bytes) -> list[HeldRow]:
+        now = int(time.time())
         with self.node.lock:
-            failed = self.core.expire(self.current_height(), now)
-        self._fail_back(failed)
-
-    def fail(self, payment_hash: bytes) -> list:
-        with self.node.lock:
-            failed = self.core.fail(payment_hash, int(time.time()))
-        self._fail_back(failed)
-        return failed
-
-    def _fail_back(self, rows) -> None:
-        for row in rows:
-            with self.node.lock:
-                respond = self.waiting.pop(row.key, None)
-            if respond is not None:
-                respond({"result": "fail", "failure_message": Refuse(row.reason).failure_message.hex()})
+            step = self.core.fail(payment_hash, now)
+            rows = [self.core.records.get(a.key) for a in step.answers]
+        self._run(step, now)
+        return [r for r in rows if r is not None]
 
     def status(self) -> dict:
         c = self.node.store.counters()
         return {"hold": {
             "held": self.core.records.count_held(), "released": c.get("hold_released", 0),
+            "resent": c.get("hold_resent", 0), "release_too_late": c.get("hold_release_too_late", 0),
             "refused": {k[len("hold_refused_"):]: v for k, v in c.items() if k.startswith("hold_refused_")},
             "failed": {k[len("hold_failed_"):]: v for k, v in c.items() if k.startswith("hold_failed_")},
         }}

@@ -19,6 +19,7 @@ from . import options as opts
 from . import params, rpc_hold, rpc_payer, rpc_recipient, views
 from .dispatch import AsyncpayPlugin
 from .errors import NotFound, NotReady
+from .hold import asks_for_hold
 from .node import Node
 
 plugin = AsyncpayPlugin(dynamic=False)
@@ -133,16 +134,22 @@ def on_block_added(plugin, block_added=None, **kwargs):
 
 
 def on_htlc_accepted(plugin, onion, htlc, request, **kwargs):
-    """Routed to the roles; anything not ours, or any failure, continues."""
+    """Routed to the roles; only an HTLC no role recognised continues. Any
+    failure fails it: continuing an HTLC a role may have taken (a held one)
+    would forward it without its release."""
     params = {"onion": onion, "htlc": htlc, **kwargs}
     try:
-        if node is None:
-            request.set_result({"result": "continue"})
+        if node is None:  # not initialised: a hold request cannot be served, anything else is not ours
+            request.set_result({"result": "fail", "failure_message": "2002"} if asks_for_hold(params)
+                               else {"result": "continue"})
             return
         node.on_htlc_accepted(params, request.set_result)
     except Exception:
         plugin.log(f"htlc_accepted failed: {traceback.format_exc()}", level="warn")
-        request.set_result({"result": "continue"})
+        try:
+            request.set_result({"result": "fail", "failure_message": "2002"})
+        except Exception:
+            pass  # already answered
 
 
 # Before CLN's keysend and offers plugins: a blinded final hop carrying a

@@ -6,6 +6,7 @@ returns verdicts and onions to send.
 """
 
 from .config import HoldConfig
-from .holder import KINDS, Forward, Hold, Holder, HtlcToHold, Refuse
+from .holder import KINDS, Answer, Continue, FailBack, Forward, Hold, Holder, HtlcToHold, Refuse, Step
 
-__all__ = ["KINDS", "Forward", "Hold", "HoldConfig", "Holder", "HtlcToHold", "Refuse"]
+__all__ = ["KINDS", "Answer", "Continue", "FailBack", "Forward", "Hold", "HoldConfig", "Holder", "HtlcToHold", "Refuse",
+           "Step"]

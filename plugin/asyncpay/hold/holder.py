@@ -5,29 +5,43 @@ for often-offline senders, here with the request in the onion:
 
 Sans-IO. The adapter hands ``accept`` an HTLC whose hop payload carries a
 hold request; the verdict is ``Hold`` (answer later; onions to send),
-``Forward`` (continue with the payload) or ``Refuse`` (fail it back). Then:
+``Forward`` (continue with the payload) or ``Refuse`` (fail it back). Every
+later change returns a ``Step``: the answers owed to HTLCs whose
+``htlc_accepted`` call is still open, and onions to send.
 
 * ``release``: a ``release_held_htlc`` over the reply path we gave names the
-  HTLC; a held one becomes RELEASED and is forwarded. Unknown, replayed or
-  late releases do nothing.
-* ``expire``: an HTLC whose outgoing CLTV comes within
-  ``hold_min_blocks`` of the chain tip, or held longer than
-  ``hold_max_seconds``, is failed back: never left without a verdict past
-  its margin, never forwarded when its budget cannot reach the recipient.
+  HTLC; a held one within its budget becomes RELEASED and is continued
+  (``Continue``). A release too late fails it (``FailBack``). Unknown or
+  replayed releases raise ``Dropped`` and change nothing.
+* ``tick`` (every block and every few seconds): an HTLC whose budget comes
+  within ``hold_min_blocks`` of the tip, or whose ``hold_until`` or longest
+  hold passed, is failed back; held ones get ``held_htlc_available`` again,
+  with backoff.
 * lightningd replays unresolved HTLCs after a restart: ``accept`` of a known
   key answers from the store (held again, forwarded if the release came
-  meanwhile, refused if it was failed).
+  meanwhile and the budget allows, refused if it was failed).
+
+The budget of an HTLC is the last height at which we may still forward it:
+min(incoming ``cltv_expiry`` - our ``cltv-delta``, outgoing CLTV). The
+onion's outgoing CLTV alone is the sender's word; ``htlc_accepted`` runs
+before lightningd checks the delta (BOLT 2 "cltv_expiry_delta"), so the
+incoming expiry bounds the hold too.
+
+FAILED is reached only through ``_fail``, which returns the ``FailBack``
+the caller must hand on: a failed row whose HTLC is never answered cannot
+be written.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..actions import InjectOnion
 from ..endpoint import Delivered, Dropped, Endpoint, Resolver
 from ..payment.hold_request import HoldRequest
 from ..store import Store
+from ..wire import WireError
 from .config import HoldConfig
 from .records import FAILED, FORWARDED, HELD, RELEASED, HeldRow, HoldRecords
 
@@ -36,6 +50,7 @@ log = logging.getLogger("asyncpay.hold")
 RELEASE = "hold:release"  # reply path of our held_htlc_available (owner: the HTLC's key)
 KINDS = (RELEASE,)
 MAX_PATHS = 3  # held_htlc_available goes over at most this many paths
+CLN_CLTV_DELTA = 34  # lightningd's default cltv-delta
 
 # BOLT 4 temporary_node_failure (NODE|2): the hold ended without a release.
 TEMPORARY_NODE_FAILURE = bytes.fromhex("2002")
@@ -51,6 +66,8 @@ class HtlcToHold:
     peer_id: str
     payload: bytes  # our hop's payload with the hold request taken out
     request: HoldRequest
+    # The private flag of each open channel with the peer (hold-clients).
+    peer_channels_private: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,44 +86,114 @@ class Refuse:
     failure_message: bytes = TEMPORARY_NODE_FAILURE
 
 
+@dataclass(frozen=True)
+class Continue:
+    """Answer the HTLC's open call: ``continue`` with ``payload``."""
+
+    key: str
+    payload: bytes
+
+    def hook_answer(self) -> dict:
+        return {"result": "continue", "payload": self.payload.hex()}
+
+
+@dataclass(frozen=True)
+class FailBack:
+    """Answer the HTLC's open call: ``fail``. Its row is FAILED."""
+
+    key: str
+    reason: str
+    failure_message: bytes = TEMPORARY_NODE_FAILURE
+
+    def hook_answer(self) -> dict:
+        return {"result": "fail", "failure_message": self.failure_message.hex()}
+
+
+Answer = Continue | FailBack
+
+
+@dataclass
+class Step:
+    answers: list[Answer] = field(default_factory=list)
+    sends: list[InjectOnion] = field(default_factory=list)
+
+    def __iadd__(self, other: Step) -> Step:
+        self.answers += other.answers
+        self.sends += other.sends
+        return self
+
+
 class Holder:
-    def __init__(self, store: Store, endpoint: Endpoint, config: HoldConfig, resolve_intro: Resolver) -> None:
+    def __init__(self, store: Store, endpoint: Endpoint, config: HoldConfig, resolve_intro: Resolver,
+                 cltv_delta: int = CLN_CLTV_DELTA) -> None:
         self.store, self.endpoint, self.config, self.resolve_intro = store, endpoint, config, resolve_intro
+        self.cltv_delta = cltv_delta  # lightningd's, read once by the adapter
         self.records = HoldRecords(store)
+
+    # -- budget ------------------------------------------------------------
+
+    def budget(self, cltv_expiry: int, outgoing_cltv: int) -> int:
+        """The last height at which the HTLC may still be forwarded."""
+        return min(cltv_expiry - self.cltv_delta, outgoing_cltv)
+
+    def _deadline(self, row: HeldRow) -> int:
+        longest = row.since + self.config.hold_max_seconds
+        return min(row.deadline, longest) if row.deadline else longest
+
+    def _end_reason(self, row: HeldRow, height: int, now: int) -> str | None:
+        """Why this row must not be held (or forwarded) any more, if it must not."""
+        if self.budget(row.cltv_expiry, row.outgoing_cltv) - height < self.config.hold_min_blocks:
+            return "cltv_budget"
+        if row.state == HELD and now >= self._deadline(row):
+            return "held_too_long" if now >= row.since + self.config.hold_max_seconds else "hold_until"
+        return None
+
+    # -- a new HTLC, or lightningd's replay of one -------------------------
 
     def accept(self, h: HtlcToHold, height: int, now: int) -> Hold | Forward | Refuse:
         known = self.records.get(h.key)
-        if known is not None:  # a replay after a restart
-            self.store.bump("hold_replayed")
-            if known.state == HELD:
-                return Hold([])
-            if known.state in (RELEASED, FORWARDED):
-                return Forward(known.payload)
-            return Refuse(known.reason or "failed")
+        if known is not None:
+            return self._replay(known, height, now)
         reason = self._refusal(h, height, now)
         if reason is not None:
             self.store.bump(f"hold_refused_{reason}")
             return Refuse(reason)
+        longest = now + self.config.hold_max_seconds
+        deadline = min(longest, h.request.hold_until) if h.request.hold_until is not None else longest
         row = HeldRow(h.key, h.payment_hash, h.amount_msat, h.cltv_expiry, h.outgoing_cltv, h.peer_id, h.payload,
-                      HELD, None, now, now)
-        until = min(now + self.config.hold_max_seconds, h.request.hold_until or now + self.config.hold_max_seconds)
+                      HELD, None, now, now, deadline, h.request.encode())
         with self.store.tx():  # held on disk before anyone can release it
             self.records.put(row)
-            actions, unusable = self.endpoint.held_htlc_available(
-                (h.request.held_htlc_available_paths or [])[:MAX_PATHS], RELEASE, h.key, until, now,
-                self.resolve_intro)
-            for reason in unusable:
-                self.store.bump(f"hold_dropped_{reason}")
+            actions = self._send(row, h.request, now)
             if not actions:
-                row.state, row.reason = FAILED, "no usable held_htlc_available path"
-                self.records.put(row)
-                return Refuse(row.reason)
+                self._fail(row, "no_usable_path", now)  # answered below, by the Refuse
+                return Refuse("no_usable_path")
             self.store.bump("hold_held")
         log.info("holding HTLC %s from %s until its release", h.payment_hash.hex(), h.peer_id)
         return Hold(actions)
 
+    def _replay(self, row: HeldRow, height: int, now: int) -> Hold | Forward | Refuse:
+        """lightningd restarted and asks again about an HTLC it had no verdict for."""
+        self.store.bump("hold_replayed")
+        if row.state in (HELD, RELEASED):
+            reason = self._end_reason(row, height, now)
+            if reason is not None:
+                return Refuse(self._fail(row, reason, now).reason)
+        if row.state == HELD:
+            # The first held_htlc_available may have been lost with us: send it again now.
+            with self.store.tx():
+                actions = self._resend(row, now)
+            return Hold(actions)
+        if row.state in (RELEASED, FORWARDED):
+            return Forward(row.payload)
+        return Refuse(row.reason or "failed")
+
     def _refusal(self, h: HtlcToHold, height: int, now: int) -> str | None:
-        if h.outgoing_cltv - height < self.config.hold_min_blocks:
+        if not self.config.serves(h.peer_id, h.peer_channels_private):
+            return "not_client"
+        if h.cltv_expiry - self.cltv_delta < h.outgoing_cltv:
+            return "cltv_delta"  # the sender left us less than our delta: lightningd fails it anyway
+        if self.budget(h.cltv_expiry, h.outgoing_cltv) - height < self.config.hold_min_blocks:
             return "cltv_budget"
         if h.request.hold_until is not None and h.request.hold_until <= now:
             return "hold_until_past"
@@ -116,9 +203,39 @@ class Holder:
             return "total_limit"
         return None
 
-    def release(self, d: Delivered, height: int, now: int) -> HeldRow:
-        """A ``release_held_htlc`` for one of our holds: the row, now
-        RELEASED (raises Dropped for anything else)."""
+    # -- held_htlc_available, first and again ------------------------------
+
+    def _send(self, row: HeldRow, request: HoldRequest, now: int) -> list[InjectOnion]:
+        """One round of held_htlc_available, each with a fresh reply path
+        that lives until the hold's deadline; the next round scheduled."""
+        actions, unusable = self.endpoint.held_htlc_available(
+            (request.held_htlc_available_paths or [])[:MAX_PATHS], RELEASE, row.key, self._deadline(row), now,
+            self.resolve_intro)
+        for reason in unusable:
+            self.store.bump(f"hold_dropped_{reason}")
+        row.sends += 1
+        wait = min(self.config.hold_resend_first << min(row.sends - 1, 30), self.config.hold_resend_max_interval)
+        row.next_send_at, row.updated_at = now + wait, now
+        self.records.put(row)
+        return actions
+
+    def _resend(self, row: HeldRow, now: int) -> list[InjectOnion]:
+        if row.sends >= self.config.hold_resend_attempts or not row.request:
+            return []
+        try:
+            request = HoldRequest.decode(row.request)
+        except WireError:
+            return []
+        actions = self._send(row, request, now)
+        self.store.bump("hold_resent", len(actions))
+        return actions
+
+    # -- release -----------------------------------------------------------
+
+    def release(self, d: Delivered, height: int, now: int) -> Step:
+        """A ``release_held_htlc`` for one of our holds: ``Continue`` for a
+        held HTLC within its budget and deadline, ``FailBack`` for one past
+        them (raises Dropped for anything that changes nothing)."""
         if d.payload.release_held_htlc is None:
             raise Dropped("unexpected_message", "not a release_held_htlc")
         row = self.records.get(d.owner)
@@ -127,38 +244,56 @@ class Holder:
         if row.state != HELD:
             raise Dropped("release_replayed" if row.state in (RELEASED, FORWARDED) else "release_too_late",
                           row.state)
-        if row.outgoing_cltv - height < self.config.hold_min_blocks:
-            self._fail(row, "cltv_budget", now)
-            raise Dropped("release_too_late", "the CLTV budget is spent")
+        reason = self._end_reason(row, height, now)
+        if reason is not None:
+            self.store.bump("hold_release_too_late")
+            return Step([self._fail(row, reason, now)])
         row.state, row.updated_at = RELEASED, now
         self.records.put(row)
         self.store.bump("hold_released")
-        return row
+        return Step([Continue(row.key, row.payload)])
 
     def forwarded(self, key: str, now: int) -> None:
+        """The adapter answered ``continue`` for this HTLC."""
         row = self.records.get(key)
         if row is not None and row.state == RELEASED:
             row.state, row.updated_at = FORWARDED, now
             self.records.put(row)
 
-    def expire(self, height: int, now: int) -> list[HeldRow]:
-        """Holds whose margin or longest hold is reached, now FAILED."""
-        out = []
-        for row in self.records.by_state(HELD):
-            if row.outgoing_cltv - height < self.config.hold_min_blocks:
-                out.append(self._fail(row, "cltv_budget", now))
-            elif now - row.since >= self.config.hold_max_seconds:
-                out.append(self._fail(row, "held_too_long", now))
-        return out
+    # -- time --------------------------------------------------------------
 
-    def fail(self, payment_hash: bytes, now: int) -> list[HeldRow]:
+    def tick(self, height: int, now: int) -> Step:
+        """Every block and every few seconds: holds past their budget or
+        deadline failed back; held_htlc_available again for the rest when due."""
+        step = Step()
+        with self.store.tx():
+            for row in self.records.by_state(HELD, RELEASED):
+                reason = self._end_reason(row, height, now)
+                if reason is not None:
+                    step.answers.append(self._fail(row, reason, now))
+                elif row.state == HELD and row.next_send_at <= now:
+                    step.sends += self._resend(row, now)
+        return step
+
+    # -- failing -----------------------------------------------------------
+
+    def fail(self, payment_hash: bytes, now: int) -> Step:
         """The operator fails every held HTLC of a payment."""
-        return [self._fail(r, "failed_by_operator", now) for r in self.records.by_payment_hash(payment_hash)
-                if r.state in (HELD, RELEASED)]
+        with self.store.tx():
+            return Step([self._fail(r, "failed_by_operator", now) for r in self.records.by_payment_hash(payment_hash)
+                         if r.state in (HELD, RELEASED)])
 
-    def _fail(self, row: HeldRow, reason: str, now: int) -> HeldRow:
+    def abort(self, key: str, now: int) -> Step:
+        """Something went wrong after the HTLC was taken: fail it rather
+        than leave it held (or continued) without its release."""
+        row = self.records.get(key)
+        if row is None or row.state not in (HELD, RELEASED):
+            return Step()
+        return Step([self._fail(row, "internal_error", now)])
+
+    def _fail(self, row: HeldRow, reason: str, now: int) -> FailBack:
         row.state, row.reason, row.updated_at = FAILED, reason, now
         self.records.put(row)
         self.store.bump(f"hold_failed_{reason}")
         log.info("failing held HTLC %s: %s", row.payment_hash.hex(), reason)
-        return row
+        return FailBack(row.key, reason)

@@ -25,7 +25,17 @@ def _v2(db: sqlite_utils.Database) -> None:
     db["held_htlcs"].create_index(["state", "peer_id"])
 
 
-MIGRATIONS = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    # hold_until enforced, and held_htlc_available sent again while held (a
+    # lost message must not lock the sender's funds until the margin).
+    t = db["held_htlcs"]
+    t.add_column("deadline", int, not_null_default=0)  # 0: since + hold-max-seconds
+    t.add_column("request", bytes)
+    t.add_column("sends", int, not_null_default=0)
+    t.add_column("next_send_at", int, not_null_default=0)
+
+
+MIGRATIONS = [_v1, _v2, _v3]
 
 # HELD: waiting for the release. RELEASED: released, to be continued (now, or
 # when lightningd replays it after a restart). FORWARDED, FAILED: answered.
@@ -45,12 +55,17 @@ class HeldRow:
     reason: str | None = None
     since: int = 0
     updated_at: int = 0
+    deadline: int = 0  # when the hold ends without a release: min(hold_until, since + hold-max-seconds)
+    request: bytes | None = None  # the hold request, to send held_htlc_available again
+    sends: int = 0  # held_htlc_available rounds sent
+    next_send_at: int = 0
 
     def view(self) -> dict:
         """One entry of asyncpay-listheld (docs/rpc.md)."""
         return {"payment_hash": self.payment_hash.hex(), "amount_msat": self.amount_msat,
                 "cltv_expiry": self.cltv_expiry, "peer_id": self.peer_id, "since": self.since,
-                "state": self.state, **({"reason": self.reason} if self.reason else {})}
+                "state": self.state, **({"deadline": self.deadline} if self.deadline else {}),
+                **({"reason": self.reason} if self.reason else {})}
 
 
 class HoldRecords:
