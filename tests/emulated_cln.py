@@ -303,6 +303,8 @@ class EmulatedRpc:
                 for p, s in sorted(src.channels.items())]}
         if method == "getinfo":
             return self.getinfo()
+        if method == "listconfigs" and params.get("config") == "cltv-delta":
+            return {"configs": {"cltv-delta": {"value_int": n.policy.cltv_expiry_delta, "source": "default"}}}
         if method == "listpeers":
             return self.listpeers(params.get("id"))
         if method == "getroutes":

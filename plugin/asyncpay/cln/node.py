@@ -387,10 +387,31 @@ class Node:
             self.store.purge_contexts(now)
 
     def on_htlc_accepted(self, params: dict, respond: Respond) -> None:
-        for role in self.roles:
-            if role.on_htlc(params, respond):
+        """The roles in turn; only an HTLC none of them recognised continues.
+        A role that raises may have taken the HTLC (held it, stored a part):
+        continuing it could forward or settle it without its release, so it
+        is failed (BOLT 4 temporary_node_failure). One verdict per call,
+        whatever the roles do."""
+        answered: list[dict] = []
+
+        def once(answer: dict) -> None:
+            if answered:
+                self.log(f"second verdict {answer.get('result')} for an HTLC already answered "
+                         f"{answered[0].get('result')}: dropped", level="broken")
                 return
-        respond({"result": "continue"})
+            answered.append(answer)
+            respond(answer)
+
+        for role in self.roles:
+            try:
+                if role.on_htlc(params, once):
+                    return
+            except Exception:
+                self.log(f"htlc_accepted in {type(role).__name__} failed: {traceback.format_exc()}", level="warn")
+                if not answered:
+                    once({"result": "fail", "failure_message": "2002"})
+                return
+        once({"result": "continue"})
 
     def status(self) -> dict:
         out: dict = {}
