@@ -11,12 +11,16 @@ import time
 
 import pytest
 
+from asyncpay.cln.options import load
 from asyncpay.crypto import pubkey_of
 from asyncpay.endpoint import Dropped
 from asyncpay.offers import InvoiceRequest, Offer, StaticInvoice
 from asyncpay.onion_message import HeldHtlcAvailable, OnionMessagePayload, ReleaseHeldHtlc
-from asyncpay.recipient import Fail, Resolve, Wait
-from test_recipient_flow import Flow
+from asyncpay.recipient import Claimer, Fail, RecipientConfig, Resolve, Wait
+from asyncpay.recipient.config import HTLC_FAIL_BACK_BUFFER
+from asyncpay.store import Store
+from test_claim_machine import Bench, Pay
+from test_recipient_flow import Flow, attach
 
 
 @pytest.fixture
@@ -38,6 +42,11 @@ def ready(tmp_path):
     decide = claimer.decide
     claimer.decide = lambda htlc, height, now: seen.append(htlc) or decide(htlc, height, now)
     return flow, offer, req, static, seen
+
+
+def served_invoice(flow) -> StaticInvoice:
+    [row] = flow.lsp.store.list_invoices(flow.rnode.id)
+    return StaticInvoice.decode(row["invoice"])
 
 
 def counters(flow) -> dict:
@@ -212,3 +221,223 @@ def test_messages_on_the_wrong_path_are_dropped(ready):
     # And the core says why, without raising anything but Dropped.
     with pytest.raises(Dropped, match="unknown_slot"):
         core._slot_row(type("D", (), {"slot": 7})())
+
+
+# -- Regressions: replayed parts, the claim margin, replaced offers, bounds, errors ------------------------
+
+M = HTLC_FAIL_BACK_BUFFER
+
+
+def test_replayed_part_of_a_claimed_payment_is_resolved_after_restart(tmp_path):
+    """lightningd fulfilled part 1, restarted, and replays part 2: the preimage is out, so part 2 is
+    resolved at once (it used to wait for a total that never came, then fail)."""
+    b = Bench(str(tmp_path / "r.sqlite3"))
+    pay = Pay(os.urandom(32), 10_000)
+    p1, p2 = b.htlc(pay, 4_000, 144), b.htlc(pay, 6_000, 144)
+    assert b.decide(p1) == [(p1.key, Wait())]
+    assert b.decide(p2) == [(p1.key, Resolve(pay.preimage)), (p2.key, Resolve(pay.preimage))]
+    b.restart()
+    assert b.decide(p2) == [(p2.key, Resolve(pay.preimage))]
+    b.now += 3600
+    b.height += 100  # even past the margin: its preimage is out, failing it would give the money up
+    assert b.expire() == [] and b.decide(p1) == [(p1.key, Resolve(pay.preimage))]
+    assert len(b.records.payments()) == 1 and b.store.counters()["recipient_payments_received"] == 1
+
+
+def test_restart_mid_claim_completes_the_claim(tmp_path):
+    """Parts waiting are on disk: after a restart the last part completes the set, and a part not
+    replayed yet is resolved when it is."""
+    b = Bench(str(tmp_path / "r.sqlite3"))
+    pay = Pay(os.urandom(32), 10_000)
+    p1, p2, p3 = b.htlc(pay, 3_000, 144), b.htlc(pay, 3_000, 144), b.htlc(pay, 4_000, 144)
+    assert b.decide(p1) == [(p1.key, Wait())] and b.decide(p2) == [(p2.key, Wait())]
+    b.restart()
+    assert b.decide(p1) == [(p1.key, Wait())]  # replayed: counted once
+    verdicts = dict(b.decide(p3))
+    assert verdicts == {k: Resolve(pay.preimage) for k in (p1.key, p2.key, p3.key)}
+    assert b.decide(p2) == [(p2.key, Resolve(pay.preimage))]
+    [row] = b.records.payments()
+    assert row["amount_msat"] == 10_000
+
+
+def test_waiting_parts_survive_a_restart_with_their_deadline(tmp_path):
+    b = Bench(str(tmp_path / "r.sqlite3"))
+    p1 = b.htlc(Pay(os.urandom(32), 10_000), 4_000, 144)
+    b.decide(p1)
+    deadline = b.claimer.next_deadline()
+    b.restart()
+    assert b.claimer.next_deadline() == deadline == b.now + 60
+    b.now = deadline
+    [(key, fail)] = b.expire()
+    assert key == p1.key and fail.reason == "mpp_timeout" and not b.claimer.pending()
+
+
+def test_preimage_not_revealed_within_the_claim_margin():
+    """BOLT 4 / LDK onion_payment.rs: an HTLC with margin + 1 blocks left or fewer is failed."""
+    b = Bench()
+    [(_, near)] = b.decide(b.htlc(Pay(os.urandom(32), 10_000), 10_000, M + 1))
+    pay = Pay(os.urandom(32), 10_000)
+    [(_, ok)] = b.decide(b.htlc(pay, 10_000, M + 2))
+    assert isinstance(near, Fail) and near.reason == "cltv_too_soon" and near.failure_message[:2] == b"\x40\x0f"
+    assert ok == Resolve(pay.preimage)
+
+
+def test_waiting_part_reaching_the_claim_margin_fails_the_whole_set():
+    b = Bench()
+    pay = Pay(os.urandom(32), 10_000)
+    p1, p2 = b.htlc(pay, 3_000, M + 5), b.htlc(pay, 3_000, 400)
+    b.decide(p1)
+    b.decide(p2)
+    b.height += 4
+    assert b.expire() == []  # M + 1 left: still waiting
+    b.height += 1
+    assert {k: v.reason for k, v in b.expire()} == {p1.key: "mpp_expiry_near", p2.key: "mpp_expiry_near"}
+    assert b.store.counters()["claim_failed_mpp_expiry_near"] == 1 and not b.claimer.pending()
+
+
+def test_completion_rechecks_the_claim_margin():
+    """The last part arrives after a block the timer did not see yet: no preimage goes out."""
+    b = Bench()
+    pay = Pay(os.urandom(32), 10_000)
+    p1 = b.htlc(pay, 4_000, M + 2)
+    b.decide(p1)
+    b.height += 2  # p1 now has M blocks left
+    p2 = b.htlc(pay, 6_000, 144)
+    verdicts = dict(b.decide(p2))
+    assert set(verdicts) == {p1.key, p2.key} and all(isinstance(v, Fail) for v in verdicts.values())
+    assert b.records.payment(pay.payment_hash) is None
+
+
+def test_claim_margin_and_final_cltv_delta_are_validated():
+    RecipientConfig().validate()
+    default = RecipientConfig()
+    assert default.recipient_final_cltv_delta == M + 3 and default.recipient_claim_margin_blocks == M
+    with pytest.raises(ValueError, match="claim-margin-blocks: must be at least 39"):
+        RecipientConfig(recipient_claim_margin_blocks=21).validate()
+    with pytest.raises(ValueError, match="final-cltv-delta: must be at least"):
+        RecipientConfig(recipient_claim_margin_blocks=50, recipient_final_cltv_delta=50).validate()
+    with pytest.raises(ValueError, match="final-cltv-delta"):
+        load({"asyncpay-recipient-final-cltv-delta": 18})
+    # And the claimer never uses less than LDK's buffer, whatever it is given.
+    assert Claimer(Store(":memory:"), RecipientConfig(recipient_claim_margin_blocks=3)).margin == M
+
+
+def test_payment_for_a_replaced_offer_is_claimed():
+    """asyncpay-offer replaced slot 0's offer; the static invoice of the old one, still served for
+    days, is paid: the payment context names the offer it was made for."""
+    b = Bench()
+    old = b.paths[0]
+    b.new_offer("tea")
+    assert b.records.offer(0).description == "tea"
+    pay = Pay(os.urandom(32), 10_000)
+    assert b.decide(b.htlc(pay, 10_000, 144, path=0)) == [(b.next_key(-1), Resolve(pay.preimage))]
+    # A request for the old offer over the new offer's path is refused: the offers are not mixed up.
+    foreign = b.htlc(Pay(os.urandom(32), 10_000), 10_000, 144, path=1)
+    foreign = dataclasses.replace(foreign, payload=dataclasses.replace(foreign.payload, invoice_request=old[1]))
+    [(_, verdict)] = b.decide(foreign)
+    assert isinstance(verdict, Fail) and verdict.reason == "offer_mismatch"
+
+
+def test_replaced_offers_static_invoice_and_held_path_still_work(tmp_path):
+    """Through both nodes: a payer holding the old offer's static invoice gets its held HTLC released
+    and its payment claimed after asyncpay-offer gave the slot a new offer."""
+    flow = Flow(tmp_path)
+    flow.setserver()
+    first = flow.offer(description="first", amount_msat=10_000)
+    static = served_invoice(flow)
+    second = flow.offer(description="second", amount_msat=10_000)
+    assert second.encode() != first.encode() and served_invoice(flow).offer().encode() == second.encode()
+    for node in (flow.lnode, flow.rnode, flow.pnode):
+        node.buckets.clear()  # two handshakes just ran: connectd's per-peer rate would drop the next message
+    held = OnionMessagePayload(held_htlc_available=HeldHtlcAvailable(), reply_path=flow.payer.reply_path())
+    flow.send(flow.payer.onion_to(static.invoice_held_htlc_available_paths[0], held))
+    assert flow.inbox.take().release_held_htlc is not None
+    req, _ = flow.payer.invoice_request(first)
+    result, preimage = flow.pay_static(static, req.encode(), 10_000)
+    assert result.answer == {"result": "resolve", "payment_key": preimage.hex()}
+    [pay] = flow.r.recipient.core.records.payments()
+    assert pay["bolt12"] == first.to_string()
+
+
+def test_pending_parts_beyond_the_bound_are_failed_before_anything_is_stored():
+    b = Bench(recipient_max_pending_payments=1, recipient_max_pending_parts=2)
+    a, other = Pay(os.urandom(32), 20_000), Pay(os.urandom(32), 20_000)
+    assert b.decide(b.htlc(a, 3_000, 144))[0][1] == Wait()
+    [(_, refused)] = b.decide(b.htlc(other, 3_000, 144))
+    assert refused.reason == "too_many_pending" and b.records.claim(other.payment_hash) is None
+    assert b.decide(b.htlc(a, 3_000, 144))[0][1] == Wait()
+    [(_, refused)] = b.decide(b.htlc(a, 3_000, 144))
+    assert refused.reason == "too_many_pending" and b.records.pending_counts() == (1, 2)
+    # A single-part payment is never stored as pending: it is claimed at once.
+    single = Pay(os.urandom(32), 10_000)
+    assert b.decide(b.htlc(single, 10_000, 144))[0][1] == Resolve(single.preimage)
+
+
+def test_unpaid_online_invoices_are_bounded(tmp_path):
+    flow = Flow(tmp_path, recipient_max_expected_invoices=1)
+    flow.setserver()
+    offer = flow.offer(description="tea", amount_msat=20_000)
+    for _ in range(2):
+        _, onion = flow.payer.invoice_request(offer)
+        flow.send(onion)
+    assert flow.r.recipient.core.records.expected_count() == 1
+    assert counters(flow)["dropped_too_many_invoices"] == 1
+
+
+def test_waiting_part_arms_the_mpp_timer_and_times_out_on_the_clock(ready):
+    flow, offer, req, static, seen = ready
+    role = flow.r.recipient
+    role._wake.clear()
+    preimage = os.urandom(32)
+    part = flow.pay(static.invoice_paths, static.invoice_blindedpay, 4_000, hashlib.sha256(preimage).digest(),
+                    total_msat=10_000, keysend_preimage=preimage, invoice_request=req.encode())
+    assert part.answer is None and role._wake.is_set()
+    deadline = role.claimer.next_deadline()
+    assert deadline is not None and deadline - int(time.time()) <= 30
+    role.expire(deadline - 1)
+    assert part.answer is None
+    role.expire(deadline)  # what the timer thread calls, no block needed
+    assert part.answer["result"] == "fail" and counters(flow)["claim_failed_mpp_timeout"] == 1
+
+
+def test_error_after_taking_an_htlc_fails_it(ready):
+    flow, offer, req, static, seen = ready
+
+    def broken(htlc, height, now):
+        raise RuntimeError("disk on fire")
+
+    flow.r.recipient.claimer.decide = broken
+    result, _ = flow.pay_static(static, req.encode(), 10_000)
+    assert result.answer["result"] == "fail" and result.answer["failure_message"].startswith("400f")
+    assert counters(flow)["claim_failed_internal_error"] == 1 and not flow.r.recipient.waiting
+
+
+def test_error_with_the_preimage_out_resolves(ready, tmp_path):
+    """A replay after a restart hits an error: its payment was claimed, so it is resolved, not failed."""
+    flow, offer, req, static, seen = ready
+    params: list[dict] = []
+    flow.rnode.htlc_hooks.insert(0, lambda p, respond: (params.append(p), respond({"result": "continue"})))
+    result, preimage = flow.pay_static(static, req.encode(), 10_000)
+    assert result.answer["result"] == "resolve"
+    restarted = attach(flow.rnode, tmp_path)
+    restarted.recipient.claimer.decide = lambda *a: 1 / 0
+    answers: list[dict] = []
+    restarted.on_htlc_accepted(params[0], answers.append)
+    assert answers == [{"result": "resolve", "payment_key": preimage.hex()}]
+
+
+def test_replayed_part_after_restart_through_the_adapter(ready, tmp_path):
+    """Part 2 of a claimed payment replayed to a restarted plugin is resolved."""
+    flow, offer, req, static, seen = ready
+    params: list[dict] = []
+    flow.rnode.htlc_hooks.insert(0, lambda p, respond: (params.append(p), respond({"result": "continue"})))
+    preimage = os.urandom(32)
+    parts = [flow.pay(static.invoice_paths, static.invoice_blindedpay, amt, hashlib.sha256(preimage).digest(),
+                      total_msat=10_000, keysend_preimage=preimage, invoice_request=req.encode())
+             for amt in (4_000, 6_000)]
+    assert all(p.answer["result"] == "resolve" for p in parts)
+    restarted = attach(flow.rnode, tmp_path)
+    answers: list[dict] = []
+    restarted.on_htlc_accepted(params[1], answers.append)
+    assert answers == [{"result": "resolve", "payment_key": preimage.hex()}]
+    assert len(restarted.recipient.core.records.payments()) == 1

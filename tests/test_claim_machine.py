@@ -1,0 +1,253 @@
+"""The recipient's claim as a state machine (recipient/claim.py): random
+interleavings of HTLC parts, blocks, clock ticks, restarts and new offers
+against the sans-IO ``Claimer``, with lightningd played by the test.
+
+lightningd here: an HTLC handed to the plugin waits until it gets a verdict;
+a verdict for an HTLC the current process was not handed (it was handed to
+a process that restarted) is lost, as the adapter drops it; on a restart
+every HTLC without a verdict is handed again (``replay``), in any order and
+interleaved with new ones. Invariants checked after every step:
+
+* every HTLC gets exactly one verdict (and, in the end, one at all);
+* a preimage is revealed only when, at the moment it is first decided,
+  every HTLC it resolves is more than the claim margin from its expiry, and
+  those HTLCs still wait in lightningd and pay at least the total;
+* an HTLC of a payment whose preimage was revealed is never failed;
+* a payment is recorded received once.
+
+The CI profile runs a few dozen machines; HYPOTHESIS_PROFILE=thorough runs
+10,000 (slow: run it in the background).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+from hypothesis import event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from asyncpay.blinded_path import EncryptedData, PaymentConstraints
+from asyncpay.crypto import pubkey_of
+from asyncpay.offers import InvoiceRequest, Offer
+from asyncpay.payment import HopPayload
+from asyncpay.recipient import PAYMENT, Claimer, Fail, Htlc, RecipientConfig, Resolve, Wait
+from asyncpay.recipient.config import HTLC_FAIL_BACK_BUFFER
+from asyncpay.recipient.records import READY, OfferRow
+from asyncpay.store import Store
+
+AMOUNT = 10_000  # the offers' amount: what a payment must cover
+MARGIN = HTLC_FAIL_BACK_BUFFER
+
+
+def _h(*parts: object) -> bytes:
+    return hashlib.sha256(repr(parts).encode()).digest()
+
+
+@dataclass(frozen=True)
+class Pay:
+    """A payment a payer makes: its preimage and the total its parts announce."""
+
+    preimage: bytes
+    total: int
+
+    @property
+    def payment_hash(self) -> bytes:
+        return hashlib.sha256(self.preimage).digest()
+
+
+class Bench:
+    """A recipient's store with an offer in slot 0 and a static-invoice payment
+    path for it, and HTLCs over such paths; deterministic (no randomness)."""
+
+    def __init__(self, path: str = ":memory:", **config: int) -> None:
+        self.store = Store(path, synchronous="NORMAL")
+        self.config = RecipientConfig(**{"recipient_mpp_timeout": 60, **config})
+        self.claimer = Claimer(self.store, self.config)
+        self.records = self.claimer.records
+        self.height, self.now = 800_000, 1_700_000_000
+        self.paths: list[tuple[bytes, bytes]] = []  # (path_id, an invoice_request for its offer)
+        self.next_id = 0
+        self.new_offer("coffee")
+
+    def restart(self) -> None:
+        """The process restarts: the store is kept, everything in memory is dropped."""
+        self.claimer = Claimer(self.store, self.config)
+
+    def new_offer(self, description: str) -> int:
+        """``asyncpay-offer`` on slot 0 with another description: the slot's row
+        now holds a new offer, whose static invoice has its own payment path.
+        Returns the index of that path."""
+        n = len(self.paths)
+        secret = _h("issuer", description, n)
+        offer = Offer(offer_amount=AMOUNT, offer_description=description, offer_issuer_id=pubkey_of(secret))
+        raw = offer.encode()
+        oid = self.records.issue_offer(0, raw, offer.to_string(), _h("nonce", n)[:16], self.now)
+        self.records.offer_valid_until(oid, self.now + 14 * 86400)
+        self.records.put_offer(OfferRow(slot=0, state=READY, description=description, amount_msat=AMOUNT,
+                                        nonce=_h("nonce", n)[:16], offer=raw, bolt12=offer.to_string(),
+                                        created_at=self.now, updated_at=self.now))
+        path_id = _h("path", n)
+        self.store.add_context(path_id, PAYMENT, oid.hex(), 0, self.now + 15 * 86400, self.now)
+        payer = _h("payer", n)
+        req = InvoiceRequest.from_records(offer.to_records() + [(0, _h("meta", n)[:16]), (88, pubkey_of(payer))],
+                                          check=False)
+        req.sign(payer)
+        self.paths.append((path_id, req.encode()))
+        return n
+
+    def htlc(self, pay: Pay, amount: int, cltv_offset: int, path: int = -1, *, wrong_preimage: bool = False,
+             foreign: bool = False, total: int | None = None) -> Htlc:
+        """A final-hop HTLC paying ``pay`` over one of our paths (or a path not ours)."""
+        path_id, req = self.paths[path]
+        if foreign:
+            path_id = _h("foreign", self.next_id)
+        preimage = _h("wrong", pay.preimage) if wrong_preimage else pay.preimage
+        payload = HopPayload(total_amount_msat=total or pay.total, invoice_request=req, keysend_preimage=preimage)
+        data = EncryptedData(path_id=path_id, payment_constraints=PaymentConstraints(800_000 + 4032, 1))
+        key = ("100x1x0", self.next_id)
+        self.next_id += 1
+        return Htlc(key, pay.payment_hash, amount, self.height + cltv_offset, payload, data)
+
+    def next_key(self, back: int = 0) -> tuple[str, int]:
+        """The key of the HTLC made ``back`` before the next one (-1: the last one)."""
+        return ("100x1x0", self.next_id + back)
+
+    def decide(self, htlc: Htlc):
+        return self.claimer.decide(htlc, self.height, self.now)
+
+    def expire(self):
+        return self.claimer.expire(self.height, self.now)
+
+
+class ClaimMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.b = Bench(recipient_max_pending_payments=2, recipient_max_pending_parts=4)
+        self.pays = [Pay(_h("pay", i), total) for i, total in enumerate((10_000, 10_000, 12_000, 20_000) * 2)]
+        self.htlcs: dict[tuple[str, int], Htlc] = {}
+        self.verdict: dict[tuple[str, int], str] = {}  # what lightningd did with each: resolve, fail, continue
+        self.live: set[tuple[str, int]] = set()  # handed to the current process, no verdict yet
+        self.unreplayed: list[tuple[str, int]] = []  # to be handed again after a restart
+        self.revealed: set[bytes] = set()  # payment hashes whose preimage the claimer gave out
+        self.steps = 0
+
+    # -- lightningd -------------------------------------------------------------------
+
+    def deliver(self, key: tuple[str, int]) -> None:
+        h = self.htlcs[key]
+        if not self.b.claimer.is_ours(h.data, h.payment_hash, self.b.now):
+            assert key not in self.verdict
+            self.verdict[key] = "continue"  # lightningd's other plugins, then lightningd, fail it
+            return
+        self.live.add(key)
+        self.apply(self.b.decide(h))
+
+    def apply(self, verdicts) -> None:
+        keys = [k for k, _ in verdicts]
+        assert len(keys) == len(set(keys)), f"two verdicts in one batch: {verdicts}"
+        for k, _ in verdicts:
+            # A verdict for an HTLC that has one already: the claimer counted an HTLC that is gone.
+            assert k not in self.verdict, f"{k} answered twice"
+        resolved: dict[bytes, list[Htlc]] = {}
+        for k, v in verdicts:
+            if isinstance(v, Resolve):
+                h = self.htlcs[k]
+                assert hashlib.sha256(v.preimage).digest() == h.payment_hash
+                resolved.setdefault(h.payment_hash, []).append(h)
+        for ph, hs in resolved.items():
+            if ph in self.revealed:
+                continue
+            # First decision for this payment: every part it resolves leaves the margin, and pays the total.
+            assert all(h.cltv_expiry - self.b.height > MARGIN for h in hs), "preimage revealed too close to expiry"
+            pay = next(p for p in self.pays if p.payment_hash == ph)
+            assert sum(h.amount_msat for h in hs) >= max(pay.total, AMOUNT), "claimed for less than the total"
+            self.revealed.add(ph)
+        for k, v in verdicts:
+            event(f"verdict {type(v).__name__} {getattr(v, 'reason', '')}".strip())
+            if isinstance(v, Fail):
+                assert self.htlcs[k].payment_hash not in self.revealed, "failed a part of a revealed payment"
+            if isinstance(v, Wait) or k not in self.live:
+                continue  # waits; or the adapter has no responder for it (lightningd will replay it)
+            self.live.discard(k)
+            self.verdict[k] = "resolve" if isinstance(v, Resolve) else "fail"
+
+    # -- rules --------------------------------------------------------------------------
+
+    @rule(p=st.integers(0, 7), amount=st.sampled_from([3_000, 4_000, 5_000, 10_000, 12_000]),
+          offset=st.one_of(st.integers(MARGIN - 2, MARGIN + 12), st.sampled_from([MARGIN + 3, 144, 400])),
+          path=st.integers(0, 7),
+          variant=st.sampled_from(["good"] * 6 + ["wrong_preimage", "foreign", "other_total"]))
+    def part(self, p: int, amount: int, offset: int, path: int, variant: str) -> None:
+        pay = self.pays[p]
+        h = self.b.htlc(pay, amount, offset, path % len(self.b.paths), wrong_preimage=variant == "wrong_preimage",
+                        foreign=variant == "foreign", total=pay.total + 1_000 if variant == "other_total" else None)
+        self.htlcs[h.key] = h
+        self.deliver(h.key)
+
+    @rule(n=st.integers(1, 6))
+    def block(self, n: int) -> None:
+        self.b.height += n
+        self.apply(self.b.expire())
+
+    @rule(seconds=st.sampled_from([1, 20, 59, 61, 300]))
+    def tick(self, seconds: int) -> None:
+        """The adapter's MPP timer."""
+        self.b.now += seconds
+        self.apply(self.b.expire())
+
+    @rule(replay_now=st.booleans())
+    def restart(self, replay_now: bool) -> None:
+        self.b.restart()
+        self.live.clear()
+        self.unreplayed = [k for k in self.htlcs if k not in self.verdict]
+        if replay_now:
+            while self.unreplayed:
+                self.deliver(self.unreplayed.pop(0))
+
+    @precondition(lambda self: self.unreplayed)
+    @rule(i=st.integers(0, 20))
+    def replay(self, i: int) -> None:
+        self.deliver(self.unreplayed.pop(i % len(self.unreplayed)))
+
+    @precondition(lambda self: len(self.b.paths) < 4)
+    @rule()
+    def new_offer(self) -> None:
+        self.b.new_offer(f"offer {len(self.b.paths)}")
+
+    # -- invariants ------------------------------------------------------------------------
+
+    @invariant()
+    def waiting_parts_leave_the_margin(self) -> None:
+        pending = self.b.claimer.pending()
+        for parts in pending.values():
+            for part in parts:
+                if part.key in self.live:
+                    assert part.cltv_expiry - self.b.height > MARGIN, "a waiting part reached the margin"
+        assert len(pending) <= 2 and sum(len(v) for v in pending.values()) <= 4
+
+    @invariant()
+    def received_once(self) -> None:
+        counters = self.b.store.counters()
+        assert counters.get("recipient_payments_received", 0) == len(self.revealed)
+        for ph in self.revealed:
+            row = self.b.records.payment(ph)
+            assert row is not None and row["status"] == "received"
+        assert len(self.b.records.payments()) == len(self.revealed)
+
+    def teardown(self) -> None:
+        """lightningd replays what is left; the MPP timer runs out: every HTLC has its verdict."""
+        self.restart(replay_now=True)
+        self.tick(self.b.config.recipient_mpp_timeout + 1)
+        missing = [k for k in self.htlcs if k not in self.verdict]
+        assert not missing, f"HTLCs never answered: {missing}"
+        assert not self.b.claimer.pending()
+        self.b.store.close()
+
+
+_ci = os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci"
+ClaimMachine.TestCase.settings = settings(settings.default, max_examples=40 if _ci else settings.default.max_examples,
+                                          stateful_step_count=40)
+TestClaimMachine = ClaimMachine.TestCase
