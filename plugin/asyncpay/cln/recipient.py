@@ -315,8 +315,12 @@ class RecipientRole(Role):
 
     def status(self) -> dict:
         c = self.node.store.counters()
+        sets, parts = self.core.records.pending_counts()
         return {"recipient": {
             "offers": len(self.core.records.offers()),
+            # Multi-part payments waiting for their other parts (bounded by recipient_max_pending_*).
+            "pending_payments": sets, "pending_parts": parts,
+            "expected_invoices": self.core.records.expected_count(),
             "releases": c.get("recipient_releases", 0),
             "payments_received": c.get("recipient_payments_received", 0),
             "claims_failed": {k[len("claim_failed_"):]: v for k, v in c.items() if k.startswith("claim_failed_")},
