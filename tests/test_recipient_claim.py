@@ -11,10 +11,11 @@ import time
 
 import pytest
 
+from asyncpay.blinded_path import BlindedPath
 from asyncpay.cln.options import load
 from asyncpay.crypto import pubkey_of
 from asyncpay.endpoint import Dropped
-from asyncpay.offers import InvoiceRequest, Offer, StaticInvoice
+from asyncpay.offers import Invoice, InvoiceRequest, Offer, StaticInvoice
 from asyncpay.onion_message import HeldHtlcAvailable, OnionMessagePayload, ReleaseHeldHtlc
 from asyncpay.recipient import Claimer, Fail, RecipientConfig, Resolve, Wait
 from asyncpay.recipient.config import HTLC_FAIL_BACK_BUFFER
@@ -441,3 +442,23 @@ def test_replayed_part_after_restart_through_the_adapter(ready, tmp_path):
     restarted.on_htlc_accepted(params[1], answers.append)
     assert answers == [{"result": "resolve", "payment_key": preimage.hex()}]
     assert len(restarted.recipient.core.records.payments()) == 1
+
+
+def test_invoice_request_over_a_replaced_offers_forward_path_is_answered_for_that_offer(tmp_path):
+    flow = Flow(tmp_path)
+    flow.setserver()
+    first = flow.offer(description="first", amount_msat=10_000)
+    [(raw,)] = flow.lsp.store.conn.execute("SELECT forward_path FROM invoices").fetchall()
+    flow.offer(description="second", amount_msat=10_000)
+    for node in (flow.lnode, flow.rnode, flow.pnode):
+        node.buckets.clear()  # connectd's per-peer rate, after two handshakes
+    req, _ = flow.payer.invoice_request(first)
+    payload = OnionMessagePayload(invoice_request=req.encode(), reply_path=flow.payer.reply_path())
+    flow.send(flow.payer.onion_to(BlindedPath.decode(raw), payload))
+    inv = Invoice.decode(flow.inbox.take().invoice)
+    assert inv.signature_ok() and inv.invoice_node_id == first.offer_issuer_id
+    # And paying it is claimed, though slot 0 now holds the second offer.
+    result = flow.pay(inv.invoice_paths, inv.invoice_blindedpay, 10_000, inv.invoice_payment_hash)
+    assert result.answer["result"] == "resolve"
+    [pay] = flow.r.recipient.core.records.payments()
+    assert pay["kind"] == "invoice" and pay["bolt12"] == first.to_string()
