@@ -10,6 +10,8 @@ from asyncpay.crypto import pubkey_of
 from asyncpay.offers import Offer, StaticInvoice
 from asyncpay.recipient import Snapshot
 from asyncpay.recipient.recipient import offer_key
+from asyncpay.recipient.records import MIGRATIONS, RecipientRecords, offer_id_of
+from asyncpay.store import Store
 from conftest import load_vector
 from test_recipient_flow import Flow
 
@@ -127,3 +129,23 @@ def test_unpaid_invoices_are_forgotten(tmp_path):
     flow.r.recipient.core.refresh(int(time.time()) + 2 * 86400, flow.r.recipient.snapshot())
     assert flow.r.store.conn.execute(count).fetchone()[0] == 0
     assert records.payments() == []
+
+
+def test_upgrade_keeps_offers_payable_and_history(tmp_path):
+    """A database from before the claim tables: migrating records the slot's offer as issued
+    (so its contexts, named by slot, and new ones, named by offer, both pay) and keeps payments."""
+    store = Store(str(tmp_path / "old.sqlite3"))
+    store.migrate_component("recipient", MIGRATIONS[:1])
+    offer = Offer(offer_description="old", offer_issuer_id=pubkey_of(bytes([7]) * 32))
+    store.conn.execute("INSERT INTO recipient_offers (slot, state, nonce, offer, bolt12, invoice_expires_at, "
+                       "created_at, updated_at) VALUES (0, 'ready', ?, ?, ?, ?, 1, 1)",
+                       (bytes(16), offer.encode(), offer.to_string(), 2_000_000_000))
+    store.conn.execute("INSERT INTO recipient_payments (payment_hash, payment_preimage, amount_msat, slot, kind, "
+                       "status, received_at, created_at) VALUES (?, ?, 5, 0, 'static', 'received', 3, 3)",
+                       (bytes(32), bytes(32)))
+    records = RecipientRecords(store)
+    issued = records.issued_offer(offer_id_of(offer.encode()))
+    assert issued is not None and issued.slot == 0 and issued.expires_at == 2_000_000_000 + 86400
+    [pay] = records.payments()
+    assert pay["bolt12"] == offer.to_string() and pay["amount_msat"] == 5
+    assert records.pending_counts() == (0, 0)
