@@ -212,6 +212,12 @@ class ClaimMachine(RuleBasedStateMachine):
     def replay(self, i: int) -> None:
         self.deliver(self.unreplayed.pop(i % len(self.unreplayed)))
 
+    @precondition(lambda self: len(self.b.paths) > 1)
+    @rule()
+    def forget_oldest_path(self) -> None:
+        """The oldest offer's payment context expires and is purged."""
+        self.b.store.conn.execute("DELETE FROM path_contexts WHERE path_id = ?", (self.b.paths[0][0],))
+
     @precondition(lambda self: len(self.b.paths) < 4)
     @rule()
     def new_offer(self) -> None:

@@ -155,8 +155,8 @@ def test_unknown_context_is_not_ours(ready):
     data = dataclasses.replace(seen[0].data, path_id=os.urandom(32))
     htlc = fresh(seen[0], ("x", 3), data=data)
     assert not flow.r.recipient.claimer.is_ours(data, htlc.payment_hash, int(time.time()))
-    # Nor is a payment already received, over a path that is not the one it was paid over.
-    assert not flow.r.recipient.claimer.is_ours(data, seen[0].payment_hash, int(time.time()))
+    # But an HTLC of a payment whose preimage is out is ours over any path: resolving it only gains.
+    assert flow.r.recipient.claimer.is_ours(data, seen[0].payment_hash, int(time.time()))
     [(_, verdict)] = flow.r.recipient.claimer.decide(htlc, flow.net.height, int(time.time()))
     assert isinstance(verdict, Fail) and counters(flow)["claim_failed_unknown_path_id"] == 1
 

@@ -115,19 +115,19 @@ class Claimer:
         self.margin = max(config.recipient_claim_margin_blocks, HTLC_FAIL_BACK_BUFFER)
 
     def is_ours(self, data: EncryptedData, payment_hash: bytes, now: int) -> bool:
-        """Our payment context, or a payment of ours (waiting or received) made over this
-        path: its HTLCs stay ours after the context was purged."""
+        """Our payment context; or a payment whose preimage we gave out (any HTLC paying
+        it to us is resolved: a replay whose context was purged since, a part sent over
+        another of our paths); or a set waiting over this path."""
         path_id = data.path_id
         if path_id is None or len(path_id) != 32:
             return False
         ctx = self.store.context(path_id)
         if ctx is not None and ctx[0] == PAYMENT:
             return True
+        if self.preimage_out(payment_hash) is not None:
+            return True
         claim = self.records.claim(payment_hash)
-        if claim is not None:
-            return claim.path_id == path_id
-        paid = self.records.payment(payment_hash)
-        return paid is not None and paid["status"] == "received" and paid["path_id"] == path_id
+        return claim is not None and claim.path_id == path_id
 
     def preimage_out(self, payment_hash: bytes) -> bytes | None:
         """The preimage of a payment we decided to claim (durable), else None."""
