@@ -462,3 +462,29 @@ def test_invoice_request_over_a_replaced_offers_forward_path_is_answered_for_tha
     assert result.answer["result"] == "resolve"
     [pay] = flow.r.recipient.core.records.payments()
     assert pay["kind"] == "invoice" and pay["bolt12"] == first.to_string()
+
+
+def test_error_after_the_claim_was_decided_resolves_every_waiting_part(ready):
+    """The set completed (preimage durable), then the adapter hit an error before answering: the
+    HTLC and its waiting sibling are resolved, not failed or left hanging."""
+    flow, offer, req, static, seen = ready
+    claimer = flow.r.recipient.claimer
+    decide = claimer.decide
+    preimage = os.urandom(32)
+    payment_hash = hashlib.sha256(preimage).digest()
+
+    def pay(amount):
+        return flow.pay(static.invoice_paths, static.invoice_blindedpay, amount, payment_hash, total_msat=10_000,
+                        keysend_preimage=preimage, invoice_request=req.encode())
+
+    first = pay(4_000)
+    assert first.answer is None
+
+    def decided_then_broken(htlc, height, now):
+        decide(htlc, height, now)
+        raise RuntimeError("after the decision")
+
+    claimer.decide = decided_then_broken
+    second = pay(6_000)
+    want = {"result": "resolve", "payment_key": preimage.hex()}
+    assert first.answer == want and second.answer == want and not flow.r.recipient.waiting

@@ -259,6 +259,8 @@ class RecipientRole(Role):
         with self.node.lock:
             if key is not None and key in self.waiting and self.waiting[key][0] is once:
                 del self.waiting[key]
+            if once.called:
+                return  # it was answered before the error (e.g. in the notification)
             try:
                 preimage = self.claimer.preimage_out(payment_hash)
                 if preimage is None and key is not None:
