@@ -63,3 +63,49 @@ def test_pruned_paths_stop_working(tmp_path):
     inv = alice.make_static_invoice(offer, NOW, LSP_ID)
     assert lsp.serve(alice, first_serve, inv) == []
     assert lsp.dropped("unknown_path_id") == 1
+
+
+def test_ten_thousand_stranger_messages_take_one_share_of_a_sleeping_wallets_mailbox(tmp_path):
+    """Issues 6 and 10, measured: 10,000 messages from one stranger for a
+    sleeping wallet, by every way in (opaque onions forwarded through us,
+    forwarded invoice_requests, replies to a path naming the wallet) leave
+    it at most one source's share; a payer's held_htlc_available still gets in.
+    Before the fix the first 100 filled the wallet's whole quota for the TTL
+    and the payer's message was dropped (mailbox_dropped_peer_messages)."""
+    import os
+
+    from asyncpay.actions import InjectOnion
+    from asyncpay.crypto import pubkey_of
+    from emulated_cln import Network
+    from test_lsp_flow import attach
+
+    net = Network()
+    lsp, wallet_node, stranger, payer = (net.node(bytes([0x51 + i]) * 32, name)
+                                         for i, name in enumerate(("lsp", "wallet", "stranger", "payer")))
+    for peer in (wallet_node, stranger, payer):
+        net.connect(lsp, peer)
+    # The rate limit is not what bounds this: let every message through it.
+    node = attach(lsp, tmp_path, mailbox_intake_burst=10**6)
+    node.store.conn.execute("PRAGMA synchronous=OFF")  # 10,000 fsyncs would test the disk, not the bound
+    net.disconnect(lsp, wallet_node)
+    w = wallet_node.id
+    for i in range(REQUESTS):
+        key, onion = pubkey_of(os.urandom(32)), os.urandom(1366)
+        if i % 10 < 4:  # an onion for the wallet, forwarded through us
+            node.on_forward_fail({"source": stranger.id, "next_node_id": w, "incoming": onion.hex(),
+                                  "path_key": key.hex()})
+        else:  # our own message the stranger caused: a forwarded request or a reply
+            purpose = "forward_invoice_request" if i % 10 < 7 else "static_invoice"
+            node.inject(InjectOnion(key, onion, wallet_node.node_id, purpose, cause=stranger.id))
+    node.lsp.writer.drain()
+    share = node.config.mailbox_max_messages_per_source_per_peer
+    assert node.store.mailbox_totals(w)[0] == share == 10  # of the wallet's 100
+    assert {r.source for r in node.lsp.mailbox.pending(w)} == {stranger.id}
+    c = node.store.counters()
+    assert c["mailbox_dropped_source_quota"] == REQUESTS * 4 // 10 - share
+    assert c["mailbox_not_queued_forward_invoice_request"] == c["mailbox_not_queued_static_invoice"] == 3000
+    # The payer's held_htlc_available for the wallet gets in.
+    node.on_forward_fail({"source": payer.id, "next_node_id": w, "incoming": os.urandom(1366).hex(),
+                          "path_key": pubkey_of(os.urandom(32)).hex()})
+    node.lsp.writer.drain()
+    assert {r.source for r in node.lsp.mailbox.pending(w)} == {stranger.id, payer.id}

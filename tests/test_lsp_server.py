@@ -340,3 +340,65 @@ def test_flush_schedule(tmp_path):
     f.result(step.row, False, 0.3)  # failure stops the flush, mail stays
     assert f.poll(10.0) is None
     assert mb.store.mailbox_totals("p1")[0] == 2
+
+
+# --- serve rate limits (audit) and the onion HMAC ----------------------------
+
+def _from(lsp: Lsp, wallet: Wallet, dest, payload, source: str | None, now=NOW):
+    """As ``deliver``, with the peer that handed us the message known."""
+    import dataclasses
+
+    from asyncpay.lsp import Dropped
+
+    d = lsp.endpoint.open(lsp.to_v(wallet, dest, payload), now)
+    try:
+        return lsp.server.dispatch(dataclasses.replace(d, source=source), now)
+    except Dropped as e:  # counted as the router does
+        lsp.store.bump(f"dropped_{e.reason}")
+        return []
+
+
+def test_rejected_invoice_requests_take_no_serve_token(tmp_path, alice):
+    lsp = Lsp(tmp_path, serve_burst=2, serve_rate=0.001)
+    offer, inv, _ = persisted(lsp, alice)
+    payer = Wallet(PEER_ID)
+    path = offer.offer_paths[0]
+    for _ in range(10):  # garbage and forged requests before any valid one
+        bad, _ = payer.invoice_request(offer)
+        bad.signature = bytes(64)
+        assert lsp.deliver(payer, path, OnionMessagePayload(invoice_request=bad.encode(),
+                                                            reply_path=payer.reply_path())) == []
+    req, _ = payer.invoice_request(offer)
+    good = OnionMessagePayload(invoice_request=req.encode(), reply_path=payer.reply_path())
+    assert [len(lsp.deliver(payer, path, good)) for _ in range(3)] == [2, 2, 0]
+    assert (lsp.dropped("invalid_invoice_request"), lsp.dropped("rate_limited_serve")) == (10, 1)
+
+
+def test_one_source_cannot_use_up_a_recipients_serve_budget(tmp_path, alice):
+    lsp = Lsp(tmp_path, serve_burst=20, serve_rate=0.001, serve_source_burst=5, serve_source_rate=0.001)
+    offer, _, _ = persisted(lsp, alice)
+    payer = Wallet(PEER_ID)
+    req, _ = payer.invoice_request(offer)
+    good = OnionMessagePayload(invoice_request=req.encode(), reply_path=payer.reply_path())
+    path = offer.offer_paths[0]
+    got = [len(_from(lsp, payer, path, good, "stranger")) for _ in range(8)]
+    assert got == [2] * 5 + [0] * 3
+    assert lsp.dropped("rate_limited_serve_source") == 3
+    # Another source still gets answers: the stranger took 5 of the recipient's 20.
+    assert len(_from(lsp, payer, path, good, "payers-lsp")) == 2
+
+
+def test_onion_hmac_is_compared_in_constant_time(monkeypatch):
+    import hmac as std_hmac
+
+    from asyncpay.crypto import sphinx
+
+    calls = []
+    real = std_hmac.compare_digest
+    monkeypatch.setattr(sphinx.hmac, "compare_digest", lambda a, b: (calls.append(1), real(a, b))[1])
+    pkt = sphinx.build_packet(os.urandom(32), [(PEER_ID, b"\x02\x01\x00")])
+    assert sphinx.peel_packet(PEER_SECRET, pkt).is_final
+    tampered = pkt[:-1] + bytes([pkt[-1] ^ 1])
+    with pytest.raises(Exception, match="HMAC mismatch"):
+        sphinx.peel_packet(PEER_SECRET, tampered)
+    assert len(calls) == 2

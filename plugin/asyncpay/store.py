@@ -335,8 +335,15 @@ class Store:
         ).fetchall()
         return [MailboxRow(*r) for r in rows]
 
-    def mailbox_delete(self, msg_id: int) -> bool:
-        return self.conn.execute("DELETE FROM mailbox WHERE id = ?", (msg_id,)).rowcount > 0
+    def mailbox_delete(self, msg_id: int, path_key: bytes | None = None, onion: bytes | None = None) -> bool:
+        """Delete one message; given its content, only if the row still holds
+        it (SQLite reuses the id of a deleted last row, so a flush's snapshot
+        may name a row that was expired or evicted and taken again since)."""
+        if onion is None or path_key is None:
+            return self.conn.execute("DELETE FROM mailbox WHERE id = ?", (msg_id,)).rowcount > 0
+        digest = hashlib.sha256(path_key + onion).digest()
+        q = "DELETE FROM mailbox WHERE id = ? AND digest = ?"
+        return self.conn.execute(q, (msg_id, digest)).rowcount > 0
 
     def mailbox_attempted(self, msg_id: int, now: int) -> None:
         self.conn.execute(

@@ -262,7 +262,9 @@ class Node:
         return [bytes.fromhex(x) for x in via]
 
     def _walk(self, target: str, peers: frozenset[str]) -> list[str]:
-        paths = {target: []}  # node -> the nodes after it on the way to target
+        # Never through our own node: a neighbour of ours that is offline is
+        # sent to directly (and its mail kept, if it needs it).
+        paths = {target: [], self.node_id.hex(): []}  # node -> the nodes after it on the way to target
         frontier = [target]
         for _ in range(ROUTE_MAX_VIA):
             nxt = []

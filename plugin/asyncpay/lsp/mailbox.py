@@ -21,6 +21,7 @@ from ..store import MAILBOX_MIGRATIONS, MailboxRow, Store
 from .config import LspConfig
 
 log = logging.getLogger("asyncpay.lsp.mailbox")
+_NONE = object()  # no source at all (None is a source: our own messages)
 
 
 class Mailbox:
@@ -126,15 +127,15 @@ class Mailbox:
             n, b = self.per_peer.get(peer_id, (0, 0))
             if n < c.mailbox_max_messages_per_peer and b + size <= c.mailbox_max_bytes_per_peer:
                 break
-            top = max(sources, key=lambda s: sources[s][0], default=None)
-            if top is None or sources[top][0] <= mine:
+            top = max(sources, key=lambda s: sources[s][0], default=_NONE)
+            if top is _NONE or sources[top][0] <= mine:
                 return "peer_messages" if n >= c.mailbox_max_messages_per_peer else "peer_bytes"
             self._evict(self.store.mailbox_oldest_of(top, peer_id), top)
         mine = self.source_total.get(source, (0, 0))[0]
         while self.total[0] >= c.mailbox_max_messages or self.total[1] + size > c.mailbox_max_bytes:
             # Only when the whole mailbox is full: a scan over the sources.
-            top = max(self.source_total, key=lambda s: self.source_total[s][0], default=None)
-            if top is None or self.source_total[top][0] <= mine:
+            top = max(self.source_total, key=lambda s: self.source_total[s][0], default=_NONE)
+            if top is _NONE or self.source_total[top][0] <= mine:
                 return "full"
             self._evict(self.store.mailbox_oldest_of(top), top)
         return None
@@ -167,7 +168,7 @@ class Mailbox:
 
     def delivered(self, row: MailboxRow) -> None:
         with self.store.tx():
-            if self.store.mailbox_delete(row.id):
+            if self.store.mailbox_delete(row.id, row.path_key, row.onion):
                 self.store.bump("mailbox_flushed")
                 self._account(row.peer_id, row.source, -1, -row.size)
 
