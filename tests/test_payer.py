@@ -21,10 +21,12 @@ from asyncpay.crypto import pubkey_of
 from asyncpay.endpoint import Delivered, Dropped
 from asyncpay.offers import CHAINS, Invoice, InvoiceRequest, Offer, StaticInvoice
 from asyncpay.onion_message import OnionMessagePayload, ReleaseHeldHtlc, build_path
-from asyncpay.payer import Payer, PayError, PayInvoice, PayStatic
+from asyncpay.payer import Payer, PayerConfig, PayError, PayInvoice, PayStatic
 from asyncpay.payer.budget import Budget, OverBudget, check_route, check_sent, screen
 from asyncpay.payer.payer import RELEASE, REPLY, invreq_records
+from asyncpay.payer.records import MIGRATIONS, PayerRecords
 from asyncpay.payment.route import RouteHop, to_introduction
+from asyncpay.store import Store
 from test_payer_flow import attach_payer
 from test_recipient_flow import Flow
 from wallet import Wallet
@@ -401,3 +403,22 @@ def test_wait_for_the_release_is_bounded(payer):
     assert payer.records.get(row.id).expires_at == NOW + 604_800
     actions, [failed] = payer.tick(NOW + 604_800)
     assert actions == [] and failed.id == row.id and "did not release" in failed.reason
+
+
+def test_payer_config_refuses_a_cltv_cap_the_hold_cannot_fit():
+    PayerConfig(payer_lsp="02" + "11" * 32).validate()
+    with pytest.raises(ValueError, match="max-cltv"):
+        PayerConfig(payer_lsp="02" + "11" * 32, payer_max_cltv=1009).validate()
+    with pytest.raises(ValueError, match="held-resend"):
+        PayerConfig(payer_held_resend_min=10, payer_held_resend_max=5).validate()
+
+
+def test_rows_written_before_the_resend_column_are_kept(tmp_path):
+    """Schema v2 adds held_sends; a payment stored by v1 is read back whole."""
+    store = Store(str(tmp_path / "old.sqlite3"))
+    store.migrate_component("payer", MIGRATIONS[:1])
+    store.conn.execute("INSERT INTO payer_payments (id, state, bolt12, offer, amount_msat, nonce, invreq, attempts, "
+                       "next_at, expires_at, created_at, updated_at) VALUES ('p', 'awaiting_release', 'lno1', x'00', "
+                       "5, x'01', x'02', 1, 10, 20, 1, 2)")
+    row = PayerRecords(store).get("p")
+    assert (row.state, row.amount_msat, row.expires_at, row.held_sends) == ("awaiting_release", 5, 20, 0)
