@@ -1,0 +1,332 @@
+"""The sans-IO holding LSP under random events (hypothesis state machine).
+
+``Holder`` runs against a model of lightningd and of the adapter's open
+``htlc_accepted`` calls (``cln/hold.py``: a held HTLC keeps its call until
+an answer; an answer without a call is given from the store on the
+replay). Events, in any order: new HTLCs (good ones, incoming expiry near,
+a sender who left us less than our cltv-delta, non-clients, unusable held
+paths, hold_until soon or past), releases (own, unknown, replayed, late,
+not a release at all), blocks, the clock past hold_until or the longest
+hold, restarts (store kept, calls and memory dropped, maybe a larger
+cltv-delta; releases, blocks and the timer may come before lightningd
+replays every HTLC without a verdict), operator fails and internal errors
+(``abort``).
+
+After every step:
+
+* every HTLC got at most one verdict, ever;
+* no HTLC is still held (without a verdict) once its budget,
+  min(cltv_expiry - cltv-delta, outgoing CLTV), is within the margin of the
+  tip, or past its hold_until or longest hold;
+* nothing is continued without a release that came while it was held,
+  within its budget and deadline, and nothing is continued with its budget
+  spent;
+* a FAILED row's HTLC was answered fail, a FORWARDED one's continue, a HELD
+  one has its call open; held_htlc_available goes only for held HTLCs, at
+  most hold-resend-attempts times each.
+
+Runs small under the "ci" profile; HYPOTHESIS_PROFILE=thorough for many
+examples (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from asyncpay.actions import InjectOnion
+from asyncpay.endpoint import Delivered, Dropped
+from asyncpay.hold import Continue, Forward, Hold, HoldConfig, Holder, HtlcToHold, Refuse, Step
+from asyncpay.hold.holder import RELEASE
+from asyncpay.onion_message import HeldHtlcAvailable, OnionMessagePayload, ReleaseHeldHtlc
+from asyncpay.payment import HopPayload
+from asyncpay.payment.hold_request import HoldRequest
+from asyncpay.store import Store
+from test_hold import held_path
+
+pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
+
+CI = os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci"
+HEIGHT, NOW = 800_000, 1_800_000_000
+DELTA, MARGIN, LONGEST, ATTEMPTS = 40, 36, 7200, 2
+PEERS = ["02" + "a1" * 32, "02" + "b2" * 32, "03" + "c3" * 32]
+GOOD, BAD = held_path(), held_path()  # BAD: a path the endpoint cannot send over
+BAD_BYTES = BAD.encode()
+
+
+def config() -> HoldConfig:
+    return HoldConfig(hold_min_blocks=MARGIN, hold_max_seconds=LONGEST, hold_max_per_peer=3, hold_max_total=6,
+                      hold_resend_first=60, hold_resend_max_interval=600, hold_resend_attempts=ATTEMPTS)
+
+
+class FakeEndpoint:
+    """One onion per usable path; checks it is asked only for held rows."""
+
+    def __init__(self, machine: HoldMachine) -> None:
+        self.machine = machine
+
+    def held_htlc_available(self, paths, kind, owner, expires_at, now, resolve_intro=None, via=()):
+        assert kind == RELEASE
+        row = self.machine.holder.records.get(owner)
+        assert row is not None and row.state == "held", "held_htlc_available for an HTLC not held"
+        assert expires_at <= row.since + LONGEST  # the reply path dies with the hold
+        usable = [p for p in paths if p.encode() != BAD_BYTES]
+        self.machine.sends[owner] = self.machine.sends.get(owner, 0) + len(usable)
+        return ([InjectOnion(b"\x02" * 33, owner.encode(), None, "held_htlc_available") for _ in usable],
+                ["unresolvable_path"] * (len(paths) - len(usable)))
+
+
+@dataclass
+class Lightningd:
+    """One incoming HTLC as lightningd sees it."""
+
+    h: HtlcToHold
+    first_seen: int
+    deadline: int
+    verdicts: list[dict] = field(default_factory=list)
+    valid_release: bool = False  # a release came while it was held, within budget and deadline
+
+    def budget(self, delta: int = DELTA) -> int:
+        return min(self.h.cltv_expiry - delta, self.h.outgoing_cltv)
+
+
+# A new HTLC: blocks of outgoing CLTV left, blocks between incoming and
+# outgoing (our delta is 40), the peer's channels' private flags, the
+# sender's hold_until (seconds from now), a usable held path or not.
+good_htlcs = st.tuples(
+    st.integers(MARGIN + 10, 400), st.integers(DELTA, 200), st.just((True,)),
+    st.one_of(st.none(), st.integers(600, 5000)), st.just(True), st.sampled_from(PEERS))
+any_htlcs = st.tuples(
+    st.one_of(st.integers(MARGIN, 400), st.integers(0, 60)),
+    st.one_of(st.just(DELTA), st.integers(DELTA, 200), st.integers(-50, DELTA - 1)),
+    st.sampled_from([(True,), (True,), (True, True), (False,), (True, False), ()]),
+    st.one_of(st.none(), st.integers(1, 5000), st.integers(-100, 0)),
+    st.sampled_from([True, True, True, False]),
+    st.sampled_from(PEERS),
+)
+htlcs = st.one_of(good_htlcs, any_htlcs)
+
+
+class HoldMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = Store(":memory:")
+        self.endpoint = FakeEndpoint(self)
+        self.height, self.now = HEIGHT, NOW
+        self.htlcs: dict[str, Lightningd] = {}
+        self.sends: dict[str, int] = {}
+        self.next_id = 0
+        self.replay_pending = False
+        self._start(DELTA)
+
+    def _start(self, delta: int) -> None:
+        """The plugin (re)starts: a new Holder over the same store, no open calls."""
+        self.delta = delta
+        self.holder = Holder(self.store, self.endpoint, config(), lambda i: i.node_id, cltv_delta=delta)
+        self.waiting: dict[str, object] = {}
+
+    def teardown(self) -> None:
+        self.store.close()
+
+    # -- the adapter, as cln/hold.py -----------------------------------------
+
+    def _respond(self, key: str):
+        def respond(answer: dict) -> None:
+            x = self.htlcs[key]
+            x.verdicts.append(answer)
+            assert len(x.verdicts) == 1, f"{key} answered twice: {x.verdicts}"
+            if answer["result"] == "continue":
+                assert x.valid_release, f"{key} continued without a valid release"
+                assert x.budget(self.delta) - self.height >= MARGIN, f"{key} continued with its budget spent"
+        return respond
+
+    def _accept(self, key: str) -> None:
+        x = self.htlcs[key]
+        respond = self._respond(key)
+        verdict = self.holder.accept(x.h, self.height, self.now)
+        if isinstance(verdict, Hold):
+            self.waiting[key] = respond
+        elif isinstance(verdict, Forward):
+            self.holder.forwarded(key, self.now)
+            respond({"result": "continue", "payload": verdict.payload.hex()})
+        else:
+            assert isinstance(verdict, Refuse)
+            respond({"result": "fail", "failure_message": verdict.failure_message.hex()})
+
+    def _run(self, step: Step) -> None:
+        for a in step.answers:
+            respond = self.waiting.pop(a.key, None)
+            if respond is None:
+                continue  # answered from the store on lightningd's replay
+            if isinstance(a, Continue):
+                self.holder.forwarded(a.key, self.now)
+            respond(a.hook_answer())
+
+    def _tick(self) -> None:
+        step = self.holder.tick(self.height, self.now)
+        if step.answers:
+            event("tick failed a hold back")
+        if step.sends:
+            event("tick sent held_htlc_available again")
+        self._run(step)
+
+    # -- events ------------------------------------------------------------------
+
+    @rule(spec=htlcs)
+    def new_htlc(self, spec) -> None:
+        out_left, delta, private, until, usable, peer = spec
+        key = f"1x1x1/{self.next_id}"
+        self.next_id += 1
+        outgoing = self.height + out_left
+        hold_until = None if until is None else self.now + until
+        payload = HopPayload(amt_to_forward=10_000, outgoing_cltv_value=outgoing, short_channel_id=7).encode()
+        request = HoldRequest(held_htlc_available_paths=[GOOD if usable else BAD], hold_until=hold_until)
+        h = HtlcToHold(key, os.urandom(32), 10_100, outgoing + delta, outgoing, peer, payload, request, private)
+        deadline = min(self.now + LONGEST, hold_until) if hold_until is not None else self.now + LONGEST
+        x = self.htlcs[key] = Lightningd(h, self.now, deadline)
+        self._accept(key)
+        must_refuse = (not private or not all(private) or delta < self.delta
+                       or x.budget(self.delta) - self.height < MARGIN
+                       or deadline <= self.now or not usable)
+        if must_refuse:
+            assert x.verdicts and x.verdicts[0]["result"] == "fail", (spec, x.verdicts)
+        event("new HTLC held" if key in self.waiting else "new HTLC refused")
+
+    def _held(self) -> list[str]:
+        return sorted(r.key for r in self.holder.records.by_state("held"))
+
+    @rule(data=st.data(), late=st.sampled_from([0, 0, 1, 20, 300]))
+    @precondition(lambda self: self._held())
+    def release_held(self, data, late) -> None:
+        self._release(data.draw(st.sampled_from(self._held())), "own", late)
+
+    @rule(data=st.data(), kind=st.sampled_from(["any", "unknown", "not_a_release"]))
+    def release_other(self, data, kind) -> None:
+        if kind == "unknown" or not self.htlcs:
+            key = f"9x9x9/{data.draw(st.integers(0, 5))}"
+        else:
+            key = data.draw(st.sampled_from(sorted(self.htlcs)))
+        self._release(key, kind, 0)
+
+    def _release(self, key: str, kind: str, late: int, tick: bool = True) -> None:
+        # late > 0: the adapter learnt of blocks (from another HTLC) before their block_added.
+        self.height += late
+        x, row = self.htlcs.get(key), self.holder.records.get(key)
+        payload = OnionMessagePayload(release_held_htlc=ReleaseHeldHtlc()) if kind != "not_a_release" else \
+            OnionMessagePayload(held_htlc_available=HeldHtlcAvailable())
+        valid = (kind != "not_a_release" and x is not None and row is not None and row.state == "held"
+                 and x.budget(self.delta) - self.height >= MARGIN and self.now < x.deadline)
+        if valid:
+            x.valid_release = True
+        before = {k: list(v.verdicts) for k, v in self.htlcs.items()}
+        try:
+            step = self.holder.release(Delivered(RELEASE, key, None, payload, os.urandom(32)), self.height, self.now)
+        except Dropped as e:
+            event(f"release dropped: {e.reason}")
+            assert not valid, f"a valid release of {key} was dropped: {e}"
+            assert {k: v.verdicts for k, v in self.htlcs.items()} == before
+            if row is not None:
+                assert self.holder.records.get(key).state == row.state  # nothing changed
+        else:
+            [answer] = step.answers
+            assert answer.key == key and isinstance(answer, Continue) is valid
+            event("release: " + ("continue" if valid else "fail back"))
+            self._run(step)
+            if key in self.waiting or not self.replay_pending:
+                assert self.htlcs[key].verdicts[0]["result"] == ("continue" if valid else "fail")
+        if tick:
+            self._tick()
+
+    @rule(blocks=st.one_of(st.integers(1, 6), st.integers(7, 300)))
+    def blocks(self, blocks) -> None:
+        self.height += blocks
+        self._tick()
+
+    @rule(seconds=st.one_of(st.integers(1, 700), st.integers(701, 8000)))
+    def clock(self, seconds) -> None:
+        self.now += seconds
+        self._tick()
+
+    @rule(data=st.data())
+    @precondition(lambda self: self.htlcs)
+    def operator_fails(self, data) -> None:
+        key = data.draw(st.sampled_from(sorted(self.htlcs)))
+        self._run(self.holder.fail(self.htlcs[key].h.payment_hash, self.now))
+
+    @rule(data=st.data())
+    @precondition(lambda self: self.htlcs)
+    def internal_error(self, data) -> None:
+        key = data.draw(st.sampled_from(sorted(self.htlcs)))
+        self._run(self.holder.abort(key, self.now))
+
+    @rule(data=st.data(), delta=st.one_of(st.just(DELTA), st.integers(DELTA + 1, DELTA + 300)),
+          before=st.lists(st.sampled_from(["release", "blocks", "tick", "clock"]), max_size=3))
+    def restart(self, data, delta, before) -> None:
+        """The plugin restarts (maybe with a larger cltv-delta); before
+        lightningd's replays reach it, releases may come, the chain and the
+        clock may move, its timer may run."""
+        self._start(delta)
+        self.replay_pending = True
+        for what in before:
+            if what == "release" and self._held():
+                self._release(data.draw(st.sampled_from(self._held())), "own", 0, tick=False)
+            elif what == "blocks":
+                self.height += data.draw(st.integers(1, 300))  # seen on the replayed HTLCs, not ticked
+            elif what == "clock":
+                self.now += data.draw(st.integers(1, 8000))
+            elif what == "tick":
+                self._tick()
+        self._replay()
+
+    def _replay(self) -> None:
+        """lightningd asks again about every HTLC it has no verdict for."""
+        self.replay_pending = False
+        for key, x in sorted(self.htlcs.items()):
+            if not x.verdicts:
+                self._accept(key)
+                event(f"replay answered {x.verdicts[0]['result'] if x.verdicts else 'held'}")
+
+    # -- invariants ----------------------------------------------------------------
+
+    @invariant()
+    def one_verdict_each(self) -> None:
+        assert all(len(x.verdicts) <= 1 for x in self.htlcs.values())
+
+    @invariant()
+    def none_held_past_its_margin_or_deadline(self) -> None:
+        for key, x in self.htlcs.items():
+            if not x.verdicts:
+                assert key in self.waiting, f"{key} has no verdict and no open call"
+                assert x.budget(self.delta) - self.height >= MARGIN, f"{key} still held at its margin"
+                assert self.now < x.deadline, f"{key} still held past its hold_until or longest hold"
+
+    @invariant()
+    def rows_match_the_answers(self) -> None:
+        for row in self.holder.records.all():
+            x = self.htlcs[row.key]
+            if row.state == "failed":
+                assert [v["result"] for v in x.verdicts] == ["fail"], (row, x.verdicts)
+            elif row.state == "forwarded":
+                assert [v["result"] for v in x.verdicts] == ["continue"]
+            elif row.state == "released":
+                raise AssertionError(f"{row.key} released but not continued")
+            else:
+                assert not x.verdicts and row.key in self.waiting
+        for key, x in self.htlcs.items():
+            if x.verdicts and x.verdicts[0]["result"] == "continue":
+                assert self.holder.records.get(key).state == "forwarded"
+
+    @invariant()
+    def held_htlc_available_is_bounded(self) -> None:
+        assert all(n <= ATTEMPTS for n in self.sends.values()), self.sends
+
+
+HoldMachine.TestCase.settings = settings(
+    max_examples=100 if CI else settings.default.max_examples, stateful_step_count=30 if CI else 60,
+    deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+TestHoldMachine = HoldMachine.TestCase
