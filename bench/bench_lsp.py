@@ -225,6 +225,144 @@ def bench_invoice_request(tmp: Path, count: int) -> None:
     lsp.store.close()
 
 
+def route_to_before(rpc, target: bytes) -> list[bytes]:
+    """Node.route_to as it was before the audit (asyncpay ee3bf84), for comparison."""
+    if any(p.get("connected") for p in rpc.call("listpeers", {"id": target.hex()}).get("peers", [])):
+        return []
+    peers = {p["id"] for p in rpc.call("listpeers").get("peers", []) if p.get("connected")}
+    paths = {target.hex(): []}
+    frontier = [target.hex()]
+    for _ in range(2):
+        nxt = []
+        for node in frontier[:32]:
+            for ch in rpc.call("listchannels", {"source": node}).get("channels", []):
+                n = ch["destination"]
+                if n in paths:
+                    continue
+                paths[n] = [node, *paths[node]]
+                if n in peers:
+                    return [bytes.fromhex(x) for x in [n, *paths[n]][:-1]]
+                nxt.append(n)
+        frontier = nxt
+    return []
+
+
+def bench_route_to(tmp: Path, mids: int, targets: int, messages: int, rpc_ms: float) -> None:
+    """A stranger's reply paths over a large emulated graph: targets with 40
+    channels into a mesh of ``mids`` nodes, none near our 50 hub peers, so
+    every walk is the worst case (1 + 32 listchannels, no route). Each
+    lightningd RPC (listpeers, listchannels) costs ``rpc_ms`` more, as a
+    JSON-RPC round trip would."""
+    import threading
+
+    from asyncpay.blinded_path import EncryptedData
+    from asyncpay.onion_message import build_path
+    from emulated_cln import Network
+    from test_lsp_flow import attach, handshake
+
+    rng = random.Random(2)
+    net = Network()
+    mk = iter(range(1, 10**6))
+
+    def node(name: str):
+        return net.node(next(mk).to_bytes(32, "big"), name)
+
+    lsp, rnode, pnode = node("lsp"), node("recipient"), node("payer")
+    net.connect(lsp, rnode)
+    net.connect(lsp, pnode)
+    for _ in range(50):
+        net.connect(lsp, node("hub"))
+    mesh = [node("mid") for _ in range(mids)]
+    for m in mesh:
+        for other in rng.sample(mesh, 3):
+            if other is not m:
+                net.connect(m, other)
+    far = [node("far") for _ in range(targets)]
+    for t in far:
+        for m in rng.sample(mesh, 40):
+            net.connect(t, m)
+    asyncpay = attach(lsp, tmp, serve_burst=10**9, serve_source_burst=10**9, persist_burst=10**9)
+    asyncpay.store.conn.execute("PRAGMA synchronous=NORMAL")
+    _, _, offer, _ = handshake(lsp, rnode, asyncpay)
+
+    calls: list[float] = []
+    real = lsp.rpc.call
+    lock_rpc_ns = [0]
+
+    def call(method, params=None):
+        if method in ("listpeers", "listchannels"):
+            t0 = clock()
+            time.sleep(rpc_ms / 1000)
+            out = real(method, params)
+            calls.append(1)
+            if asyncpay.lock._is_owned():  # the node lock held while lightningd answers
+                lock_rpc_ns[0] += clock() - t0
+            return out
+        return real(method, params)
+
+    lsp.rpc.call = call
+    print(f"(e) route_to over an emulated graph of {len(net.nodes):,} nodes, "
+          f"{sum(len(n.channels) for n in net.nodes.values()) // 2:,} channels, {rpc_ms} ms per lightningd RPC")
+    for name, fn in (("before (listpeers x2 + walk, no cache)", lambda t: route_to_before(lsp.rpc, t)),
+                     ("now, first time a target is named", asyncpay.route_to),
+                     ("now, the same targets again", asyncpay.route_to)):
+        samples, rpcs = [], []
+        start = clock()
+        for t in far:
+            n0, t0 = len(calls), clock()
+            assert fn(t.node_id) == []
+            samples.append(clock() - t0)
+            rpcs.append(len(calls) - n0)
+        limited = asyncpay.store.counters().get("route_walks_limited", 0)
+        report(f"    {name}: RPCs per call max {max(rpcs)}, mean {sum(rpcs) / len(rpcs):.1f}; "
+               f"walks refused by the rate so far {limited}", samples, clock() - start, "calls")
+
+    # The hook thread: a stranger's invoice_request whose reply path starts at
+    # a far node, as pyln hands the notification over.
+    stranger = Wallet(pnode.node_id)
+    timed: list[int] = []
+    real_fail = asyncpay.on_forward_fail
+
+    def on_forward_fail(params):
+        t0 = clock()
+        real_fail(params)
+        timed.append(clock() - t0)
+
+    asyncpay.on_forward_fail = on_forward_fail
+    now_route, now_prefetch = asyncpay.endpoint.route, asyncpay._prefetch_route
+    for worker in (False, True):
+        if worker:
+            asyncpay.start_endpoint_worker()
+            asyncpay.endpoint.route, asyncpay._prefetch_route = now_route, now_prefetch
+        else:  # the code before the audit: the old walk, called under the node lock in the handler
+            asyncpay.endpoint.route = lambda t: route_to_before(lsp.rpc, t)
+            asyncpay._prefetch_route = lambda msg: None
+        asyncpay._graph.clear()
+        asyncpay._routes.clear()
+        timed.clear()
+        lock_rpc_ns[0] = 0
+        n0 = len(calls)
+        start = clock()
+        for i in range(messages):
+            target = far[i % len(far)]
+            reply = build_path(os.urandom(32), [(target.node_id, EncryptedData(next_node_id=stranger.endpoint)),
+                                                (stranger.endpoint, EncryptedData(path_id=os.urandom(32)))])
+            req, _ = stranger.invoice_request(offer)
+            pk, pkt = stranger.onion_to(offer.offer_paths[0], OnionMessagePayload(invoice_request=req.encode(),
+                                                                                  reply_path=reply))
+            pnode.rpc.call("injectonionmessage", {"path_key": pk.hex(), "message": pkt.hex()})
+            lsp.buckets.clear()
+        asyncpay.drain()
+        total = clock() - start
+        served = asyncpay.store.counters().get("invoices_served", 0)
+        label = ("now: in the endpoint worker, cached, looked up before the lock" if worker
+                 else "before: in the notification handler, no cache, under the lock")
+        report(f"    {messages} stranger invoice_requests, reply paths from far nodes, {label}: time the hook "
+               f"thread is busy per message; {len(calls) - n0} RPCs, {lock_rpc_ns[0] / 1e6:.0f} ms of them "
+               "with the node lock held", timed, total, "msg")
+        assert served and threading.active_count() > 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--intake-messages", type=int, default=20_000)
@@ -233,20 +371,35 @@ def main() -> None:
     ap.add_argument("--recipients", type=int, default=100_000)
     ap.add_argument("--lookups", type=int, default=20_000)
     ap.add_argument("--requests", type=int, default=500)
+    ap.add_argument("--route-mids", type=int, default=2_000)
+    ap.add_argument("--route-targets", type=int, default=100)
+    ap.add_argument("--route-messages", type=int, default=60)
+    ap.add_argument("--rpc-ms", type=float, default=1.0)
+    ap.add_argument("--only", choices=["a", "b", "c", "d", "e"], help="run one section")
     args = ap.parse_args()
     print(f"python {platform.python_version()} ({platform.python_implementation()}), sqlite WAL "
           "synchronous=FULL (the plugin's setting) unless said, temp dir, one thread")
     with tempfile.TemporaryDirectory(prefix="asyncpay-bench-") as d:
         tmp = Path(d)
-        for sub in ("a", "b", "c", "d"):
+        for sub in ("a", "b", "c", "d", "e"):
             (tmp / sub).mkdir()
-        # FULL is what the plugin runs; NORMAL shows what the fsync per commit costs.
-        bench_intake(tmp / "a", args.intake_messages, args.intake_peers, "NORMAL")
-        bench_intake(tmp / "a", args.intake_messages, args.intake_peers, "FULL")
-        bench_group_commit(tmp / "a", args.intake_messages, args.intake_peers)
-        bench_flush(tmp / "b", args.flush_messages)
-        bench_lookup(tmp / "c", args.recipients, args.lookups)
-        bench_invoice_request(tmp / "d", args.requests)
+
+        def run(section: str) -> bool:
+            return args.only in (None, section)
+
+        if run("a"):
+            # FULL is what the plugin runs; NORMAL shows what the fsync per commit costs.
+            bench_intake(tmp / "a", args.intake_messages, args.intake_peers, "NORMAL")
+            bench_intake(tmp / "a", args.intake_messages, args.intake_peers, "FULL")
+            bench_group_commit(tmp / "a", args.intake_messages, args.intake_peers)
+        if run("b"):
+            bench_flush(tmp / "b", args.flush_messages)
+        if run("c"):
+            bench_lookup(tmp / "c", args.recipients, args.lookups)
+        if run("d"):
+            bench_invoice_request(tmp / "d", args.requests)
+        if run("e"):
+            bench_route_to(tmp / "e", args.route_mids, args.route_targets, args.route_messages, args.rpc_ms)
 
 
 if __name__ == "__main__":

@@ -135,6 +135,22 @@ def test_route_to_asks_gossip_once_per_target(net):  # noqa: F811
     assert calls[len(first):] == ["listpeers"]
 
 
+def test_fresh_targets_are_walked_at_a_bounded_rate(net):  # noqa: F811
+    """A stranger naming a new far node in every reply path: past the burst
+    we send directly instead of asking gossip again."""
+    from asyncpay.cln.node import ROUTE_WALK_BURST
+    from asyncpay.crypto import pubkey_of
+
+    net_, lsp, rnode, pnode, asyncpay = net
+    calls: list[str] = []
+    real = lsp.rpc.call
+    lsp.rpc.call = lambda method, params=None: (calls.append(method), real(method, params))[1]
+    for _ in range(ROUTE_WALK_BURST + 15):
+        assert asyncpay.route_to(pubkey_of(os.urandom(32))) == []
+    assert calls.count("listchannels") == ROUTE_WALK_BURST  # unknown nodes: one lookup each
+    assert asyncpay.store.counters()["route_walks_limited"] == 15
+
+
 def test_replies_through_gossip_hold_no_node_lock_while_asking(net):  # noqa: F811
     net_, lsp, rnode, pnode, asyncpay = net
     _, _, offer, invoice = handshake(lsp, rnode, asyncpay)

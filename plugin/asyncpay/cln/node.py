@@ -38,6 +38,7 @@ from ..endpoint import Dropped, Endpoint
 from ..lsp import LspConfig
 from ..offers import CHAINS
 from ..onion_message import OnionMessage, Receive, peel_onion_message
+from ..ratelimit import TokenBuckets
 from ..store import Store
 from ..wire import WireError
 from .hold import HoldRole
@@ -53,6 +54,10 @@ ROUTE_MAX_VIA, ROUTE_MAX_FANOUT = 2, 32  # bounds on the walk of route_to
 # drop the answers (they depend on who is connected), not the graph.
 GRAPH_CACHE_SIZE, GRAPH_CACHE_TTL = 20_000, 600
 ROUTE_CACHE_SIZE, ROUTE_CACHE_TTL = 10_000, 60
+# New walks (cache misses) per second, in all: a stranger naming a fresh far
+# node with every message costs lightningd at most this many times 1 +
+# ROUTE_MAX_FANOUT listchannels a second; past it we send directly.
+ROUTE_WALK_RATE, ROUTE_WALK_BURST = 5, 20
 PEERS_CACHE_TTL = 30  # connect/disconnect drop it at once; this only bounds a missed event
 ENDPOINT_QUEUE_MAX = 1000  # messages for V waiting for the worker; more are dropped
 _UNKNOWN_PEER = re.compile(r"unknown next peer ([0-9a-f]{66}|\d+x\d+x\d+)")
@@ -113,6 +118,8 @@ class Node:
         self._graph: TtlCache[str, list[str]] = TtlCache(GRAPH_CACHE_SIZE, GRAPH_CACHE_TTL)
         self._routes: TtlCache[str, list[str]] = TtlCache(ROUTE_CACHE_SIZE, ROUTE_CACHE_TTL)
         self._intros: TtlCache[str, str] = TtlCache(GRAPH_CACHE_SIZE, GRAPH_CACHE_TTL)
+        self._walks = TokenBuckets(ROUTE_WALK_BURST, ROUTE_WALK_RATE)
+        self._walks_lock = threading.Lock()
         self._endpoint_queue: queue.Queue[tuple[str, int, str | None]] | None = None
         self.lsp = LspRole(self)
         self.hold = HoldRole(self)
@@ -243,7 +250,8 @@ class Node:
         Bounded (a stranger's reply path picks ``target``): the connected
         peers come from a cache, each node's channels are asked once per
         GRAPH_CACHE_TTL, an answer is kept ROUTE_CACHE_TTL; a new far target
-        costs at most 1 + ROUTE_MAX_FANOUT ``listchannels``, a known one none.
+        costs at most 1 + ROUTE_MAX_FANOUT ``listchannels``, a known one none,
+        and at most ROUTE_WALK_RATE new ones a second are walked.
         Messages for V are routed in the endpoint worker, before the node lock
         is taken (``_prefetch_route``)."""
         t = target.hex()
@@ -254,6 +262,12 @@ class Node:
             hit = self._routes.get(t)
             if hit is not None:
                 return [bytes.fromhex(x) for x in hit]
+            with self._walks_lock:
+                allowed = self._walks.allow("walk", time.monotonic())
+            if not allowed:
+                with self.lock:
+                    self.store.bump("route_walks_limited")
+                return []
             via = self._walk(t, peers)
         except (RpcError, KeyError) as e:
             self.log(f"no route to {t} for an onion message: {e}", level="debug")
