@@ -180,6 +180,17 @@ class LspRole(Role):
         with self.node.lock:
             self.mailbox.expire(now)
 
+    def status(self) -> dict:
+        """What the mailbox's shares and route_to's bounds turned away (the
+        rest of the LSP's figures are in ``server`` and ``mailbox``)."""
+        c = self.node.store.counters()
+        return {"lsp": {
+            "mailbox_evicted": c.get("mailbox_evicted", 0),
+            "mailbox_not_queued": {k[len("mailbox_not_queued_"):]: v for k, v in c.items()
+                                   if k.startswith("mailbox_not_queued_")},
+            "route_walks_limited": c.get("route_walks_limited", 0),
+        }}
+
     # -- flushing ------------------------------------------------------------
 
     def start_flush(self, peer_id: str) -> bool:
