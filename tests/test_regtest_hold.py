@@ -14,6 +14,7 @@ from regtest import ASYNCPAY, require_binaries, wait_for
 require_binaries()
 
 from pyln.testing.fixtures import *  # noqa: E402,F401,F403
+from pyln.testing.utils import sync_blockheight  # noqa: E402
 
 from test_regtest_recipient import connect_to_server, ready_offer  # noqa: E402
 
@@ -84,12 +85,10 @@ def test_lsp_restarts_while_holding(node_factory):
     assert_complete(s, r, pay)
 
 
-def test_recipient_never_returns_and_lsp_fails_back_at_its_margin(node_factory, bitcoind):
-    s, ls, lr, r = four_nodes(node_factory, s_opts={"asyncpay-payer-hold-blocks": 40},
-                              ls_opts={"asyncpay-hold-min-blocks": 20})
-    pay = start_held_payment(s, ls, lr, r)
-    [held] = ls.rpc.call("asyncpay-listheld")["held"]
-    for _ in range(12):  # mine towards the margin, in steps lightningd can follow
+def mine_to_the_margin(bitcoind, s, ls, lr) -> dict:
+    """Mine towards the held HTLC's margin, in steps lightningd can follow,
+    until Ls fails it back: the failed row."""
+    for _ in range(12):
         bitcoind.generate_block(10)
         if ls.rpc.call("asyncpay-listheld")["held"][0]["state"] == "failed":
             break
@@ -98,9 +97,59 @@ def test_recipient_never_returns_and_lsp_fails_back_at_its_margin(node_factory, 
                                        for n in sync), what="synced")
     [failed] = wait_for(lambda: [h for h in ls.rpc.call("asyncpay-listheld")["held"] if h["state"] == "failed"],
                         what="failed back")
-    assert failed["reason"] == "cltv_budget" and failed["cltv_expiry"] == held["cltv_expiry"]
-    res = wait_for(lambda: (x := s.rpc.call("asyncpay-listpays", {"id": pay["id"]})["pays"][0])["status"]
-                   == "failed" and x, what="failed at S", timeout=60)
-    assert res["reason"]
-    for n in (s, ls, lr):
+    return failed
+
+
+def failed_at_sender(s, pay) -> dict:
+    return wait_for(lambda: (x := s.rpc.call("asyncpay-listpays", {"id": pay["id"]})["pays"][0])["status"]
+                    == "failed" and x, what="failed at S", timeout=60)
+
+
+def assert_channels_normal(*nodes) -> None:
+    for n in nodes:
         assert {c["state"] for c in n.rpc.listpeerchannels()["channels"]} == {"CHANNELD_NORMAL"}
+
+
+def test_recipient_never_returns_and_lsp_fails_back_at_its_margin(node_factory, bitcoind):
+    s, ls, lr, r = four_nodes(node_factory, s_opts={"asyncpay-payer-hold-blocks": 40},
+                              ls_opts={"asyncpay-hold-min-blocks": 20})
+    pay = start_held_payment(s, ls, lr, r)
+    [held] = ls.rpc.call("asyncpay-listheld")["held"]
+    failed = mine_to_the_margin(bitcoind, s, ls, lr)
+    assert failed["reason"] == "cltv_budget" and failed["cltv_expiry"] == held["cltv_expiry"]
+    assert failed_at_sender(s, pay)["reason"]
+    assert_channels_normal(s, ls, lr)
+
+
+def test_a_release_after_the_margin_is_failed_back_not_forwarded(node_factory, bitcoind):
+    """R wakes and releases only after Ls's margin: the HTLC was failed back
+    at the margin, the late release forwards nothing, no channel closes."""
+    s, ls, lr, r = four_nodes(node_factory, s_opts={"asyncpay-payer-hold-blocks": 40},
+                              ls_opts={"asyncpay-hold-min-blocks": 20})
+    pay = start_held_payment(s, ls, lr, r)
+    assert mine_to_the_margin(bitcoind, s, ls, lr)["reason"] == "cltv_budget"
+    failed_at_sender(s, pay)
+    wake(r, lr)  # R gets held_htlc_available from Lr's mailbox and releases, too late
+    wait_for(lambda: r.rpc.call("asyncpay-status")["sent"].get("release_held_htlc", 0) >= 1, what="R released")
+    wait_for(lambda: ls.rpc.call("asyncpay-status")["server"]["dropped"].get("release_too_late", 0) >= 1,
+             what="the late release at Ls")
+    assert [h["state"] for h in ls.rpc.call("asyncpay-listheld")["held"]] == ["failed"]
+    assert r.rpc.call("asyncpay-listreceived")["payments"] == []
+    assert s.rpc.call("asyncpay-listpays", {"id": pay["id"]})["pays"][0]["status"] == "failed"
+    bitcoind.generate_block(60)  # past the HTLC's incoming CLTV: had it stayed, a channel would close now
+    sync_blockheight(bitcoind, [s, ls, lr, r])
+    assert_channels_normal(s, ls, lr, r)
+
+
+def test_an_htlc_whose_expiry_is_near_is_not_held(node_factory):
+    """S leaves a hold budget below Ls's margin: Ls fails the HTLC at once
+    instead of holding it into its margin."""
+    s, ls, lr, r = four_nodes(node_factory, s_opts={"asyncpay-payer-hold-blocks": 10},
+                              ls_opts={"asyncpay-hold-min-blocks": 500})
+    offer = ready_offer(r, description="async")["bolt12"]
+    r.stop()
+    pay = s.rpc.call("asyncpay-pay", {"offer": offer, "amount_msat": 40_000, "timeout": 60})
+    assert failed_at_sender(s, pay)["reason"]
+    assert ls.rpc.call("asyncpay-listheld")["held"] == []
+    assert ls.rpc.call("asyncpay-status")["hold"]["refused"].get("cltv_budget", 0) >= 1
+    assert_channels_normal(s, ls, lr)
