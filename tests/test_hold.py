@@ -523,3 +523,24 @@ def test_the_plugin_hook_fails_rather_than_continues(monkeypatch, tmp_path):
     req = _Request()
     p.on_htlc_accepted(p.plugin, params["onion"], params["htlc"], req)
     assert req.results == [FAIL]
+
+
+def test_every_hold_option_is_registered_documented_and_checked():
+    from dataclasses import fields
+    from pathlib import Path
+
+    from asyncpay.cln import options as opts
+    from asyncpay.cln import plugin as p
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    for f in fields(HoldConfig):
+        name = opts.option_name(f.name)
+        assert name in p.plugin.options and f"| `{name}` |" in doc, name
+        assert p.plugin.options[name].description.endswith("."), name
+    [hold] = [c for c in opts.load({"asyncpay-hold-clients": "channel", "asyncpay-hold-check-seconds": "5"})
+              if isinstance(c, HoldConfig)]
+    assert (hold.hold_clients, hold.hold_check_seconds) == ("channel", 5)
+    with pytest.raises(ValueError, match="asyncpay-hold-clients"):
+        opts.load({"asyncpay-hold-clients": "everybody"})
+    with pytest.raises(ValueError, match="asyncpay-hold-resend-max-interval"):
+        opts.load({"asyncpay-hold-resend-first": 600, "asyncpay-hold-resend-max-interval": 60})

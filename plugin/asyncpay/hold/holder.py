@@ -153,7 +153,8 @@ class Holder:
     def accept(self, h: HtlcToHold, height: int, now: int) -> Hold | Forward | Refuse:
         known = self.records.get(h.key)
         if known is not None:
-            return self._replay(known, height, now)
+            with self.store.tx():
+                return self._replay(known, height, now)
         reason = self._refusal(h, height, now)
         if reason is not None:
             self.store.bump(f"hold_refused_{reason}")
@@ -181,9 +182,7 @@ class Holder:
                 return Refuse(self._fail(row, reason, now).reason)
         if row.state == HELD:
             # The first held_htlc_available may have been lost with us: send it again now.
-            with self.store.tx():
-                actions = self._resend(row, now)
-            return Hold(actions)
+            return Hold(self._resend(row, now))
         if row.state in (RELEASED, FORWARDED):
             return Forward(row.payload)
         return Refuse(row.reason or "failed")
