@@ -40,7 +40,7 @@ VECTORS = Path(os.environ.get("ASYNCPAY_VECTORS", ROOT.parent / "shared" / "vect
 # Nothing the benches do should be refused by a limit.
 UNLIMITED_MAILBOX = dict(
     mailbox_max_messages=10**6, mailbox_max_bytes=10**10, mailbox_max_messages_per_peer=10**6,
-    mailbox_max_bytes_per_peer=10**9, mailbox_intake_burst=10**9,
+    mailbox_max_bytes_per_peer=10**9, mailbox_intake_burst=10**9, mailbox_max_messages_per_source_per_peer=10**6,
 )
 
 clock = time.perf_counter_ns
