@@ -423,7 +423,7 @@ def test_error_with_the_preimage_out_resolves(ready, tmp_path):
     restarted = attach(flow.rnode, tmp_path)
     restarted.recipient.claimer.decide = lambda *a: 1 / 0
     answers: list[dict] = []
-    restarted.on_htlc_accepted(params[0], answers.append)
+    restarted.on_htlc_accepted(without_path_key(params[0]), answers.append)
     assert answers == [{"result": "resolve", "payment_key": preimage.hex()}]
 
 
@@ -439,9 +439,42 @@ def test_replayed_part_after_restart_through_the_adapter(ready, tmp_path):
     assert all(p.answer["result"] == "resolve" for p in parts)
     restarted = attach(flow.rnode, tmp_path)
     answers: list[dict] = []
-    restarted.on_htlc_accepted(params[1], answers.append)
+    restarted.on_htlc_accepted(without_path_key(params[1]), answers.append)
     assert answers == [{"result": "resolve", "payment_key": preimage.hex()}]
     assert len(restarted.recipient.core.records.payments()) == 1
+
+
+def without_path_key(params: dict) -> dict:
+    """How lightningd v26.06 replays an HTLC after a restart: it does not store the path key
+    (wallet/wallet.c "FIXME: save path_key in db"), so ``extra_tlvs`` is missing."""
+    return {**params, "htlc": {k: v for k, v in params["htlc"].items() if k != "extra_tlvs"}}
+
+
+def test_replayed_waiting_part_without_path_key_waits_and_completes(ready, tmp_path):
+    flow, offer, req, static, seen = ready
+    params: list[dict] = []
+    flow.rnode.htlc_hooks.insert(0, lambda p, respond: (params.append(p), respond({"result": "continue"})))
+    preimage = os.urandom(32)
+
+    def pay(amount):
+        return flow.pay(static.invoice_paths, static.invoice_blindedpay, amount, hashlib.sha256(preimage).digest(),
+                        total_msat=10_000, keysend_preimage=preimage, invoice_request=req.encode())
+
+    first = pay(4_000)
+    assert first.answer is None
+    restarted = attach(flow.rnode, tmp_path)
+    flow.rnode.htlc_hooks.remove(flow.r.on_htlc_accepted)  # the old process is gone
+    replayed: list[dict] = []
+    restarted.on_htlc_accepted(without_path_key(params[0]), replayed.append)
+    assert replayed == []  # recognised as our stored part: it waits again
+    second = pay(6_000)
+    want = {"result": "resolve", "payment_key": preimage.hex()}
+    assert second.answer == want and replayed == [want]
+    # An HTLC replayed without its path key that we know nothing about is left to lightningd.
+    other = without_path_key({**params[0], "htlc": {**params[0]["htlc"], "payment_hash": "11" * 32}})
+    answers: list[dict] = []
+    restarted.on_htlc_accepted(other, answers.append)
+    assert answers == [{"result": "continue"}]
 
 
 def test_invoice_request_over_a_replaced_offers_forward_path_is_answered_for_that_offer(tmp_path):

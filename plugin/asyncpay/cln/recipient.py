@@ -213,31 +213,40 @@ class RecipientRole(Role):
             return False
         if payload.encrypted_recipient_data is None:
             return False
-        key = path_key_of(payload, h.get("extra_tlvs"))
-        if key is None:
-            return False
-        try:
-            out = self.node.rpc.call("decryptencrypteddata", {
-                "encrypted_data": payload.encrypted_recipient_data.hex(), "path_key": key.hex()})
-            data = EncryptedData.decode(bytes.fromhex(out["decryptencrypteddata"]["decrypted"]))
-        except (RpcError, KeyError, WireError, ValueError):
-            return False
-        now = int(time.time())
-        if data.next_node_id is not None or data.short_channel_id is not None:
-            return False  # we forward this one: not a final hop
         try:
             payment_hash = bytes.fromhex(h["payment_hash"])
+            htlc_key = (str(h["short_channel_id"]), int(h["id"]))
         except (KeyError, TypeError, ValueError):
             return False
-        with self.node.lock:
-            if len(payment_hash) != 32 or not self.claimer.is_ours(data, payment_hash, now):
+        if len(payment_hash) != 32:
+            return False
+        now = int(time.time())
+        key = path_key_of(payload, h.get("extra_tlvs"))
+        if key is None:
+            # A replay after a restart: lightningd v26.06 does not keep an incoming HTLC's path key
+            # (wallet/wallet.c: "FIXME: save path_key in db"), so our hop cannot be decrypted. It is
+            # ours if it is a stored part, or pays a payment whose preimage we gave out.
+            with self.node.lock:
+                if not self.claimer.knows(htlc_key, payment_hash):
+                    return False
+            data = EncryptedData()
+        else:
+            try:
+                out = self.node.rpc.call("decryptencrypteddata", {
+                    "encrypted_data": payload.encrypted_recipient_data.hex(), "path_key": key.hex()})
+                data = EncryptedData.decode(bytes.fromhex(out["decryptencrypteddata"]["decrypted"]))
+            except (RpcError, KeyError, WireError, ValueError) as e:
+                self.node.log(f"recipient: cannot decrypt a blinded final hop: {e}", level="debug")
                 return False
+            if data.next_node_id is not None or data.short_channel_id is not None:
+                return False  # we forward this one: not a final hop
+            with self.node.lock:
+                if not self.claimer.is_ours(data, payment_hash, now):
+                    return False
         # Ours from here on.
         once = _Once(respond)
-        htlc_key: tuple[str, int] | None = None
         height = self.height
         try:
-            htlc_key = (str(h.get("short_channel_id")), int(h.get("id", 0)))
             height = int(h["cltv_expiry"]) - int(h["cltv_expiry_relative"])
             htlc = Htlc(htlc_key, payment_hash, msat(h.get("amount_msat")), int(h["cltv_expiry"]), payload, data)
             with self.node.lock:
@@ -252,18 +261,18 @@ class RecipientRole(Role):
             self._answer_anyway(htlc_key, once, payment_hash, msat(h.get("amount_msat")), height)
         return True
 
-    def _answer_anyway(self, key: tuple[str, int] | None, once: _Once, payment_hash: bytes, amount_msat: int,
+    def _answer_anyway(self, key: tuple[str, int], once: _Once, payment_hash: bytes, amount_msat: int,
                        height: int) -> None:
         """The claim raised. With the preimage durable, resolve this HTLC and every waiting
         part of its payment; else fail this one and forget it as a part (it must not count)."""
         with self.node.lock:
-            if key is not None and key in self.waiting and self.waiting[key][0] is once:
+            if key in self.waiting and self.waiting[key][0] is once:
                 del self.waiting[key]
             if once.called:
                 return  # it was answered before the error (e.g. in the notification)
             try:
                 preimage = self.claimer.preimage_out(payment_hash)
-                if preimage is None and key is not None:
+                if preimage is None:
                     self.claimer.forget_part(key, payment_hash)
             except Exception:
                 preimage = None

@@ -129,6 +129,14 @@ class Claimer:
         claim = self.records.claim(payment_hash)
         return claim is not None and claim.path_id == path_id
 
+    def knows(self, key: HtlcKey, payment_hash: bytes) -> bool:
+        """A replayed HTLC whose hop cannot be decrypted (no path key): ours if it is a
+        part we stored, or pays a payment whose preimage we gave out (resolving it only gains)."""
+        if self.preimage_out(payment_hash) is not None:
+            return True
+        part = self.records.part(key)
+        return part is not None and part.payment_hash == payment_hash
+
     def preimage_out(self, payment_hash: bytes) -> bytes | None:
         """The preimage of a payment we decided to claim (durable), else None."""
         paid = self.records.payment(payment_hash)
