@@ -65,6 +65,14 @@ def test_hold_then_release_then_forward(holder):
     assert holder.records.get(h.key).state == "forwarded"
 
 
+def test_held_htlc_available_counts_against_the_sender_in_a_mailbox(holder):
+    # Queued for a sleeping first hop, our message takes the sender's share
+    # of that peer's mailbox, not a share every sender would have in common.
+    h = htlc(peer="02" + "bb" * 32)
+    [msg] = holder.accept(h, HEIGHT, NOW).actions
+    assert msg.cause == "02" + "bb" * 32
+
+
 def test_the_payload_we_continue_with_has_no_hold_request():
     req = HoldRequest(held_htlc_available_paths=[held_path()], hold_until=NOW + 10)
     p = HopPayload(amt_to_forward=1, outgoing_cltv_value=2, short_channel_id=3, unknown={HOLD_REQUEST: req.encode()})

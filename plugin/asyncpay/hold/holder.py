@@ -34,6 +34,7 @@ be written.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -216,7 +217,9 @@ class Holder:
         wait = min(self.config.hold_resend_first << min(row.sends - 1, 30), self.config.hold_resend_max_interval)
         row.next_send_at, row.updated_at = now + wait, now
         self.records.put(row)
-        return actions
+        # Queued for a sleeping first hop, they count against the sender
+        # whose HTLC we hold, not against one shared "no source" share.
+        return [dataclasses.replace(a, cause=row.peer_id or None) for a in actions]
 
     def _resend(self, row: HeldRow, now: int) -> list[InjectOnion]:
         if row.sends >= self.config.hold_resend_attempts or not row.request:
