@@ -62,7 +62,8 @@ def test_same_offer_string_across_refreshes_and_restarts(tmp_path):
     first = served(flow)
     # A forced refresh (start, reconnect) re-serves a new invoice for the same offer.
     snap = flow.r.recipient.snapshot()
-    flow.r.perform(core.refresh(int(time.time()) + 5, snap, force=True))
+    later = int(time.time()) + flow.r.recipient.config.recipient_reserve_interval
+    flow.r.perform(core.refresh(later, snap, force=True))
     second = served(flow)
     assert second.encode() != first.encode() and second.offer().encode() == offer.encode()
     # Asking again gives the same offer, without a new handshake.
@@ -78,8 +79,27 @@ def test_channel_change_reissues_the_static_invoice(tmp_path):
     snap = flow.r.recipient.snapshot()
     assert core.refresh(int(time.time()), snap) == []  # nothing changed: nothing sent
     flow.lnode.policy = dataclasses.replace(flow.lnode.policy, fee_base_msat=2_000)
-    flow.r.perform(core.refresh(int(time.time()), flow.r.recipient.snapshot()))
+    later = int(time.time()) + flow.r.recipient.config.recipient_reserve_interval
+    flow.r.perform(core.refresh(later, flow.r.recipient.snapshot()))
     assert served(flow).invoice_blindedpay[0].fee_base_msat == 2_000
+
+
+def test_flapping_lsp_connection_does_not_grow_our_contexts(tmp_path):
+    # Every re-serve mints contexts that live as long as the invoice: reconnects
+    # and fee changes within recipient_reserve_interval of the last serve send nothing.
+    flow = Flow(tmp_path)
+    flow.setserver()
+    flow.offer()
+    core, cfg = flow.r.recipient.core, flow.r.recipient.config
+    contexts = flow.r.store.conn.execute("SELECT COUNT(*) FROM path_contexts").fetchone()[0]
+    now = int(time.time())
+    for i in range(50):
+        flow.lnode.policy = dataclasses.replace(flow.lnode.policy, fee_base_msat=1_000 + i)
+        assert core.refresh(now + i, flow.r.recipient.snapshot(), force=True) == []
+    assert flow.r.store.conn.execute("SELECT COUNT(*) FROM path_contexts").fetchone()[0] == contexts
+    # Past the interval the change is served once.
+    actions = core.refresh(now + cfg.recipient_reserve_interval, flow.r.recipient.snapshot(), force=True)
+    assert [a.purpose for a in actions] == ["serve_static_invoice"]
 
 
 def test_invoice_renewed_before_it_expires(tmp_path):
@@ -112,7 +132,8 @@ def test_no_channel_no_invoice(tmp_path):
     flow.setserver()
     flow.offer()
     core = flow.r.recipient.core
-    assert core.refresh(int(time.time()), Snapshot(None, flow.net.height), force=True) == []
+    later = int(time.time()) + flow.r.recipient.config.recipient_reserve_interval
+    assert core.refresh(later, Snapshot(None, flow.net.height), force=True) == []
     assert flow.r.store.counters()["dropped_no_lsp_channel"] == 1
 
 

@@ -24,6 +24,11 @@ class RecipientConfig:
         7 * DAY, "Seconds before its expiry that a static invoice (or offer paths) is renewed.")
     recipient_refresh_interval: int = option(3600, "Seconds between two checks that our offers are fresh.")
     recipient_offer_wait: int = option(5, "Seconds asyncpay-offer waits for the server's confirmation.")
+    # Each re-serve mints a payment path, a held path and a forward path whose contexts live as long
+    # as the invoice: a connection to the LSP that flaps (or fees it keeps changing) must not grow them
+    # without bound. An invoice about to expire is re-served whatever this says.
+    recipient_reserve_interval: int = option(
+        600, "Seconds after a slot's last serve before a reconnect or a channel change re-serves it.")
     # BOLT 4 payment_constraints: how far in the future an HTLC over our paths may expire.
     recipient_max_cltv_blocks: int = option(4032, "Blocks after now that an HTLC paying us may expire at most.")
     recipient_final_cltv_delta: int = option(

@@ -141,7 +141,10 @@ class Recipient:
                 margin = self.config.recipient_refresh_margin
                 stale = row.invoice_expires_at is None or row.invoice_expires_at - now < margin
                 changed = snap.channel is not None and snap.channel.fingerprint() != row.channel
-                if force or stale or changed:
+                # A confirmed invoice served moments ago is not sent again on a reconnect or
+                # a channel change: the next check after recipient_reserve_interval does it.
+                recent = row.state == READY and now - row.updated_at < self.config.recipient_reserve_interval
+                if stale or ((force or changed) and not recent):
                     actions.append(self._serve(row, now, snap))
             except Dropped as e:
                 self.store.bump(f"dropped_{e.reason}")
