@@ -171,3 +171,64 @@ def test_a_good_call_still_answers(rpc, monkeypatch):
 
     monkeypatch.setattr(p, "node", FakeNode())
     assert rpc.call("asyncpay-listrecipients", [])["result"] == {"recipients": [{"recipient_id": "a"}]}
+
+
+class FakePlugin:
+    """What init uses of pyln's Plugin: the node's RPC, log, notify."""
+
+    def __init__(self, rpc) -> None:
+        self.rpc, self.logged = rpc, []
+
+    def log(self, msg: str, level: str = "info") -> None:
+        self.logged.append((level, msg))
+
+    def notify(self, topic: str, params: dict) -> None:
+        pass
+
+
+def _init(monkeypatch, fake: FakePlugin, tmp_path, **options):
+    monkeypatch.setattr(p, "node", None)
+    return p.init(options={"asyncpay-db": None, **options}, configuration={"lightning-dir": str(tmp_path)},
+                  plugin=fake)
+
+
+def _emulated_rpc():
+    from emulated_cln import Network
+    return Network().node(bytes([7]) * 32, "a").rpc
+
+
+def test_a_db_it_cannot_open_disables_the_plugin_with_the_reason(monkeypatch, tmp_path):
+    fake = FakePlugin(_emulated_rpc())
+    bad = str(tmp_path / "no-such-dir" / "state.sqlite3")
+    answer = _init(monkeypatch, fake, tmp_path, **{"asyncpay-db": bad})
+    assert set(answer) == {"disable"}
+    reason = answer["disable"]
+    assert reason.startswith(f"asyncpay-db {bad}: OperationalError") and "\n" not in reason
+    assert p.node is None  # no half-started plugin: every hook still sees "not initialised"
+    assert ("warn", f"asyncpay disabled: {reason}") in fake.logged
+
+
+def test_any_startup_error_disables_the_plugin(monkeypatch, tmp_path):
+    class Down:
+        def getinfo(self):
+            raise OSError("connection refused\nby lightningd")
+
+    fake = FakePlugin(Down())
+    answer = _init(monkeypatch, fake, tmp_path)
+    assert answer == {"disable": "cannot start: OSError: connection refused by lightningd"}
+    assert p.node is None
+    assert any(level == "debug" and "Traceback" in msg for level, msg in fake.logged)
+
+
+def test_a_bad_option_disables_the_plugin(monkeypatch, tmp_path):
+    fake = FakePlugin(_emulated_rpc())
+    answer = _init(monkeypatch, fake, tmp_path, **{"asyncpay-mailbox-ttl": 0})
+    assert answer == {"disable": "asyncpay-mailbox-ttl: must be positive, got 0"}
+    assert p.node is None
+
+
+def test_a_good_init_starts_the_node(monkeypatch, tmp_path):
+    fake = FakePlugin(_emulated_rpc())
+    assert _init(monkeypatch, fake, tmp_path) is None
+    assert p.node is not None and p.node.db_path == str(tmp_path / "asyncpay.sqlite3")
+    assert not [m for level, m in fake.logged if "disabled" in m]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sqlite3
 import time
 import traceback
 
@@ -72,24 +73,62 @@ plugin.add_notification_topic("asyncpay_mailbox_queued")
 
 @plugin.init()
 def init(options, configuration, plugin, **kwargs):
+    """Start every role, or disable the plugin with a one-line reason.
+
+    Any failure (a bad option, an asyncpay-db we cannot open, an RPC error)
+    answers CLN's ``{"disable": reason}``: lightningd logs the reason and runs
+    on without us, instead of keeping a plugin whose hooks find no node."""
     global node
-    handler = _PluginLogHandler()
-    logging.getLogger("asyncpay").addHandler(handler)
-    logging.getLogger("asyncpay").setLevel(logging.DEBUG)
-    logging.getLogger("asyncpay").propagate = False  # pyln's root handler would log each line twice
+    _route_logging()
+    try:
+        started = _start(options, configuration, plugin)
+    except _Disable as e:
+        reason = str(e)
+    except Exception as e:
+        plugin.log(f"init failed: {traceback.format_exc()}", level="debug")
+        reason = f"cannot start: {_one_line(e)}"
+    else:
+        node = started
+        return None
+    plugin.log(f"asyncpay disabled: {reason}", level="warn")
+    return {"disable": reason}
+
+
+class _Disable(Exception):
+    """A startup failure whose message is already the reason we give."""
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or "no detail"
+    return f"{type(e).__name__}: {text}"[:300]
+
+
+def _route_logging() -> None:
+    log = logging.getLogger("asyncpay")
+    if not any(isinstance(h, _PluginLogHandler) for h in log.handlers):
+        log.addHandler(_PluginLogHandler())
+    log.setLevel(logging.DEBUG)
+    log.propagate = False  # pyln's root handler would log each line twice
+
+
+def _start(options, configuration, plugin) -> Node:
+    """A fully started Node; nothing is published (``node``) until it is."""
     try:
         configs = opts.load(options)
     except ValueError as e:
-        # lightningd logs the reason and goes on without us.
-        return {"disable": str(e)}
+        raise _Disable(str(e)) from e
     db = options.get("asyncpay-db") or os.path.join(configuration["lightning-dir"], "asyncpay.sqlite3")
-    node = Node(plugin.rpc, plugin.log, db, *configs, notify=plugin.notify)
-    plugin.log(f"asyncpay {__version__}: endpoint {node.endpoint.public_key.hex()}, database {db}")
+    try:
+        started = Node(plugin.rpc, plugin.log, db, *configs, notify=plugin.notify)
+    except sqlite3.Error as e:
+        raise _Disable(f"asyncpay-db {db}: {_one_line(e)}") from e
+    plugin.log(f"asyncpay {__version__}: endpoint {started.endpoint.public_key.hex()}, database {db}")
     # Peers already connected when we start may have mail from before a restart.
     for p in plugin.rpc.listpeers().get("peers", []):
         if p.get("connected"):
-            node.on_connect(p["id"])
-    node.start()
+            started.on_connect(p["id"])
+    started.start()
+    return started
 
 
 # -- notifications ----------------------------------------------------------
