@@ -1,0 +1,304 @@
+"""The walk-through: S -- Ls -- Lr -- R on regtest, the flagship network of
+tests/test_regtest_hold.py, driven step by step (STEPS in ``plan``)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from pyln.client import RpcError
+
+from .config import LOOPBACK, BitcoindAuth, free_ports, stop_script
+from .daemons import Bitcoind, Node, kill_all
+from .plan import (
+    EXIT_CANNOT_RUN,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    REQUIRED,
+    STEPS,
+    missing_binaries,
+    missing_message,
+    parse_args,
+    plugin_script,
+    seconds,
+    shorten,
+    step_line,
+    summary_table,
+)
+from .progress import Deadline, DemoError, DemoTimeout, Progress
+
+FUND_BTC = 0.02  # each funder's coins; channels below take at most half
+CHANNEL_SAT = {"S-Ls": 500_000, "Ls-Lr": 1_000_000, "Lr-R": 500_000}
+STOCK_AMOUNT_MSAT = 25_000
+INDENT = "        "
+
+
+class Demo:
+    def __init__(self, out: TextIO, binaries: dict[str, str], plugin: str, limit: float, amount_msat: int) -> None:
+        self.out, self.binaries, self.plugin, self.amount = out, binaries, plugin, amount_msat
+        self.deadline = Deadline(limit)
+        self.progress = Progress(out, self.deadline)
+        self.base = Path(tempfile.mkdtemp(prefix="asyncpay-demo-"))
+        rpcport, *ports = free_ports(5)
+        self.auth = BitcoindAuth(rpcport, "demo", secrets.token_hex(16))
+        self.bitcoind = Bitcoind(binaries["bitcoind"], self.base / "bitcoin", self.auth)
+        parts = (("S", "wallet that pays (its LSP is Ls)"), ("Ls", "S's LSP: holds S's HTLC"),
+                 ("Lr", "R's LSP: static invoice server and mailbox"), ("R", "wallet that is paid, often asleep"))
+        self.s, self.ls, self.lr, self.r = (Node(name, part, self.base / name.lower(), port, binaries["lightningd"])
+                                            for (name, part), port in zip(parts, ports))
+        self.nodes = [self.s, self.ls, self.lr, self.r]
+        self.rows: list[tuple[str, ...]] = []
+        self.offer = ""
+        self.pay: dict = {}
+
+    def say(self, text: str) -> None:
+        self.progress.say(text)
+
+    # -- the run ----------------------------------------------------------------
+
+    def run(self) -> None:
+        self.say(f"asyncpay demo: an async payment on a private regtest network in {self.base}")
+        self.say("  S (wallet) -- Ls (LSP) -- Lr (LSP) -- R (wallet); S-Ls and Lr-R unannounced, "
+                 "everything on 127.0.0.1\n")
+        for i, step in enumerate(STEPS):
+            self.say(step_line(i, step))
+            started = time.monotonic()
+            result = getattr(self, f"step_{step.key}")()
+            took = seconds(time.monotonic() - started)
+            self.say(f"{INDENT}-> {result}  [{took}]")
+            self.rows.append((str(i + 1), step.label, step.nodes, result, took))
+        self.say("")
+        self.say(summary_table(self.rows, ("#", "step", "at", "result", "took")))
+        self.say("")
+        self.say(self.final_state())
+        self.say(f"\nasyncpay demo: done in {seconds(self.deadline.elapsed())}.")
+
+    def call(self, node: Node, method: str, params: dict | None = None) -> dict:
+        """An RPC call whose failure names the node and the method."""
+        try:
+            return node.rpc.call(method, params or {})
+        except RpcError as e:
+            message = e.error.get("message") if isinstance(e.error, dict) else e.error
+            raise DemoError(f"{method} at {node.name} failed: {message}") from e
+
+    def wait(self, predicate: Callable, what: str, timeout: float = 60, slow: bool = False):
+        return self.progress.wait_for(predicate, what, timeout=timeout, slow=slow)
+
+    # -- the steps ------------------------------------------------------------------
+
+    def step_start(self) -> str:
+        self.bitcoind.start(self.progress)
+        self.bitcoind.call("createwallet", "demo")
+        self.bitcoind.mine(101)  # coinbase outputs mature after 100 blocks
+        for n in (self.ls, self.lr, self.r):
+            n.configure(self.auth, self.plugin)
+            n.launch()
+        for n in (self.ls, self.lr, self.r):
+            n.wait_ready(self.progress)
+        # S needs Ls's id: asyncpay-payer-lsp makes Ls hold S's payments.
+        self.s.configure(self.auth, self.plugin, {"asyncpay-payer-lsp": self.ls.id})
+        self.s.start(self.progress)
+        for n in self.nodes:
+            self.say(f"{INDENT}{n.name:<2} {n.id}  {n.part}")
+        return f"bitcoind on {LOOPBACK}:{self.auth.rpcport}, 4 nodes with asyncpay"
+
+    def step_channels(self) -> str:
+        funders = (self.s, self.ls, self.lr)
+        self.bitcoind.call("sendmany", "", {_address(n): FUND_BTC for n in funders})
+        self.bitcoind.mine(1)
+        for n in funders:
+            self.wait(lambda n=n: any(o["status"] == "confirmed" for o in n.rpc.listfunds()["outputs"]),
+                      f"{n.name} to see its coins", slow=True)
+        for a, b, announce in ((self.ls, self.lr, True), (self.s, self.ls, False), (self.lr, self.r, False)):
+            self.call(a, "connect", {"id": b.id, "host": LOOPBACK, "port": b.port})
+            self.call(a, "fundchannel", {"id": b.id, "amount": CHANNEL_SAT[f"{a.name}-{b.name}"],
+                                         "announce": announce})
+        self.bitcoind.mine(6)  # 6 confirmations: Ls-Lr may be announced
+        for a, b in ((self.s, self.ls), (self.ls, self.lr), (self.lr, self.r)):
+            self.wait(lambda a=a, b=b: [c for c in a.rpc.listpeerchannels(b.id)["channels"]
+                                        if c["state"] == "CHANNELD_NORMAL"],
+                      f"channel {a.name}-{b.name} to be normal", slow=True)
+        return f"S-Ls, Ls-Lr, Lr-R normal at block {self.bitcoind.height()}"
+
+    def step_gossip(self) -> str:
+        [chan] = self.ls.rpc.listpeerchannels(self.lr.id)["channels"]
+        scid = chan["short_channel_id"]
+        for n in (self.s, self.r):  # both directions: routes and onion-message replies use them
+            self.wait(lambda n=n: len(n.rpc.listchannels(scid)["channels"]) == 2,
+                      f"{n.name} to learn channel Ls-Lr ({scid})", timeout=90, slow=True)
+        # R builds its blinded payment paths from Lr's channel_update.
+        self.wait(lambda: any((c.get("updates") or {}).get("remote")
+                              for c in self.r.rpc.listpeerchannels(self.lr.id)["channels"]),
+                  "Lr's channel_update at R", slow=True)
+        return f"S and R know Ls-Lr ({scid}) in both directions"
+
+    def step_offer(self) -> str:
+        paths = self.call(self.lr, "asyncpay-recipientpaths", {"recipient_id": self.r.id})["paths"]
+        self.call(self.r, "asyncpay-setserver", {"paths": [p["hex"] for p in paths]})
+        self.call(self.r, "asyncpay-offer", {"description": "asyncpay demo"})
+        row = self.wait(lambda: next((o for o in self.call(self.r, "asyncpay-listoffers")["offers"]
+                                      if o["slot"] == 0 and o["status"] == "ready"), None),
+                        "R's static invoice to be stored at Lr")
+        self.offer = row["bolt12"]
+        stored = self.call(self.lr, "asyncpay-listinvoices", {"recipient_id": self.r.id})["invoices"]
+        self.say(f"{INDENT}offer: {self.offer}")
+        return f"offer ready ({len(self.offer)} chars); Lr stores {len(stored)} static invoice(s) for R"
+
+    def step_r_sleeps(self) -> str:
+        self.r.stop()
+        self.wait(lambda: not any(p.get("connected") for p in self.lr.rpc.listpeers(self.r.id)["peers"]),
+                  "Lr to see R disconnected")
+        return "R's lightningd stopped; Lr sees R offline"
+
+    def step_pay(self) -> str:
+        pay = self.call(self.s, "asyncpay-pay", {"offer": self.offer, "amount_msat": self.amount, "timeout": 60})
+        if pay.get("status") != "held":
+            raise DemoError(f"asyncpay-pay at S answered {pay.get('status')!r}, not 'held': {pay}")
+        self.pay = pay
+        return f"asyncpay-pay: held ({pay.get('kind')} invoice), payment hash {shorten(pay['payment_hash'], 8)}"
+
+    def step_s_sleeps(self) -> str:
+        self.s.stop()
+        return "S's lightningd stopped; its HTLC stays at Ls"
+
+    def _held_row(self) -> dict | None:
+        return next((h for h in self.call(self.ls, "asyncpay-listheld")["held"]
+                     if h["payment_hash"] == self.pay["payment_hash"]), None)
+
+    def step_held(self) -> str:
+        row = self._held_row()
+        if row is None or row["state"] != "held":
+            raise DemoError(f"asyncpay-listheld at Ls: expected the payment held, got {row}")
+        box = self.wait(lambda: (m := self.call(self.lr, "asyncpay-listmailbox"))["messages"] >= 1 and m,
+                        "held_htlc_available in Lr's mailbox")
+        return (f"Ls holds {row['amount_msat']} msat (CLTV {row['cltv_expiry']}); "
+                f"Lr's mailbox: {box['messages']} message(s) for R")
+
+    def step_r_wakes(self) -> str:
+        self.r.start(self.progress)
+        self.call(self.r, "connect", {"id": self.lr.id, "host": LOOPBACK, "port": self.lr.port})
+        got = self.wait(lambda: self._received(self.pay["payment_hash"]), "R to release and claim",
+                        timeout=90, slow=True)
+        row = self.wait(lambda: (h := self._held_row()) and h["state"] == "forwarded" and h,
+                        "Ls to mark the HTLC forwarded")
+        return f"R claimed {got['amount_msat']} msat; Ls forwarded it after {int(time.time()) - row['since']} s"
+
+    def _received(self, payment_hash: str) -> dict | None:
+        return next((p for p in self.call(self.r, "asyncpay-listreceived")["payments"]
+                     if p["payment_hash"] == payment_hash), None)
+
+    def step_s_wakes(self) -> str:
+        self.s.start(self.progress)
+        self.call(self.s, "connect", {"id": self.ls.id, "host": LOOPBACK, "port": self.ls.port})
+        done = self.wait(lambda: (p := self.call(self.s, "asyncpay-listpays", {"id": self.pay["id"]})["pays"][0])
+                         ["status"] in ("complete", "failed") and p, "S's payment to complete", timeout=90, slow=True)
+        if done["status"] != "complete":
+            raise DemoError(f"S's payment failed: {done.get('reason')}")
+        preimage = done["payment_preimage"]
+        if hashlib.sha256(bytes.fromhex(preimage)).hexdigest() != done["payment_hash"]:
+            raise DemoError(f"S's preimage {preimage} does not hash to {done['payment_hash']}")
+        self.pay = done
+        return f"complete; preimage {shorten(preimage, 8)} hashes to the payment hash"
+
+    def step_stock(self) -> str:
+        started = time.monotonic()
+        inv = self.call(self.s, "fetchinvoice", {"offer": self.offer, "amount_msat": STOCK_AMOUNT_MSAT})
+        paid = self.call(self.s, "xpay", {"invstring": inv["invoice"]})
+        got = self.wait(lambda: self._received(hashlib.sha256(bytes.fromhex(paid["payment_preimage"])).hexdigest()),
+                        "R to list the stock payment")
+        return f"paid {got['amount_msat']} msat to R's own invoice in {seconds(time.monotonic() - started)}"
+
+    # -- the end ------------------------------------------------------------------
+
+    def final_state(self) -> str:
+        held = self._held_row() or {}
+        received = self.call(self.r, "asyncpay-listreceived")["payments"]
+        lines = ["Final state:",
+                 f"  S  asyncpay-listpays      {self.pay['status']}, {self.pay.get('amount_msat', self.amount)} msat, "
+                 f"preimage {shorten(self.pay['payment_preimage'], 8)}",
+                 f"  Ls asyncpay-listheld      {held.get('state')}",
+                 f"  Lr asyncpay-listmailbox   {self.call(self.lr, 'asyncpay-listmailbox')['messages']} message(s)",
+                 "  R  asyncpay-listreceived  " + ", ".join(f"{p['kind']} {p['amount_msat']} msat" for p in received)]
+        return "\n".join(lines)
+
+    def keep_instructions(self) -> str:
+        cli = shutil.which("lightning-cli") or "lightning-cli"
+        script = self.base / "stop.sh"
+        script.write_text(stop_script(cli, [str(n.dir) for n in self.nodes], self.binaries["bitcoin-cli"],
+                                      str(self.bitcoind.datadir), str(self.base)))
+        lines = ["The network keeps running (--keep). Poke each node:"]
+        lines += [f"  {n.name:<2} {cli} --lightning-dir={n.dir} asyncpay-status" for n in self.nodes]
+        lines.append(f"  bitcoind: {self.binaries['bitcoin-cli']} -datadir={self.bitcoind.datadir} getblockcount")
+        lines.append(f"Stop it all and remove {self.base}: sh {script}")
+        return "\n".join(lines)
+
+    def shutdown(self, keep_dir: bool) -> str:
+        stopped = kill_all(self.nodes, self.bitcoind)
+        note = f"stopped {', '.join(stopped)}" if stopped else "nothing left running"
+        if keep_dir:
+            return f"{note}; logs kept in {self.base}"
+        shutil.rmtree(self.base, ignore_errors=True)
+        return f"{note}; removed {self.base}"
+
+
+def _address(node: Node) -> str:
+    """A fresh on-chain address of the node's wallet (p2tr by default since v24.11)."""
+    got = node.rpc.call("newaddr")
+    return got.get("p2tr") or got["bech32"]
+
+
+def _raise(exc: type[BaseException], *args: object):
+    def handler(signum, frame):
+        raise exc(*args)
+    return handler
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    args = parse_args(argv)
+    plugin = plugin_script()
+    missing = missing_binaries(plugin=plugin)
+    if missing:
+        print(missing_message(missing), file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    binaries = {b: shutil.which(b) or b for b in REQUIRED}
+    demo = Demo(out, binaries, str(plugin), args.limit, args.amount_msat)
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    signal.signal(signal.SIGTERM, _raise(KeyboardInterrupt))
+    # A backstop for a single RPC call that hangs; every wait checks the deadline itself.
+    signal.signal(signal.SIGALRM, _raise(DemoTimeout, f"gave up: the demo's time limit ({args.limit} s) passed"))
+    signal.alarm(args.limit + 10)
+    code = EXIT_FAILED
+    try:
+        demo.run()
+        code = EXIT_OK
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+        demo.say("\nasyncpay demo: interrupted")
+    except DemoError as e:
+        demo.say(f"\nasyncpay demo FAILED after {seconds(demo.deadline.elapsed())}: {e}")
+    except Exception as e:  # an RPC answer we did not expect: one line, then clean up
+        demo.say(f"\nasyncpay demo FAILED after {seconds(demo.deadline.elapsed())}: {type(e).__name__}: {e}")
+    finally:
+        signal.alarm(0)
+        # The clean-up runs to its end: a second Ctrl-C must not leave daemons behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if code == EXIT_OK and args.keep:
+            demo.say("\n" + demo.keep_instructions())
+        else:
+            demo.say(f"asyncpay demo: {demo.shutdown(keep_dir=args.keep)}")
+            if code == EXIT_FAILED and not args.keep:
+                demo.say("Run it again with --keep to keep the nodes' logs.")
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    return code

@@ -1,0 +1,181 @@
+"""asyncpay-demo without a daemon (issue 18): its steps, arguments, the
+message when binaries are missing, ports, configuration files, the summary
+table and the bounded waits. The demo itself runs in
+tests/test_regtest_demo.py."""
+
+from __future__ import annotations
+
+import io
+import re
+import socket
+import sys
+
+import pytest
+
+from asyncpay.demo import plan, run
+from asyncpay.demo.config import LOOPBACK, BitcoindAuth, bitcoin_conf, free_ports, lightning_conf, stop_script
+from asyncpay.demo.daemons import Node
+from asyncpay.demo.progress import Deadline, DemoError, DemoTimeout, Progress
+
+AUTH = BitcoindAuth(18443, "demo", "secret")
+
+
+def test_every_step_is_walked_through_and_announced():
+    keys = [s.key for s in plan.STEPS]
+    assert len(set(keys)) == len(keys)
+    for step in plan.STEPS:
+        assert callable(getattr(run.Demo, f"step_{step.key}"))  # run() calls step_<key>
+        assert step.label and step.title and step.nodes
+    # The story of the issue, in order: R sleeps, S pays, both wake.
+    assert keys.index("r_sleeps") < keys.index("pay") < keys.index("s_sleeps") < keys.index("held") \
+        < keys.index("r_wakes") < keys.index("s_wakes") < keys.index("stock")
+    assert plan.step_line(0, plan.STEPS[0]) == f"[ 1/11] {plan.STEPS[0].title}  (at all)"
+    assert plan.step_line(10, plan.STEPS[10]).startswith("[11/11] ")
+
+
+def test_arguments():
+    args = plan.parse_args([])
+    assert (args.keep, args.limit, args.amount_msat) == (False, plan.DEFAULT_LIMIT, plan.DEFAULT_AMOUNT_MSAT)
+    args = plan.parse_args(["--keep", "--limit", "90", "--amount-msat", "5000"])
+    assert (args.keep, args.limit, args.amount_msat) == (True, 90, 5000)
+    for bad in (["--limit", "0"], ["--limit", "soon"], ["--amount-msat", "-1"], ["--bogus"]):
+        with pytest.raises(SystemExit) as e:
+            plan.parse_args(bad)
+        assert e.value.code == 2
+
+
+def test_missing_binaries_are_named_with_how_to_get_them():
+    found = {"lightningd": "/x/lightningd"}
+    assert plan.missing_binaries(found.get, plugin="/x/asyncpay") == ["bitcoind", "bitcoin-cli"]
+    assert plan.missing_binaries(lambda b: "/x/" + b, plugin=None) == ["asyncpay"]
+    text = plan.missing_message(["lightningd", "bitcoind", "bitcoin-cli"])
+    first, *rest = text.splitlines()
+    assert first == "asyncpay-demo cannot run: lightningd, bitcoind, bitcoin-cli not found on PATH."
+    assert "Core Lightning v26" in rest[0] and "source" in rest[0]
+    assert "bitcoincore.org" in rest[1] and "package" in rest[1]
+    assert "PATH" in rest[-1]
+
+
+def test_without_the_binaries_the_demo_says_so_and_exits_2(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: nothing is found
+    assert run.main([]) == plan.EXIT_CANNOT_RUN == 2
+    err = capsys.readouterr().err
+    assert "lightningd, bitcoind, bitcoin-cli not found on PATH" in err
+
+
+def test_the_plugin_script_is_found_next_to_the_interpreter(tmp_path):
+    (tmp_path / "asyncpay").write_text("#!/bin/sh\n")
+    assert plan.plugin_script(str(tmp_path / "python")) == str(tmp_path / "asyncpay")
+    assert plan.plugin_script(sys.executable)  # this venv has it (pip install .)
+
+
+def test_free_ports_are_distinct_and_bindable_on_loopback():
+    ports = free_ports(5)
+    assert len(set(ports)) == 5 and all(1024 <= p <= 65535 for p in ports)
+    with socket.socket() as s:
+        s.bind((LOOPBACK, ports[0]))
+
+
+def test_bitcoind_listens_on_loopback_only():
+    conf = bitcoin_conf(AUTH)
+    lines = conf.splitlines()
+    assert {"regtest=1", "listen=0", "listenonion=0", "rpcbind=127.0.0.1", "rpcallowip=127.0.0.1",
+            "rpcport=18443", "rpcuser=demo", "rpcpassword=secret"} <= set(lines)
+    assert lines.index("[regtest]") < lines.index("rpcport=18443")  # bitcoind reads rpcport per network
+    assert "0.0.0.0" not in conf
+
+
+def test_a_node_config_has_the_regtest_options_and_the_plugin():
+    conf = lightning_conf("S", "/d/s", 9735, AUTH, "/venv/bin/asyncpay", {"asyncpay-payer-lsp": "02" + "ab" * 32})
+    lines = conf.splitlines()
+    assert {"network=regtest", "alias=S", "addr=127.0.0.1:9735", "bitcoin-rpcport=18443",
+            "bitcoin-rpcconnect=127.0.0.1", "bitcoin-datadir=/d/s", "log-file=/d/s/log", "developer",
+            "dev-bitcoind-poll=1", "dev-fast-gossip", "cltv-delta=6", "plugin=/venv/bin/asyncpay",
+            "asyncpay-payer-lsp=02" + "ab" * 32} <= set(lines)
+    assert all(re.fullmatch(r"[a-z0-9-]+(=\S+)?", line) for line in lines[1:])  # lightningd's key[=value]
+    assert "asyncpay-payer-lsp" not in lightning_conf("R", "/d/r", 1, AUTH, "/p")
+
+
+def test_the_stop_script_stops_every_daemon_then_removes_the_directory():
+    text = stop_script("/b/lightning-cli", ["/t/s", "/t/r"], "/b/bitcoin-cli", "/t/bitcoin", "/t")
+    lines = text.splitlines()
+    assert lines[0] == "#!/bin/sh"
+    stops = [i for i, line in enumerate(lines) if line.endswith("stop >/dev/null 2>&1")]
+    assert len(stops) == 3 and "--lightning-dir='/t/s'" in lines[stops[0]] and "bitcoin-cli" in lines[stops[2]]
+    assert lines.index("rm -rf '/t'") > max(stops)
+
+
+def test_summary_table_aligns_columns():
+    table = plan.summary_table([("1", "network up", "4.2 s"), ("10", "S wakes, complete", "12.0 s")],
+                               ("#", "step", "took"))
+    head, rule, a, b = table.splitlines()
+    assert head == "#   step               took"
+    assert rule == "--  -----------------  ------"
+    assert a == "1   network up         4.2 s"
+    assert b == "10  S wakes, complete  12.0 s"
+
+
+def test_shorten_keeps_head_and_tail():
+    assert plan.shorten("abc") == "abc"
+    assert plan.shorten("0123456789abcdef" * 4, 8) == "01234567...89abcdef"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_deadline_ends_the_run_with_a_clear_message():
+    clock = Clock()
+    deadline = Deadline(100, clock)
+    clock.now = 99.5
+    deadline.check("waiting for gossip")
+    clock.now = 100.0
+    with pytest.raises(DemoTimeout, match=r"time limit \(100 s\) passed while waiting for gossip"):
+        deadline.check("waiting for gossip")
+
+
+class Out(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_a_wait_returns_the_value_and_says_one_plain_line_off_a_terminal():
+    out = Out(tty=False)
+    answers = iter([None, [], {"ok": 1}])
+    value = Progress(out, Deadline(60)).wait_for(lambda: next(answers), "gossip", slow=True, interval=0)
+    assert value == {"ok": 1}
+    assert out.getvalue() == "        ... waiting for gossip\n"
+
+
+def test_a_wait_on_a_terminal_spins_and_clears_its_line():
+    out = Out(tty=True)
+    answers = iter([None, None, True])
+    Progress(out, Deadline(60)).wait_for(lambda: next(answers), "gossip", slow=True, interval=0)
+    text = out.getvalue()
+    assert text.count("gossip") == 2 and text.endswith("\r\x1b[K") and "\n" not in text
+
+
+def test_every_wait_has_a_timeout_and_names_what_it_waited_for():
+    with pytest.raises(DemoTimeout, match="timed out after 0 s waiting for R to claim"):
+        Progress(Out(tty=False), Deadline(60)).wait_for(lambda: None, "R to claim", timeout=0, interval=0)
+    clock = Clock()
+    deadline = Deadline(10, clock)
+    clock.now = 11
+    with pytest.raises(DemoTimeout, match="time limit"):
+        Progress(Out(tty=False), deadline).wait_for(lambda: None, "gossip", timeout=60, interval=0)
+
+
+def test_a_plugin_that_disabled_itself_stops_the_demo_with_its_reason(tmp_path):
+    node = Node("Lr", "LSP", tmp_path, 9735, "lightningd")
+    (tmp_path / "log").write_text("DEBUG plugin-asyncpay: Killing plugin: disabled itself at init: "
+                                  "asyncpay-db /x: OperationalError: unable to open database file\n")
+    with pytest.raises(DemoError, match="Lr: the asyncpay plugin did not start: asyncpay-db /x: OperationalError"):
+        node._ready()
