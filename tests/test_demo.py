@@ -179,3 +179,46 @@ def test_a_plugin_that_disabled_itself_stops_the_demo_with_its_reason(tmp_path):
                                   "asyncpay-db /x: OperationalError: unable to open database file\n")
     with pytest.raises(DemoError, match="Lr: the asyncpay plugin did not start: asyncpay-db /x: OperationalError"):
         node._ready()
+
+
+def _demo(tmp_path, monkeypatch) -> run.Demo:
+    monkeypatch.setattr(run.tempfile, "mkdtemp", lambda prefix: str(tmp_path / "net"))
+    (tmp_path / "net").mkdir()
+    binaries = {"lightningd": "/b/lightningd", "bitcoind": "/b/bitcoind", "bitcoin-cli": "/b/bitcoin-cli"}
+    return run.Demo(Out(tty=False), binaries, "/venv/bin/asyncpay", 60, 40_000)
+
+
+def test_keep_prints_a_command_line_per_node_and_a_stop_script(tmp_path, monkeypatch):
+    monkeypatch.setattr(run.shutil, "which", lambda b: f"/b/{b}")
+    demo = _demo(tmp_path, monkeypatch)
+    text = demo.keep_instructions()
+    for name in ("s", "ls", "lr", "r"):
+        assert f"/b/lightning-cli --lightning-dir={tmp_path / 'net' / name} asyncpay-status" in text
+    assert text.splitlines()[-1] == f"Stop it all and remove {tmp_path / 'net'}: sh {tmp_path / 'net' / 'stop.sh'}"
+    assert "--lightning-dir='" + str(tmp_path / "net" / "r") + "' stop" in (tmp_path / "net" / "stop.sh").read_text()
+
+
+def test_the_network_is_on_distinct_loopback_ports(tmp_path, monkeypatch):
+    demo = _demo(tmp_path, monkeypatch)
+    ports = [demo.auth.rpcport] + [n.port for n in demo.nodes]
+    assert len(set(ports)) == 5
+    assert [n.name for n in demo.nodes] == ["S", "Ls", "Lr", "R"]
+
+
+@pytest.mark.parametrize("failure, code, said", [
+    (DemoError("asyncpay-pay at S failed: no route"), plan.EXIT_FAILED, "FAILED after"),
+    (DemoTimeout("gave up: the demo's time limit (5 s) passed"), plan.EXIT_FAILED, "--limit SECONDS"),
+    (KeyboardInterrupt(), plan.EXIT_INTERRUPTED, "interrupted"),
+])
+def test_a_failed_or_interrupted_run_cleans_up(tmp_path, monkeypatch, failure, code, said):
+    out = Out(tty=False)
+    monkeypatch.setattr(run, "missing_binaries", lambda plugin: [])
+    monkeypatch.setattr(run.tempfile, "mkdtemp", lambda prefix: str(tmp_path / "net"))
+    (tmp_path / "net").mkdir()
+    cleaned: list[bool] = []
+    monkeypatch.setattr(run.Demo, "run", lambda self: (_ for _ in ()).throw(failure))
+    monkeypatch.setattr(run, "kill_all", lambda nodes, bitcoind: cleaned.append(True) or ["S", "bitcoind"])
+    assert run.main([], out=out) == code
+    text = out.getvalue()
+    assert said in text and f"stopped S, bitcoind; removed {tmp_path / 'net'}" in text
+    assert cleaned == [True] and not (tmp_path / "net").exists()

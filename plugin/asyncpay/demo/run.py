@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         demo.say("\nasyncpay demo: interrupted")
     except DemoError as e:
         demo.say(f"\nasyncpay demo FAILED after {seconds(demo.deadline.elapsed())}: {e}")
+        if isinstance(e, DemoTimeout):
+            demo.say("A busy machine may need more time: --limit SECONDS.")
     except Exception as e:  # an RPC answer we did not expect: one line, then clean up
         demo.say(f"\nasyncpay demo FAILED after {seconds(demo.deadline.elapsed())}: {type(e).__name__}: {e}")
     finally:
