@@ -158,11 +158,11 @@ class RecipientRole(Role):
             force = False
             self._stop.wait(self.config.recipient_refresh_interval)
 
-    def refresh(self, force: bool = False) -> None:
+    def refresh(self, force: bool = False, reconnected: bool = False) -> None:
         try:
             snap = self.snapshot()
             with self.node.lock:
-                actions = self.core.refresh(int(time.time()), snap, force)
+                actions = self.core.refresh(int(time.time()), snap, force, reconnected)
             self.node.perform(actions)
         except Exception:
             self.node.log(f"recipient refresh failed: {traceback.format_exc()}", level="warn")
@@ -171,7 +171,7 @@ class RecipientRole(Role):
         lsp = self.core.lsp_id()
         if lsp is not None and lsp.hex() == peer_id:
             # Back in touch with the server: re-serve, after connectd settles.
-            threading.Timer(1.0, self.refresh, kwargs={"force": True}).start()
+            threading.Timer(1.0, self.refresh, kwargs={"reconnected": True}).start()
 
     # -- messages ----------------------------------------------------------------
 

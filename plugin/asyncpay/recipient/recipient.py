@@ -125,10 +125,12 @@ class Recipient:
     def _paths_stale(self, row: OfferRow, now: int) -> bool:
         return row.paths_expires_at is not None and row.paths_expires_at - now < self.config.recipient_refresh_margin
 
-    def refresh(self, now: int, snap: Snapshot, force: bool = False) -> list[InjectOnion]:
+    def refresh(self, now: int, snap: Snapshot, force: bool = False, reconnected: bool = False) -> list[InjectOnion]:
         """Keep every slot fresh without the user: new offer paths before they
-        expire, a re-served invoice before it expires or when the channel
-        changed (``force``: on start and after reconnecting to the LSP)."""
+        expire, a re-served invoice before it expires, on start (``force``),
+        and after reconnecting to the LSP or when the channel changed
+        (``reconnected``, ``changed``: both the LSP's doing, so at most once
+        per ``recipient_reserve_interval``)."""
         actions: list[InjectOnion] = []
         # An unpaid invoice's preimage is kept a day past the invoice's expiry.
         self.records.prune_expected(now - INVOICE_RELATIVE_EXPIRY - 86400)
@@ -144,7 +146,7 @@ class Recipient:
                 # A confirmed invoice served moments ago is not sent again on a reconnect or
                 # a channel change: the next check after recipient_reserve_interval does it.
                 recent = row.state == READY and now - row.updated_at < self.config.recipient_reserve_interval
-                if stale or ((force or changed) and not recent):
+                if force or stale or ((reconnected or changed) and not recent):
                     actions.append(self._serve(row, now, snap))
             except Dropped as e:
                 self.store.bump(f"dropped_{e.reason}")
