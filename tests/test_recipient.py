@@ -169,3 +169,21 @@ def test_upgrade_keeps_offers_payable_and_history(tmp_path):
     [pay] = records.payments()
     assert pay["bolt12"] == offer.to_string() and pay["amount_msat"] == 5
     assert records.pending_counts() == (0, 0)
+
+
+def test_start_reserve_waits_for_the_lsp_connection(tmp_path):
+    # Our serve_static_invoice is not kept for an offline LSP: the re-serve of our
+    # start waits for the connection, and then goes with the start's (unlimited) rule.
+    flow = Flow(tmp_path)
+    flow.setserver()
+    flow.offer()
+    role = flow.r.recipient
+    first = served(flow)
+    flow.net.disconnect(flow.lnode, flow.rnode)
+    role._start_serve_due = True  # as after a restart
+    role.refresh_due()
+    assert role._start_serve_due and served(flow).encode() == first.encode()
+    flow.net.connect(flow.lnode, flow.rnode)
+    assert not role._start_serve_due  # the reconnect carries it out
+    role.refresh(force=True)
+    assert served(flow).encode() != first.encode()

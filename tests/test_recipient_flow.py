@@ -39,6 +39,8 @@ def attach(node, tmp_path, **recipient) -> Node:
             n.lsp.writer.drain()
         elif topic == "connect":
             n.on_connect(params["connect"]["id"])
+        elif topic == "disconnect":  # as cln/plugin.py
+            n.channels_changed()
 
     node.listeners.append(listener)
     node.htlc_hooks.append(n.on_htlc_accepted)

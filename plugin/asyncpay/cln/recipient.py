@@ -94,6 +94,7 @@ class RecipientRole(Role):
         # HTLCs taken and not answered yet (parts of multi-part payments): responder, payment hash.
         self.waiting: dict[tuple[str, int], tuple[_Once, bytes]] = {}
         self._stop = threading.Event()
+        self._start_serve_due = True  # the re-serve of our start, sent once the LSP is connected
         self._wake = threading.Event()  # a multi-part payment started waiting: re-arm the MPP timer
         self.height = 0  # the last block height lightningd told us (block_added, htlc_accepted)
 
@@ -152,11 +153,29 @@ class RecipientRole(Role):
                 self.expire(int(time.time()))
 
     def _timer(self) -> None:
-        force = True  # on start: re-serve whatever we publish
         while not self._stop.is_set():
-            self.refresh(force)
-            force = False
+            self.refresh_due()
             self._stop.wait(self.config.recipient_refresh_interval)
+
+    def refresh_due(self) -> None:
+        """One pass of the refresh timer. On start we re-serve whatever we publish,
+        once the LSP is connected: our serve_static_invoice is not kept for an offline
+        first hop, so sent before that it would be lost, and the reconnect's re-serve
+        may be rate-limited (``recipient_reserve_interval``)."""
+        with self.node.lock:
+            force = self._start_serve_due and self._lsp_connected()
+            if force:
+                self._start_serve_due = False
+        self.refresh(force)
+
+    def _lsp_connected(self) -> bool:
+        lsp = self.core.lsp_id()
+        if lsp is None:
+            return True  # nothing to serve to yet; refresh says why
+        try:
+            return self.node.is_connected(lsp.hex())
+        except RpcError:
+            return True
 
     def refresh(self, force: bool = False, reconnected: bool = False) -> None:
         try:
@@ -170,8 +189,11 @@ class RecipientRole(Role):
     def on_connect(self, peer_id: str) -> None:
         lsp = self.core.lsp_id()
         if lsp is not None and lsp.hex() == peer_id:
-            # Back in touch with the server: re-serve, after connectd settles.
-            threading.Timer(1.0, self.refresh, kwargs={"reconnected": True}).start()
+            # Back in touch with the server: re-serve, after connectd settles (the
+            # start's re-serve if it is still due, else one the reserve interval limits).
+            with self.node.lock:
+                start, self._start_serve_due = self._start_serve_due, False
+            threading.Timer(1.0, self.refresh, kwargs={"force": start, "reconnected": not start}).start()
 
     # -- messages ----------------------------------------------------------------
 
