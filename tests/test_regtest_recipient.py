@@ -17,7 +17,7 @@ require_binaries()
 from pyln.testing.fixtures import *  # noqa: E402,F401,F403
 
 from asyncpay.blinded_path import BlindedPaymentPath  # noqa: E402
-from asyncpay.cln.recipient import parse_scid  # noqa: E402
+from asyncpay.cln.convert import parse_scid  # noqa: E402
 from asyncpay.offers import CHAINS, Offer, StaticInvoice  # noqa: E402
 from asyncpay.onion_message import HeldHtlcAvailable, OnionMessagePayload  # noqa: E402
 from asyncpay.payment.route import RouteHop, blinded_payment_onion, to_introduction  # noqa: E402

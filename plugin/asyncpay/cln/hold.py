@@ -33,26 +33,16 @@ from ..hold.holder import CLN_CLTV_DELTA
 from ..hold.records import HeldRow
 from ..payment import HopPayload
 from ..payment.hold_request import HOLD_REQUEST, HoldRequest
-from ..wire import WireError, read_tlv_stream
-from .recipient import hop_payload, msat
-from .role import Respond, Role
+from ..wire import WireError
+from .convert import has_tlv, hop_payload, msat
+from .role import Host, Respond, Role
 
 if TYPE_CHECKING:
     from ..actions import InjectOnion
-    from .node import Node
 
 LDK_HOLD_HTLC = 75537  # update_add_htlc TLV (LDK ln/msgs.rs)
 # listpeerchannels states of a channel that is gone (it no longer makes a peer public or private).
 CLOSED_STATES = frozenset({"ONCHAIN", "CLOSINGD_COMPLETE", "FUNDING_SPEND_SEEN", "AWAITING_UNILATERAL", "CLOSED"})
-
-
-def has_tlv(extra_tlvs: str | None, t: int) -> bool:
-    if not extra_tlvs:
-        return False
-    try:
-        return any(k == t for k, _ in read_tlv_stream(bytes.fromhex(extra_tlvs), lambda _: True, "extra_tlvs"))
-    except (WireError, ValueError):
-        return False
 
 
 def asks_for_hold(params: dict) -> bool:
@@ -69,7 +59,7 @@ def asks_for_hold(params: dict) -> bool:
 class HoldRole(Role):
     KINDS = KINDS
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Host) -> None:
         super().__init__(node)
         self.config: HoldConfig = node.config_for(HoldConfig)
         self.core = Holder(node.store, node.endpoint, self.config, node.resolve_intro, self._cltv_delta())

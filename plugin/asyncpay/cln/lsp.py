@@ -12,7 +12,6 @@ import queue
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING
 
 from pyln.client import RpcError
 
@@ -21,11 +20,7 @@ from ..endpoint import Delivered
 from ..lsp import Flush, LspConfig, Mailbox, StaticInvoiceServer
 from ..lsp.mailbox import Send, Wait
 from ..lsp.server import KINDS
-from .role import Role
-
-if TYPE_CHECKING:
-    from .node import Node
-
+from .role import Host, Role
 
 Intake = tuple[str, "str | None", bytes, bytes, int]  # peer, source, path_key, onion, received at
 
@@ -90,7 +85,7 @@ class IntakeWriter:
 class LspRole(Role):
     KINDS = KINDS
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Host) -> None:
         super().__init__(node)
         self.config: LspConfig = node.config_for(LspConfig)
         self.server = StaticInvoiceServer(node.store, node.endpoint, self.config, node.resolve_intro, node.chain)

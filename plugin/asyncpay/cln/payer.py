@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
 
 from pyln.client import RpcError
 
@@ -29,11 +28,8 @@ from ..payer import KINDS, Action, Payer, PayerConfig, PayInvoice, PaymentRow, P
 from ..payer.budget import OverBudget, check_route, check_sent, screen
 from ..payment.hold_request import HOLD_REQUEST
 from ..payment.route import RouteHop, blinded_payment_onion
-from .recipient import msat, parse_scid
-from .role import Role
-
-if TYPE_CHECKING:
-    from .node import Node
+from .convert import msat, parse_scid
+from .role import Host, Role
 
 PAYER_KEY_LABEL = "asyncpay/payer/payer-key/v1"
 TICK = 0.5  # seconds between two looks at unanswered requests and grace periods
@@ -42,7 +38,7 @@ TICK = 0.5  # seconds between two looks at unanswered requests and grace periods
 class PayerRole(Role):
     KINDS = KINDS
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Host) -> None:
         super().__init__(node)
         self.config: PayerConfig = node.config_for(PayerConfig)
         self.core = Payer(node.store, node.endpoint, self.config, node.secret(PAYER_KEY_LABEL),

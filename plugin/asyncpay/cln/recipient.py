@@ -17,53 +17,19 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING
 
 from pyln.client import RpcError
 
 from ..actions import InjectOnion
 from ..blinded_path import EncryptedData
 from ..endpoint import Delivered
-from ..payment import HopPayload
 from ..recipient import KINDS, Claimer, Fail, Htlc, LspChannel, Recipient, RecipientConfig, Resolve, Snapshot, Wait
 from ..recipient.claim import failure
-from ..wire import WireError, read_tlv_stream
-from ..wire.types import read_bigsize
-from .role import Respond, Role
-
-if TYPE_CHECKING:
-    from .node import Node
+from ..wire import WireError
+from .convert import hop_payload, msat, parse_scid, path_key_of
+from .role import Host, Respond, Role
 
 OFFER_KEY_LABEL = "asyncpay/recipient/offer-key/v1"
-
-
-def parse_scid(s: str) -> int:
-    block, tx, out = (int(x) for x in s.split("x"))
-    return (block << 40) | (tx << 16) | out
-
-
-def msat(v) -> int:
-    return int(str(v).removesuffix("msat")) if v is not None else 0
-
-
-def hop_payload(raw_hex: str) -> HopPayload:
-    """The hook's ``onion.payload``: a BigSize length, then the TLV stream."""
-    raw = bytes.fromhex(raw_hex)
-    length, pos = read_bigsize(raw, 0)
-    if pos + length != len(raw):
-        raise WireError("payload length prefix does not match")
-    return HopPayload.decode(raw[pos:])
-
-
-def path_key_of(payload: HopPayload, extra_tlvs: str | None) -> bytes | None:
-    if payload.current_path_key is not None:
-        return payload.current_path_key
-    if extra_tlvs:
-        # Type 0 is update_add_htlc's path_key (BOLT 2); lightningd accepted the rest.
-        for t, v in read_tlv_stream(bytes.fromhex(extra_tlvs), lambda t: True, "update_add_htlc_tlvs"):
-            if t == 0 and len(v) == 33:
-                return v
-    return None
 
 
 class _Once:
@@ -84,7 +50,7 @@ class _Once:
 class RecipientRole(Role):
     KINDS = KINDS
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Host) -> None:
         super().__init__(node)
         self.config: RecipientConfig = node.config_for(RecipientConfig)
         self.core = Recipient(node.store, node.endpoint, self.config, node.secret(OFFER_KEY_LABEL),

@@ -1,23 +1,65 @@
-"""What every role's CLN adapter looks like to the router (``cln/node.py``).
+"""What a role's CLN adapter and the router (``cln/node.py``) see of each other.
 
 A role adapter owns one role's sans-IO core and turns the events the router
 hands it into calls on that core, and the core's actions into RPC. Each
-method has a do-nothing default, so a role implements only what it needs.
+method of ``Role`` has a do-nothing default, so a role implements only what
+it needs. What an adapter may use of the node is ``Host``: the router
+depends on the adapters, never the reverse.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from ..actions import InjectOnion
-from ..endpoint import Delivered
+from ..blinded_path import IntroductionNode
+from ..endpoint import Delivered, Endpoint
+from ..store import Store
 
-if TYPE_CHECKING:
-    from .node import Node
+C = TypeVar("C")
 
 # Answers the htlc_accepted hook; may be called later, from any thread.
 Respond = Callable[[dict], None]
+
+
+class Host(Protocol):
+    """What the node (``cln/node.py``'s ``Node``) offers every role adapter."""
+
+    rpc: Any  # pyln's LightningRpc, or the in-process emulation in tests
+    store: Store
+    endpoint: Endpoint  # the endpoint key V shared by every role
+    lock: Any  # one re-entrant lock over the store and the cores (threading.RLock)
+    node_id: bytes
+    chain: bytes  # BOLT 12 chain hash of our offers
+    log: Callable[..., None]
+    notify: Callable[[str, dict], None]
+
+    def config_for(self, cls: type[C]) -> C:
+        """The configuration of one role: as given, or its defaults."""
+        ...
+
+    def secret(self, label: str) -> bytes:
+        """A 32-byte secret derived by the node's HSM."""
+        ...
+
+    def resolve_intro(self, intro: IntroductionNode) -> bytes | None:
+        """Node id behind a blinded path's introduction node, if known."""
+        ...
+
+    def perform(self, actions: list[InjectOnion]) -> None:
+        """Send onion messages (an unreachable peer's go to the mailbox)."""
+        ...
+
+    def channel_peers(self) -> dict[str, set[str]]:
+        """peer id -> its channels' scids (real and aliases)."""
+        ...
+
+    def connected_peers(self) -> frozenset[str]: ...
+
+    def is_connected(self, peer_id: str) -> bool: ...
+
+    def peer_for_scid(self, scid_dir: str) -> str | None: ...
 
 
 class Role:
@@ -25,7 +67,7 @@ class Role:
     #: them are routed to ``on_message``.
     KINDS: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Host) -> None:
         self.node = node
 
     def start(self) -> None:

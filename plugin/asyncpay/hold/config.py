@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..lsp.config import option
+from ..config import option
 
 PRIVATE, CHANNEL = "private", "channel"
 

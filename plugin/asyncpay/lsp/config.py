@@ -4,14 +4,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-DAY = 24 * 3600
-
-
-def option(default, help: str):
-    """A config field: its default and the one sentence ``lightningd --help`` shows."""
-    return field(default=default, metadata={"help": help})
+from ..config import DAY, option
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..lsp.config import option
+from ..config import option
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..lsp.config import DAY, option
+from ..config import DAY, option
 
 # LDK chain/channelmonitor.rs: HTLC_FAIL_BACK_BUFFER = CLTV_CLAIM_BUFFER (2 x MAX_BLOCKS_FOR_CONF = 36,
 # since LDK #3608; 18 before, hence the older "21") + LATENCY_GRACE_PERIOD_BLOCKS (3). Within it an
