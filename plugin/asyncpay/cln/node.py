@@ -45,7 +45,7 @@ from .hold import HoldRole
 from .lsp import LspRole
 from .payer import PayerRole
 from .recipient import RecipientRole
-from .role import Respond, Role
+from .role import AnswerOnce, Respond, Role
 
 ENDPOINT_SECRET_LABEL = "asyncpay/endpoint/v1"
 ROUTE_MAX_VIA, ROUTE_MAX_FANOUT = 2, 32  # bounds on the walk of route_to
@@ -408,15 +408,9 @@ class Node:
         continuing it could forward or settle it without its release, so it
         is failed (BOLT 4 temporary_node_failure). One verdict per call,
         whatever the roles do."""
-        answered: list[dict] = []
-
-        def once(answer: dict) -> None:
-            if answered:
-                self.log(f"second verdict {answer.get('result')} for an HTLC already answered "
-                         f"{answered[0].get('result')}: dropped", level="broken")
-                return
-            answered.append(answer)
-            respond(answer)
+        once = AnswerOnce(respond, lambda first, again: self.log(
+            f"second verdict {again.get('result')} for an HTLC already answered {first.get('result')}: dropped",
+            level="broken"))
 
         for role in self.roles:
             try:
@@ -424,7 +418,7 @@ class Node:
                     return
             except Exception:
                 self.log(f"htlc_accepted in {type(role).__name__} failed: {traceback.format_exc()}", level="warn")
-                if not answered:
+                if not once.called:
                     once({"result": "fail", "failure_message": "2002"})
                 return
         once({"result": "continue"})

@@ -27,24 +27,9 @@ from ..recipient import KINDS, Claimer, Fail, Htlc, LspChannel, Recipient, Recip
 from ..recipient.claim import failure
 from ..wire import WireError
 from .convert import hop_payload, msat, parse_scid, path_key_of
-from .role import Host, Respond, Role
+from .role import AnswerOnce, Host, Respond, Role
 
 OFFER_KEY_LABEL = "asyncpay/recipient/offer-key/v1"
-
-
-class _Once:
-    """A hook responder that answers at most once (a second call is ignored)."""
-
-    def __init__(self, respond: Respond) -> None:
-        self.respond, self.called = respond, False
-        self.lock = threading.Lock()
-
-    def __call__(self, answer: dict) -> None:
-        with self.lock:
-            if self.called:
-                return
-            self.called = True
-        self.respond(answer)
 
 
 class RecipientRole(Role):
@@ -58,7 +43,7 @@ class RecipientRole(Role):
         self.claimer = Claimer(node.store, self.config, node.chain)
         self.changed = threading.Condition(node.lock)  # an offer's state changed
         # HTLCs taken and not answered yet (parts of multi-part payments): responder, payment hash.
-        self.waiting: dict[tuple[str, int], tuple[_Once, bytes]] = {}
+        self.waiting: dict[tuple[str, int], tuple[AnswerOnce, bytes]] = {}
         self._stop = threading.Event()
         self._start_serve_due = True  # the re-serve of our start, sent once the LSP is connected
         self._wake = threading.Event()  # a multi-part payment started waiting: re-arm the MPP timer
@@ -232,7 +217,7 @@ class RecipientRole(Role):
                 if not self.claimer.is_ours(data, payment_hash, now):
                     return False
         # Ours from here on.
-        once = _Once(respond)
+        once = AnswerOnce(respond)
         height = self.height
         try:
             height = int(h["cltv_expiry"]) - int(h["cltv_expiry_relative"])
@@ -249,7 +234,7 @@ class RecipientRole(Role):
             self._answer_anyway(htlc_key, once, payment_hash, msat(h.get("amount_msat")), height)
         return True
 
-    def _answer_anyway(self, key: tuple[str, int], once: _Once, payment_hash: bytes, amount_msat: int,
+    def _answer_anyway(self, key: tuple[str, int], once: AnswerOnce, payment_hash: bytes, amount_msat: int,
                        height: int) -> None:
         """The claim raised. With the preimage durable, resolve this HTLC and every waiting
         part of its payment; else fail this one and forget it as a part (it must not count)."""

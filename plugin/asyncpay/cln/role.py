@@ -9,6 +9,7 @@ depends on the adapters, never the reverse.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -21,6 +22,31 @@ C = TypeVar("C")
 
 # Answers the htlc_accepted hook; may be called later, from any thread.
 Respond = Callable[[dict], None]
+
+
+class AnswerOnce:
+    """A hook responder that answers at most once: a second verdict for the
+    same HTLC is dropped (and reported to ``on_second``, if given)."""
+
+    def __init__(self, respond: Respond, on_second: Callable[[dict, dict], None] | None = None) -> None:
+        self.respond, self.on_second = respond, on_second
+        self.first: dict | None = None
+        self.lock = threading.Lock()
+
+    @property
+    def called(self) -> bool:
+        return self.first is not None
+
+    def __call__(self, answer: dict) -> None:
+        with self.lock:
+            first = self.first
+            if first is None:
+                self.first = answer
+        if first is not None:
+            if self.on_second is not None:
+                self.on_second(first, answer)
+            return
+        self.respond(answer)
 
 
 class Host(Protocol):
