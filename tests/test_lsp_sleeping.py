@@ -107,13 +107,17 @@ def far_payer(net_, lsp):
     return hub, far
 
 
-def far_reply(hub, far):
-    """A payer that sends from the hub and wants its answer at the far node
-    (CLN's fetchinvoice starts the reply path at the payer)."""
+def ask_from_far(hub, far, lsp, offer) -> Inbox:
+    """A payer that sends its invoice_request from the hub and wants the answer
+    at the far node (CLN's fetchinvoice starts the reply path at the payer);
+    the inbox where that answer arrives."""
     payer = Wallet(hub.node_id)
     reply = build_path(os.urandom(32), [(far.node_id, EncryptedData(next_node_id=payer.endpoint)),
                                         (payer.endpoint, EncryptedData(path_id=os.urandom(32)))])
-    return payer, reply
+    inbox = Inbox(far, payer)
+    req, _ = payer.invoice_request(offer)
+    send(hub, lsp, payer, offer.offer_paths[0], OnionMessagePayload(invoice_request=req.encode(), reply_path=reply))
+    return inbox
 
 
 def test_route_to_asks_gossip_once_per_target(net):  # noqa: F811
@@ -166,10 +170,7 @@ def test_replies_through_gossip_hold_no_node_lock_while_asking(net):  # noqa: F8
         return real(method, params)
 
     lsp.rpc.call = call
-    payer, reply = far_reply(hub, far)
-    inbox = Inbox(far, payer)
-    req, _ = payer.invoice_request(offer)
-    send(hub, lsp, payer, offer.offer_paths[0], OnionMessagePayload(invoice_request=req.encode(), reply_path=reply))
+    inbox = ask_from_far(hub, far, lsp, offer)
     assert inbox.take().static_invoice == invoice.encode()
     assert held and not any(held)
 
@@ -199,10 +200,7 @@ def test_messages_for_v_do_not_hold_up_htlc_accepted(net):  # noqa: F811
         return real(method, params)
 
     lsp.rpc.call = call
-    payer, reply = far_reply(hub, far)
-    inbox = Inbox(far, payer)
-    req, _ = payer.invoice_request(offer)
-    send(hub, lsp, payer, offer.offer_paths[0], OnionMessagePayload(invoice_request=req.encode(), reply_path=reply))
+    inbox = ask_from_far(hub, far, lsp, offer)
     # The notification handler has returned; the next hook call is answered at once.
     answers: list[dict] = []
     asyncpay.on_htlc_accepted({"onion": {"payload": "00", "short_channel_id": "1x1x1"}, "htlc": {}},
