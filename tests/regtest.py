@@ -46,7 +46,16 @@ def require_binaries() -> None:
         pytest.skip(SKIP_REASON, allow_module_level=True)
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+# Every wait in these tests ends at its event; the ceiling only decides how
+# long a stuck event takes to report. pyln-testing reads the same TIMEOUT
+# (its own default is 60 s) when first imported, which each regtest module
+# does after this one. A loaded 2-core machine has been seen to need more
+# than 60 s for a funding transaction to show in listfunds.
+os.environ.setdefault("TIMEOUT", "180")
+TIMEOUT = float(os.environ["TIMEOUT"])
+
+
+def wait_for(predicate, timeout: float = TIMEOUT, what: str = "condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()

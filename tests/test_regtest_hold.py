@@ -51,7 +51,7 @@ def start_held_payment(s, ls, lr, r, amount=40_000):
 
 def assert_complete(s, r, pay):
     done = wait_for(lambda: (x := s.rpc.call("asyncpay-listpays", {"id": pay["id"]})["pays"][0])["status"]
-                    == "complete" and x, what="complete at S", timeout=90)
+                    == "complete" and x, what="complete at S")
     assert hashlib.sha256(bytes.fromhex(done["payment_preimage"])).hexdigest() == done["payment_hash"]
     got = {x["payment_hash"]: x for x in r.rpc.call("asyncpay-listreceived")["payments"]}
     assert got[done["payment_hash"]]["payment_preimage"] == done["payment_preimage"]
@@ -68,7 +68,7 @@ def test_sender_and_recipient_both_asleep(node_factory):
     s.stop()  # 2. S goes to sleep with its HTLC held at Ls
     assert ls.rpc.call("asyncpay-listheld")["held"][0]["state"] == "held"  # 3.
     wake(r, lr)  # 4. R releases, Ls forwards, R claims
-    wait_for(lambda: r.rpc.call("asyncpay-listreceived")["payments"], what="R claimed", timeout=60)
+    wait_for(lambda: r.rpc.call("asyncpay-listreceived")["payments"], what="R claimed")
     wait_for(lambda: ls.rpc.call("asyncpay-listheld")["held"][0]["state"] == "forwarded", what="forwarded")
     s.start()  # 5. S wakes: complete, with the preimage
     assert_complete(s, r, pay)
@@ -102,7 +102,7 @@ def mine_to_the_margin(bitcoind, s, ls, lr) -> dict:
 
 def failed_at_sender(s, pay) -> dict:
     return wait_for(lambda: (x := s.rpc.call("asyncpay-listpays", {"id": pay["id"]})["pays"][0])["status"]
-                    == "failed" and x, what="failed at S", timeout=60)
+                    == "failed" and x, what="failed at S")
 
 
 def assert_channels_normal(*nodes) -> None:

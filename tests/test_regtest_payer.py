@@ -66,7 +66,7 @@ def test_offline_recipient_releases_after_payer_restart(node_factory):
     r.start()
     r.rpc.connect(lsp.info["id"], "localhost", lsp.port)
     done = wait_for(lambda: (x := p.rpc.call("asyncpay-listpays", {"id": pay["id"]})["pays"][0])["status"]
-                    == "complete" and x, what="payment complete", timeout=60)
+                    == "complete" and x, what="payment complete")
     assert done["kind"] == "static"
     assert_paid(done, r)
     assert r.rpc.call("asyncpay-status")["recipient"]["releases"] >= 1

@@ -91,7 +91,7 @@ def test_stock_cln_pays_online_recipient_then_lsp_serves_while_it_sleeps(node_fa
         held = StaticInvoice.decode(bytes.fromhex(stored[0]["invoice"])).expires_at()
         return row if row["status"] == "ready" and held == row["invoice_expires_at"] > before else None
 
-    row = wait_for(refreshed, what="refreshed invoice persisted", timeout=60)
+    row = wait_for(refreshed, what="refreshed invoice persisted")
     assert row["bolt12"] == offer["bolt12"]
     assert r.rpc.call("asyncpay-listreceived")["payments"] == got
 

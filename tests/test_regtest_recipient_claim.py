@@ -12,7 +12,7 @@ import hashlib
 import os
 import threading
 
-from regtest import ASYNCPAY, RECORDER, node_id, require_binaries, wait_for
+from regtest import ASYNCPAY, RECORDER, TIMEOUT, node_id, require_binaries, wait_for
 
 require_binaries()
 
@@ -79,7 +79,7 @@ def test_restart_between_the_parts_of_a_payment_completes_the_claim(node_factory
     assert r.rpc.call("asyncpay-status")["recipient"]["pending_parts"] == 1
     second = part(2, 25_000)
     for t in (first, second):
-        t.join(timeout=120)
+        t.join(timeout=TIMEOUT)
     assert results.get(1, {}).get("payment_preimage") == preimage.hex(), results
     assert results.get(2, {}).get("payment_preimage") == preimage.hex(), results
     [pay] = r.rpc.call("asyncpay-listreceived")["payments"]
