@@ -1,0 +1,211 @@
+"""Hold for wake-up: an HTLC whose next hop is an offline client waits, in
+``htlc_accepted``, for the client to connect (LSPS5 "Webhook Call": "the LSP
+SHOULD hold onto the incoming H/PTLC for a reasonable time that allows the
+client to awaken"; eclair's ``peer-wake-up`` waits 60 s).
+
+Sans-IO over the store. ``accept`` decides for a new HTLC (or lightningd's
+replay of one after a restart):
+
+* ``None``: not ours (the next hop is connected, or is not a client we
+  wake, or the HTLC is too close to its CLTV budget, or a bound is full):
+  the router goes on and lightningd forwards (or fails) it as it would
+  without us;
+* ``Hold``: answer later; the adapter calls the client's webhooks;
+* ``Release`` / ``FailBack``: answer now (a replay of an HTLC already decided,
+  or one whose client connected or whose time ran out meanwhile).
+
+Later, ``connected`` releases every HTLC held for a client, and ``tick``
+fails back those past ``wake-timeout`` or within ``wake-min-blocks`` of
+their budget: min(incoming ``cltv_expiry`` - our ``cltv-delta``, outgoing
+CLTV), as the hold role (``hold/holder.py``) reckons it. A row leaves HELD
+once, to RELEASED or FAILED, and each transition returns the one answer the
+adapter owes: exactly one verdict per HTLC, whatever the order of events.
+The deadline is kept on disk, so a restart (lightningd replays the HTLC)
+does not extend the wait.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlite_utils
+
+from ..store import RowTable, Store
+from .lsps5_config import Lsps5Config
+
+HELD, RELEASED, FAILED = "held", "released", "failed"
+CLN_CLTV_DELTA = 34  # lightningd's default cltv-delta
+TEMPORARY_NODE_FAILURE = "2002"  # BOLT 4 NODE|2: the client did not wake in time
+KEEP_ANSWERED = 86400  # answered rows stay a day (a replay after a restart finds its verdict)
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["lsps5_wake_htlcs"].create(
+        {"key": str, "peer_id": str, "payment_hash": bytes, "amount_msat": int, "cltv_expiry": int,
+         "outgoing_cltv": int, "since": int, "deadline": int, "state": str, "reason": str, "updated_at": int},
+        pk="key")
+    db["lsps5_wake_htlcs"].create_index(["state", "peer_id"])
+
+
+MIGRATIONS = [_v1]
+
+
+@dataclass
+class WakeRow:
+    key: str  # "<incoming scid>/<htlc id>": stable across lightningd's replays
+    peer_id: str  # the offline client the HTLC goes to
+    payment_hash: bytes
+    amount_msat: int
+    cltv_expiry: int
+    outgoing_cltv: int
+    since: int
+    deadline: int  # since + wake-timeout
+    state: str = HELD
+    reason: str | None = None
+    updated_at: int = 0
+
+    def view(self) -> dict:
+        return {"payment_hash": self.payment_hash.hex(), "peer_id": self.peer_id, "amount_msat": self.amount_msat,
+                "since": self.since, "deadline": self.deadline, "state": self.state,
+                **({"reason": self.reason} if self.reason else {})}
+
+
+@dataclass(frozen=True)
+class WakeCandidate:
+    """An HTLC to forward to ``peer_id`` (the adapter read it from the hook)."""
+
+    key: str
+    peer_id: str
+    payment_hash: bytes
+    amount_msat: int
+    cltv_expiry: int
+    outgoing_cltv: int
+
+
+@dataclass(frozen=True)
+class Hold:
+    deadline: int
+
+
+@dataclass(frozen=True)
+class Release:
+    key: str
+
+    def hook_answer(self) -> dict:
+        return {"result": "continue"}
+
+
+@dataclass(frozen=True)
+class FailBack:
+    key: str
+    reason: str
+
+    def hook_answer(self) -> dict:
+        return {"result": "fail", "failure_message": TEMPORARY_NODE_FAILURE}
+
+
+Answer = Release | FailBack
+
+
+class WakeHolder:
+    def __init__(self, store: Store, config: Lsps5Config, cltv_delta: int = CLN_CLTV_DELTA) -> None:
+        self.store, self.config, self.cltv_delta = store, config, cltv_delta
+        store.migrate_component("lsps5_wake", MIGRATIONS)
+        self.rows = RowTable(store, "lsps5_wake_htlcs", WakeRow, "key")
+        self.get = self.rows.get
+
+    def budget(self, cltv_expiry: int, outgoing_cltv: int) -> int:
+        """The last height at which the HTLC may still be forwarded."""
+        return min(cltv_expiry - self.cltv_delta, outgoing_cltv)
+
+    def _too_close(self, cltv_expiry: int, outgoing_cltv: int, height: int) -> bool:
+        return self.budget(cltv_expiry, outgoing_cltv) - height < self.config.wake_min_blocks
+
+    def accept(self, h: WakeCandidate, online: bool, wakeable: bool, height: int, now: int) -> Hold | Answer | None:
+        known = self.rows.get(h.key)
+        if known is not None:
+            return self._replay(known, online, height, now)
+        if online or not wakeable:
+            return None
+        if self._too_close(h.cltv_expiry, h.outgoing_cltv, height):
+            self.store.bump("wake_not_held_cltv_budget")
+            return None
+        if self.count_held(h.peer_id) >= self.config.wake_max_per_peer:
+            self.store.bump("wake_not_held_peer_limit")
+            return None
+        if self.count_held() >= self.config.wake_max_total:
+            self.store.bump("wake_not_held_total_limit")
+            return None
+        deadline = now + self.config.wake_timeout
+        with self.store.tx():
+            self.rows.put(WakeRow(h.key, h.peer_id, h.payment_hash, h.amount_msat, h.cltv_expiry, h.outgoing_cltv,
+                                  now, deadline, HELD, None, now))
+            self.store.bump("wake_held")
+        return Hold(deadline)
+
+    def _replay(self, row: WakeRow, online: bool, height: int, now: int) -> Hold | Answer:
+        """lightningd restarted and asks again: the stored verdict, or one now."""
+        self.store.bump("wake_replayed")
+        if row.state == RELEASED:
+            return Release(row.key)
+        if row.state == FAILED:
+            return FailBack(row.key, row.reason or "failed")
+        reason = self._end_reason(row, height, now)
+        if reason is not None:
+            return self._fail(row, reason, now)
+        if online:
+            return self._release(row, now)
+        return Hold(row.deadline)
+
+    def _end_reason(self, row: WakeRow, height: int, now: int) -> str | None:
+        if self._too_close(row.cltv_expiry, row.outgoing_cltv, height):
+            return "cltv_budget"
+        if now >= row.deadline:
+            return "wake_timeout"
+        return None
+
+    def connected(self, peer_id: str, now: int) -> list[Answer]:
+        """The client is back: every HTLC held for it goes on."""
+        with self.store.tx():
+            return [self._release(r, now) for r in self.rows.where("state = ? AND peer_id = ?", (HELD, peer_id))]
+
+    def tick(self, height: int, now: int) -> list[Answer]:
+        """Every block and every few seconds: fail back what waited too long."""
+        out: list[Answer] = []
+        with self.store.tx():
+            for r in self.rows.where("state = ?", (HELD,), "since"):
+                reason = self._end_reason(r, height, now)
+                if reason is not None:
+                    out.append(self._fail(r, reason, now))
+            self.store.conn.execute("DELETE FROM lsps5_wake_htlcs WHERE state != ? AND updated_at < ?",
+                                    (HELD, now - KEEP_ANSWERED))
+        return out
+
+    def abort(self, key: str, now: int) -> list[Answer]:
+        """Something failed after the HTLC was taken: fail it, never leave it held."""
+        row = self.rows.get(key)
+        if row is None or row.state != HELD:
+            return []
+        return [self._fail(row, "internal_error", now)]
+
+    def _release(self, row: WakeRow, now: int) -> Release:
+        row.state, row.updated_at = RELEASED, now
+        self.rows.put(row)
+        self.store.bump("wake_released")
+        return Release(row.key)
+
+    def _fail(self, row: WakeRow, reason: str, now: int) -> FailBack:
+        row.state, row.reason, row.updated_at = FAILED, reason, now
+        self.rows.put(row)
+        self.store.bump(f"wake_failed_{reason}")
+        return FailBack(row.key, reason)
+
+    def count_held(self, peer_id: str | None = None) -> int:
+        if peer_id is None:
+            q, args = "SELECT COUNT(*) FROM lsps5_wake_htlcs WHERE state = ?", (HELD,)
+        else:
+            q, args = "SELECT COUNT(*) FROM lsps5_wake_htlcs WHERE state = ? AND peer_id = ?", (HELD, peer_id)
+        return self.store.conn.execute(q, args).fetchone()[0]
+
+    def all(self) -> list[WakeRow]:
+        return self.rows.where(order="since")
