@@ -121,6 +121,11 @@ BAD_CALLS = [
     ("asyncpay-failheld", {}, "missing required parameter payment_hash"),
     ("asyncpay-failheld", {"payment_hash": "ab"}, "payment_hash must be 32 bytes"),
     ("asyncpay-failheld", {"payment_hash": "xyz"}, "payment_hash must be a hex string"),
+    ("asyncpay-listwebhooks", {"peer_id": "02"}, "peer_id must be 33 bytes"),
+    ("asyncpay-listwebhooks", {"peer": "02"}, "unknown parameter peer"),
+    ("asyncpay-delwebhook", {"peer_id": "02" * 33}, "missing required parameter app_name"),
+    ("asyncpay-delwebhook", {"peer_id": "zz", "app_name": "a"}, "peer_id must be a hex string"),
+    ("asyncpay-delwebhook", {"peer_id": "02" * 33, "app_name": 5}, "app_name must be a string"),
 ]
 
 

@@ -43,6 +43,7 @@ from ..store import Store
 from ..wire import WireError
 from .hold import HoldRole
 from .lsp import LspRole
+from .lsps5 import Lsps5Role
 from .payer import PayerRole
 from .recipient import RecipientRole
 from .role import AnswerOnce, Respond, Role
@@ -99,7 +100,7 @@ class Node:
                  notify: Callable[[str, dict], None] | None = None) -> None:
         self.rpc, self.log = rpc, log
         self.configs = {type(c): c for c in configs}
-        self.notify = notify or (lambda topic, params: None)
+        self._plugin_notify = notify or (lambda topic, params: None)
         self.lock = threading.RLock()
         info = self.rpc.getinfo()
         self.node_id = bytes.fromhex(info["id"])
@@ -125,8 +126,10 @@ class Node:
         self.hold = HoldRole(self)
         self.recipient = RecipientRole(self)
         self.payer = PayerRole(self)
-        # htlc_accepted asks them in this order: a hold request first.
-        self.roles: list[Role] = [self.lsp, self.hold, self.recipient, self.payer]
+        self.lsps5 = Lsps5Role(self)
+        # htlc_accepted asks them in this order: a hold request first, then
+        # a forward to an offline client held for its wake-up (LSPS5).
+        self.roles: list[Role] = [self.lsp, self.hold, self.lsps5, self.recipient, self.payer]
         self._by_kind = {kind: role for role in self.roles for kind in role.KINDS}
 
     @property
@@ -345,6 +348,17 @@ class Node:
             self.inject(a)
 
     # -- events ------------------------------------------------------------
+
+    def notify(self, topic: str, params: dict) -> None:
+        """A custom CLN notification of a role; the mailbox's also wakes the
+        client through its LSPS5 webhooks (``lsps5.onion_message_incoming``)."""
+        self._plugin_notify(topic, params)
+        if topic == "asyncpay_mailbox_queued" and params.get("peer_id"):
+            self.lsps5.mail_queued(params["peer_id"])
+
+    def on_custommsg(self, peer_id: str, payload: str) -> None:
+        """A BOLT 8 custom message: LSPS0 (type 37913) goes to the LSPS5 service."""
+        self.lsps5.on_custommsg(peer_id, payload)
 
     def on_forward_fail(self, params: dict) -> None:
         now = int(time.time())

@@ -15,11 +15,12 @@ from pyln.client import Plugin
 
 from ..hold import HoldConfig
 from ..lsp import LspConfig
+from ..lsp.lsps5_config import Lsps5Config
 from ..payer import PayerConfig
 from ..recipient import RecipientConfig
 
 # Every role's config class; a role adds its own here.
-CONFIGS: tuple[type, ...] = (LspConfig, RecipientConfig, PayerConfig, HoldConfig)
+CONFIGS: tuple[type, ...] = (LspConfig, RecipientConfig, PayerConfig, HoldConfig, Lsps5Config)
 
 def option_name(field_name: str) -> str:
     return "asyncpay-" + field_name.replace("_", "-")

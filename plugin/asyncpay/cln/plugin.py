@@ -17,7 +17,7 @@ import traceback
 
 from .. import __version__
 from . import options as opts
-from . import params, rpc_hold, rpc_payer, rpc_recipient, views
+from . import params, rpc_hold, rpc_lsps5, rpc_payer, rpc_recipient, views
 from .dispatch import AsyncpayPlugin
 from .errors import NotFound, NotReady
 from .hold import asks_for_hold
@@ -196,6 +196,19 @@ def on_htlc_accepted(plugin, onion, htlc, request, **kwargs):
 plugin.add_hook("htlc_accepted", on_htlc_accepted, background=True, before=["keysend", "offers"])
 
 
+@plugin.hook("custommsg")
+def on_custommsg(plugin, peer_id=None, payload=None, **kwargs):
+    """LSPS0 requests (LSPS5 webhooks) from peers. Always ``continue``: other
+    plugins (CLN's LSPS service) see the same message; docs/lsps5.md says
+    which of them answers what."""
+    try:
+        if node is not None and peer_id and payload:
+            node.on_custommsg(peer_id, payload)
+    except Exception:
+        plugin.log(f"custommsg failed: {traceback.format_exc()}", level="warn")
+    return {"result": "continue"}
+
+
 # -- RPC methods ------------------------------------------------------------
 
 
@@ -287,6 +300,7 @@ def status(plugin):
 rpc_recipient.register(plugin, _need_node)
 rpc_payer.register(plugin, _need_node)
 rpc_hold.register(plugin, _need_node)
+rpc_lsps5.register(plugin, _need_node)
 
 
 def main() -> None:
