@@ -108,7 +108,7 @@ def address_refusal(ip: IpAddress) -> str | None:
             return address_refusal(inner)
     if ip in METADATA:
         return "metadata"
-    for kind in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
+    for kind in ("loopback", "unspecified", "link_local", "multicast", "reserved", "private"):
         if getattr(ip, f"is_{kind}"):
             return kind
     if not ip.is_global:
