@@ -319,7 +319,7 @@ class Lsps5Role(Role):
     def release(self, peer_id: str) -> None:
         """Continue every HTLC held for this client (it is connected)."""
         with self.node.lock:
-            answers = self.wake.connected(peer_id, int(time.time()))
+            answers = self.wake.connected(peer_id, self.current_height(), int(time.time()))
         if answers:
             self.node.log(f"lsps5: {peer_id} is back; releasing {len(answers)} held HTLC(s)", level="info")
         self._answer(answers)

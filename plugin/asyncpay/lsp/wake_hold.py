@@ -164,10 +164,15 @@ class WakeHolder:
             return "wake_timeout"
         return None
 
-    def connected(self, peer_id: str, now: int) -> list[Answer]:
-        """The client is back: every HTLC held for it goes on."""
+    def connected(self, peer_id: str, height: int, now: int) -> list[Answer]:
+        """The client is back: every HTLC held for it goes on, but one whose
+        budget is within the margin (the tick has not failed it yet) fails."""
+        out: list[Answer] = []
         with self.store.tx():
-            return [self._release(r, now) for r in self.rows.where("state = ? AND peer_id = ?", (HELD, peer_id))]
+            for r in self.rows.where("state = ? AND peer_id = ?", (HELD, peer_id)):
+                too_close = self._too_close(r.cltv_expiry, r.outgoing_cltv, height)
+                out.append(self._fail(r, "cltv_budget", now) if too_close else self._release(r, now))
+        return out
 
     def tick(self, height: int, now: int) -> list[Answer]:
         """Every block and every few seconds: fail back what waited too long."""
