@@ -1,0 +1,47 @@
+"""Regtest: the chaos run (issue 14, docs/chaos.md) with one modest seed.
+
+bench/chaos runs the same scenario with any seed, payment count and
+duration (CHAOS_SEED, CHAOS_PAYMENTS, CHAOS_DURATION; CHAOS_REPORT names a
+file for the table)."""
+
+from __future__ import annotations
+
+import os
+
+from regtest import require_binaries
+
+require_binaries()
+
+from pyln.testing.fixtures import *  # noqa: E402,F401,F403
+
+from chaos import invariants  # noqa: E402
+from chaos.driver import Driver  # noqa: E402
+from chaos.network import Network  # noqa: E402
+
+SEED = int(os.environ.get("CHAOS_SEED", "1"))
+PAYMENTS = int(os.environ.get("CHAOS_PAYMENTS", "12"))
+DURATION = float(os.environ.get("CHAOS_DURATION", "300"))
+SETTLE = float(os.environ.get("CHAOS_SETTLE", "300"))
+
+
+def test_chaos(node_factory, bitcoind):
+    net = Network(node_factory, bitcoind)
+    net.build()
+    before = invariants.balances(net)
+    driver = Driver(net, SEED, PAYMENTS, DURATION)
+    run = driver.play()
+    settled = driver.settle(SETTLE)
+    invariants.resolve_stock(net, run)
+    rows = [("settled within the settle time", settled, f"{SETTLE:.0f} s allowed")]
+    rows += invariants.check(net, run, before)
+    report = invariants.table(SEED, PAYMENTS, DURATION, rows, invariants.figures(net, run))
+    print(report)
+    if os.environ.get("CHAOS_REPORT"):
+        with open(os.environ["CHAOS_REPORT"], "w") as f:
+            f.write(report + "\n")
+        with open(os.environ["CHAOS_REPORT"] + ".events", "w") as f:  # the timeline, to replay a failure
+            f.writelines(f"{t - run.started:8.1f} {kind:<10} {detail}\n" for t, kind, detail in run.events)
+            f.writelines(f"payment #{p.n} {p.payer}->{p.recipient} {p.amount_msat} {p.status} {p.payment_hash} "
+                         f"{p.reason or ''}\n" for p in run.payments)
+    failed = [name for name, ok, _ in rows if not ok]
+    assert not failed, report
