@@ -3,6 +3,7 @@ out with RPC; tests and the in-process emulation carry them out directly."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -24,3 +25,21 @@ class InjectOnion:
     purpose: str
     cause: str | None = None
     owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Later:
+    """Onions that no answer waits for (the copy of an ``invoice_request``
+    forwarded to its recipient): ``build`` is called only once every action
+    before it was handed to lightningd, without the node lock, and returns
+    the onions to send (it counts and swallows its own failures)."""
+
+    build: Callable[[], list[InjectOnion]]
+
+
+def expand(actions: list[InjectOnion | Later]) -> list[InjectOnion]:
+    """Every onion, ``Later`` ones built now (tests and tools, which send nothing)."""
+    out: list[InjectOnion] = []
+    for a in actions:
+        out.extend(a.build() if isinstance(a, Later) else [a])
+    return out

@@ -186,22 +186,41 @@ class HoldRole(Role):
 
     def _run(self, step: Step, now: int) -> None:
         """Give every answer to its open call, then send the onions."""
-        ready = []
         with self.node.lock:
-            for a in step.answers:
-                respond = self.waiting.pop(a.key, None)
-                if respond is None:
-                    continue  # lightningd replays it after its restart; the store answers then
-                if isinstance(a, Continue):
-                    self.core.forwarded(a.key, now)
-                ready.append((respond, a.hook_answer()))
+            ready = self._take_calls(step, now)
+        self._answer(ready, step)
+
+    def _take_calls(self, step: Step, now: int) -> list[tuple[Respond, dict]]:
+        """The open calls ``step`` answers, each with its answer (node lock held)."""
+        ready = []
+        for a in step.answers:
+            respond = self.waiting.pop(a.key, None)
+            if respond is None:
+                continue  # lightningd replays it after its restart; the store answers then
+            if isinstance(a, Continue):
+                self.core.forwarded(a.key, now)
+            ready.append((respond, a.hook_answer()))
+        return ready
+
+    def _answer(self, ready: list[tuple[Respond, dict]], step: Step) -> None:
         for respond, answer in ready:
             respond(answer)
         if step.sends:
             self.node.perform(step.sends)
 
     def on_message(self, d: Delivered, now: int) -> list[InjectOnion]:
-        self._run(self.core.release(d, self.current_height(), now), now)
+        """A release: the released and forwarded marks (and their counter) go
+        in one commit, on disk before lightningd gets ``continue`` (a replay
+        after a crash continues a released or forwarded HTLC alike)."""
+        height = self.current_height()
+        with self.node.lock:
+            with self.node.store.tx():
+                step = self.core.release(d, height, now)
+                for a in step.answers:
+                    if isinstance(a, Continue) and a.key in self.waiting:
+                        self.core.forwarded(a.key, now)
+            ready = self._take_calls(step, now)  # after the commit: a failed one leaves the calls open
+        self._answer(ready, step)
         return []
 
     def fail(self, payment_hash: bytes) -> list[HeldRow]:

@@ -15,7 +15,7 @@ import traceback
 
 from pyln.client import RpcError
 
-from ..actions import InjectOnion
+from ..actions import InjectOnion, Later
 from ..endpoint import Delivered
 from ..lsp import Flush, LspConfig, Mailbox, StaticInvoiceServer
 from ..lsp.mailbox import Send, Wait
@@ -88,13 +88,15 @@ class LspRole(Role):
     def __init__(self, node: Host) -> None:
         super().__init__(node)
         self.config: LspConfig = node.config_for(LspConfig)
-        self.server = StaticInvoiceServer(node.store, node.endpoint, self.config, node.resolve_intro, node.chain)
+        self.server = StaticInvoiceServer(node.store, node.endpoint, self.config, node.resolve_intro, node.chain,
+                                          books=node.books)
         self.mailbox = Mailbox(node.store, self.config)
         self.flushing: dict[str, threading.Thread] = {}
         self.writer = IntakeWriter(self)
 
-    def on_message(self, d: Delivered, now: int) -> list[InjectOnion]:
-        return self.server.dispatch(d, now)
+    def on_message(self, d: Delivered, now: int) -> list[InjectOnion | Later]:
+        # The payer's static invoice first; the forwarded copy is built once it is sent.
+        return self.server.answer(d, now)
 
     def on_forward_fail(self, params: dict, now: int) -> bool:
         """A message for an offline peer: keep it in the mailbox if the peer qualifies."""
@@ -106,9 +108,10 @@ class LspRole(Role):
             return False
         has_channel = peer in node.channel_peers()
         with node.lock:
-            if not self.mailbox.qualifies(peer, has_channel):
-                node.store.bump("mailbox_dropped_not_eligible")
-                return True
+            eligible = self.mailbox.qualifies(peer, has_channel)
+        if not eligible:
+            node.books.bump("mailbox_dropped_not_eligible")  # a stranger's message: no fsync each
+            return True
         self.writer.submit((peer, params.get("source"), bytes.fromhex(params["path_key"]),
                             bytes.fromhex(params["incoming"]), now))
         return True
@@ -154,13 +157,13 @@ class LspRole(Role):
         node = self.node
         policy = MAILBOX_PURPOSES.get(action.purpose)
         if policy is None or (policy == OWNER and action.owner != peer):
-            with node.lock:
-                node.store.bump(f"mailbox_not_queued_{action.purpose}")
+            node.books.bump(f"mailbox_not_queued_{action.purpose}")
             return False
         with node.lock:
-            if not self.mailbox.qualifies(peer, peer in node.channel_peers()):
-                node.store.bump("mailbox_dropped_not_eligible")
-                return False
+            eligible = self.mailbox.qualifies(peer, peer in node.channel_peers())
+        if not eligible:
+            node.books.bump("mailbox_dropped_not_eligible")
+            return False
         self.writer.submit((peer, action.cause, action.path_key, action.packet, now))
         return True
 

@@ -32,12 +32,13 @@ from typing import Generic, TypeVar
 
 from pyln.client import RpcError
 
-from ..actions import InjectOnion
+from ..actions import InjectOnion, Later
 from ..blinded_path import IntroductionNode
+from ..bookkeeping import Bookkeeping
 from ..endpoint import Dropped, Endpoint
 from ..lsp import LspConfig
 from ..offers import CHAINS
-from ..onion_message import OnionMessage, Receive, peel_onion_message
+from ..onion_message import Forward, OnionMessage, Receive
 from ..ratelimit import TokenBuckets
 from ..store import Store
 from ..wire import WireError
@@ -110,6 +111,8 @@ class Node:
         self.chain = CHAINS[network]  # BOLT 12 chain hash of our offers
         self.store = Store(db_path)
         self.db_path = db_path
+        # Counters and served marks: written off the answers' path once started.
+        self.books = Bookkeeping(self.store, self.lock)
         self.endpoint = Endpoint(self.store, self.node_id, self.secret(ENDPOINT_SECRET_LABEL), os.urandom,
                                  self.route_to)
         self.started_at = int(time.time())
@@ -145,9 +148,20 @@ class Node:
         return bytes.fromhex(self.rpc.call("makesecret", {"string": label})["secret"])
 
     def start(self) -> None:
+        self.books.start(on_error=lambda e: self.log(f"writing counters failed: {e}", level="warn"))
         self.start_endpoint_worker()
         for role in self.roles:
             role.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Clean shutdown: the mailbox intake is committed and the counters
+        are written, each waited for at most ``timeout`` seconds (lightningd
+        kills a plugin that takes 30)."""
+        deadline = time.monotonic() + timeout
+        while self.lsp.writer.queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self.books.stop(max(0.1, deadline - time.monotonic())):
+            self.log("shutdown: counters not written, the store stayed busy", level="warn")
 
     def start_endpoint_worker(self) -> None:
         """From now on messages for V are handled in a worker thread, not in
@@ -171,9 +185,11 @@ class Node:
                 self._endpoint_queue.task_done()
 
     def drain(self) -> None:
-        """Wait until the messages for V handed to the worker are handled (tests, shutdown)."""
+        """Wait until the messages for V handed to the worker are handled,
+        and write the counters (tests, shutdown)."""
         if self._endpoint_queue is not None:
             self._endpoint_queue.join()
+        self.books.flush()
 
     # -- lightningd lookups ------------------------------------------------
 
@@ -268,8 +284,7 @@ class Node:
             with self._walks_lock:
                 allowed = self._walks.allow("walk", time.monotonic())
             if not allowed:
-                with self.lock:
-                    self.store.bump("route_walks_limited")
+                self.books.bump("route_walks_limited")
                 return []
             via = self._walk(t, peers)
         except (RpcError, KeyError) as e:
@@ -304,26 +319,28 @@ class Node:
             self._graph.put(node, hit)
         return hit
 
-    def _prefetch_route(self, msg: OnionMessage) -> None:
+    def _prefetch_route(self, msg: OnionMessage) -> Forward | Receive | None:
         """Warm route_to's caches for the reply path of a message for V, with
-        no lock held, so that the reply built under the node lock costs no RPC."""
+        no lock held, so that the reply built under the node lock costs no RPC.
+        Returns the peeled message (None if it does not peel), for
+        ``endpoint.open``: V's layer is peeled once."""
         try:
-            out = peel_onion_message(self.endpoint.secret, msg)
+            out = self.endpoint.peel(msg)
         except Exception:
-            return  # endpoint.open counts it
+            return None  # endpoint.open counts it
         if not isinstance(out, Receive) or out.payload.reply_path is None:
-            return
+            return out
         intro = self.resolve_intro(out.payload.reply_path.introduction)
         if intro is not None and intro != self.node_id:
             self.route_to(intro)
+        return out
 
     # -- actions -----------------------------------------------------------
 
     def inject(self, action: InjectOnion) -> bool:
         try:
             self.rpc.call("injectonionmessage", {"path_key": action.path_key.hex(), "message": action.packet.hex()})
-            with self.lock:
-                self.store.bump(f"sent_{action.purpose}")
+            self.books.bump(f"sent_{action.purpose}")
             return True
         except RpcError as e:
             self.log(f"injecting {action.purpose} failed: {e.error}", level="debug")
@@ -343,9 +360,13 @@ class Node:
             return None
         return m.group(1) if len(m.group(1)) == 66 else self.peer_for_scid(m.group(1))
 
-    def perform(self, actions: list[InjectOnion]) -> None:
+    def perform(self, actions: list[InjectOnion | Later]) -> None:
+        """In order; a ``Later`` is built only when everything before it is sent."""
         for a in actions:
-            self.inject(a)
+            if isinstance(a, Later):
+                self.perform(a.build())
+            else:
+                self.inject(a)
 
     # -- events ------------------------------------------------------------
 
@@ -371,8 +392,7 @@ class Node:
             try:
                 self._endpoint_queue.put_nowait((params.get("outgoing"), now, source))
             except queue.Full:
-                with self.lock:
-                    self.store.bump("dropped_endpoint_busy")
+                self.books.bump("dropped_endpoint_busy")
             return
         for role in self.roles:
             if role.on_forward_fail(params, now):
@@ -389,19 +409,23 @@ class Node:
         except (WireError, ValueError) as e:
             self.log(f"unparseable onion for V: {e}", level="debug")
             return
-        self._prefetch_route(msg)
+        peeled = self._prefetch_route(msg)
         with self.lock:
             try:
-                delivered = dataclasses.replace(self.endpoint.open(msg, now), source=source)
+                delivered = dataclasses.replace(self.endpoint.open(msg, now, peeled), source=source)
                 role = self._by_kind.get(delivered.kind)
                 if role is None:
                     raise Dropped("unknown_kind", delivered.kind)
                 actions = role.on_message(delivered, now)
             except Dropped as e:
-                self.store.bump(f"dropped_{e.reason}")
+                self.books.bump(f"dropped_{e.reason}")
                 self.log(f"dropped message for V: {e}", level="debug")
                 return
-        self.perform([dataclasses.replace(a, cause=a.cause or source, owner=a.owner or delivered.owner)
+
+        def attribute(a: InjectOnion) -> InjectOnion:
+            return dataclasses.replace(a, cause=a.cause or source, owner=a.owner or delivered.owner)
+
+        self.perform([Later(lambda b=a.build: [attribute(x) for x in b()]) if isinstance(a, Later) else attribute(a)
                       for a in actions])
 
     def on_connect(self, peer_id: str) -> None:
@@ -438,6 +462,7 @@ class Node:
         once({"result": "continue"})
 
     def status(self) -> dict:
+        self.books.flush()  # the roles read their counters from the store
         out: dict = {}
         for role in self.roles:
             out.update(role.status())

@@ -25,9 +25,13 @@ from ..blinded_path import EncryptedData
 from ..endpoint import Delivered
 from ..recipient import KINDS, Claimer, Fail, Htlc, LspChannel, Recipient, RecipientConfig, Resolve, Snapshot, Wait
 from ..recipient.claim import failure
+from ..recipient.recipient import HELD
 from ..wire import WireError
 from .convert import hop_payload, msat, parse_scid, path_key_of
 from .role import AnswerOnce, Host, Respond, Role
+
+# What a held_htlc_available is handled with (Recipient._release reads no snapshot).
+RELEASE_SNAPSHOT = Snapshot(None, 0)
 
 OFFER_KEY_LABEL = "asyncpay/recipient/offer-key/v1"
 
@@ -39,7 +43,7 @@ class RecipientRole(Role):
         super().__init__(node)
         self.config: RecipientConfig = node.config_for(RecipientConfig)
         self.core = Recipient(node.store, node.endpoint, self.config, node.secret(OFFER_KEY_LABEL),
-                              node.resolve_intro, node.chain)
+                              node.resolve_intro, node.chain, books=node.books)
         self.claimer = Claimer(node.store, self.config, node.chain)
         self.changed = threading.Condition(node.lock)  # an offer's state changed
         # HTLCs taken and not answered yet (parts of multi-part payments): responder, payment hash.
@@ -149,7 +153,9 @@ class RecipientRole(Role):
     # -- messages ----------------------------------------------------------------
 
     def on_message(self, d: Delivered, now: int) -> list[InjectOnion]:
-        actions = self.core.handle(d, now, self.snapshot())
+        # A release needs neither the height nor the LSP channel: no RPC on its path.
+        snap = RELEASE_SNAPSHOT if d.kind == HELD else self.snapshot()
+        actions = self.core.handle(d, now, snap)
         self.changed.notify_all()
         return actions
 

@@ -13,8 +13,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from ..actions import InjectOnion
+from ..actions import InjectOnion, Later
 from ..blinded_path import IntroductionNode
+from ..bookkeeping import Bookkeeping
 from ..endpoint import Delivered, Endpoint
 from ..store import Store
 
@@ -54,6 +55,7 @@ class Host(Protocol):
 
     rpc: Any  # pyln's LightningRpc, or the in-process emulation in tests
     store: Store
+    books: Bookkeeping  # counters and served marks, written off the answers' path
     endpoint: Endpoint  # the endpoint key V shared by every role
     lock: Any  # one re-entrant lock over the store and the cores (threading.RLock)
     node_id: bytes
@@ -73,8 +75,8 @@ class Host(Protocol):
         """Node id behind a blinded path's introduction node, if known."""
         ...
 
-    def perform(self, actions: list[InjectOnion]) -> None:
-        """Send onion messages (an unreachable peer's go to the mailbox)."""
+    def perform(self, actions: list[InjectOnion | Later]) -> None:
+        """Send onion messages in order (an unreachable peer's go to the mailbox)."""
         ...
 
     def channel_peers(self) -> dict[str, set[str]]:
@@ -99,8 +101,9 @@ class Role:
     def start(self) -> None:
         """Called once lightningd has finished ``init`` (peers may be connected)."""
 
-    def on_message(self, d: Delivered, now: int) -> list[InjectOnion]:
-        """A message for V over one of our paths (raise ``Dropped`` to ignore it)."""
+    def on_message(self, d: Delivered, now: int) -> list[InjectOnion | Later]:
+        """A message for V over one of our paths (raise ``Dropped`` to ignore it).
+        The router sends the result in order once the node lock is released."""
         return []
 
     def on_forward_fail(self, params: dict, now: int) -> bool:

@@ -38,6 +38,7 @@ def invoice_row(row: dict, now: int) -> dict:
 
 
 def status(node, now: int) -> dict:
+    node.books.flush()  # counters are written off the answers' path: bring them in first
     counters = node.store.counters()
     dropped = {k[len("dropped_"):]: v for k, v in counters.items() if k.startswith("dropped_")}
     mdropped = {k[len("mailbox_dropped_"):]: v for k, v in counters.items() if k.startswith("mailbox_dropped_")}

@@ -14,14 +14,22 @@ context says who may do what:
   reply path.
 
 A recipient can only ever touch the slot named by the context it was given.
+
+Nothing the payer's answer does not depend on delays it (issue 15): the
+static invoice is the first action ``answer`` returns; the copy forwarded to
+the recipient is a ``Later``, built once the answer is handed to lightningd;
+counters and served marks go to ``Bookkeeping`` (written off the path); the
+stored invoice's offer records are decoded once per stored invoice.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
-from ..actions import InjectOnion
+from ..actions import InjectOnion, Later, expand
 from ..blinded_path import BlindedPath
+from ..bookkeeping import Bookkeeping
 from ..endpoint import Delivered, Dropped, Endpoint, Resolver
 from ..offers import BITCOIN_CHAIN, InvoiceRequest, StaticInvoice, ldk_offer_id
 from ..offers.offer import offer_records
@@ -38,6 +46,10 @@ SERVE = "serve"  # P_serve: serve_static_invoice for (recipient, slot)
 OFFER = "offer"  # offer paths: payers' invoice_request for (recipient, slot)
 KINDS = (RECIPIENT, SERVE, OFFER)
 
+# Offer records of stored invoices kept decoded (one entry per recipient slot
+# served lately; a stranger can only name slots that have an invoice).
+OFFER_CACHE_SIZE = 4096
+
 log = logging.getLogger("asyncpay.lsp.server")
 
 
@@ -49,8 +61,12 @@ class StaticInvoiceServer:
         config: LspConfig,
         resolve_intro: Resolver,
         chain: bytes = BITCOIN_CHAIN,
+        books: Bookkeeping | None = None,
     ) -> None:
         self.store, self.endpoint, self.config = store, endpoint, config
+        self.books = books if books is not None else Bookkeeping(store)
+        # (recipient, slot) -> (stored invoice, its offer records)
+        self._offers: OrderedDict[tuple[str, int], tuple[bytes, list]] = OrderedDict()
         self.resolve_intro, self.chain = resolve_intro, chain
         self.persist_limits = TokenBuckets(config.persist_burst, config.persist_rate)
         self.serve_limits = TokenBuckets(config.serve_burst, config.serve_rate)
@@ -78,11 +94,17 @@ class StaticInvoiceServer:
             delivered = self.endpoint.open(msg, now)
             return self.dispatch(delivered, now)
         except Dropped as e:
-            self.store.bump(f"dropped_{e.reason}")
+            self.books.bump(f"dropped_{e.reason}")
             log.debug("dropped message for V: %s", e)
             return []
 
     def dispatch(self, d: Delivered, now: int) -> list[InjectOnion]:
+        """``answer`` with every onion built now (tests, tools)."""
+        return expand(self.answer(d, now))
+
+    def answer(self, d: Delivered, now: int) -> list[InjectOnion | Later]:
+        """What to send for a message that reached V, the answer first and
+        what nobody waits for as a ``Later`` (raises Dropped to ignore it)."""
         try:
             kind = d.payload.content_kind()
         except WireError as e:
@@ -180,7 +202,7 @@ class StaticInvoiceServer:
         if not req.signature_ok():
             raise Dropped("invalid_invoice_request", "bad signature")
         # The request must be for the offer this invoice answers.
-        if offer_records(req.to_records()) != offer_records(StaticInvoice.decode(invoice).to_records()):
+        if offer_records(req.to_records()) != self._offer_records(rid, slot, invoice):
             raise Dropped("offer_mismatch", f"{rid} slot {slot}")
         # Rate limits only once the request is verified: garbage costs no
         # token. The source's own share first, so that one source alone
@@ -189,24 +211,44 @@ class StaticInvoiceServer:
             raise Dropped("rate_limited_serve_source", f"{d.source} for {rid}")
         if not self.serve_limits.allow(rid, now):
             raise Dropped("rate_limited_serve", rid)
-        self.store.mark_served(rid, slot)
-        self.store.bump("invoices_served")
-        actions = [
-            self._send(d.payload.reply_path, OnionMessagePayload(static_invoice=invoice), "static_invoice")
-        ]
+        self.books.served(rid, slot)
+        self.books.bump("invoices_served")
+        answer = self._send(d.payload.reply_path, OnionMessagePayload(static_invoice=invoice), "static_invoice")
         # Forward to the recipient so that, if it is online, it can answer
         # with a fresh BOLT 12 invoice (LDK: forward_invoice_request_path).
         # Never kept for a sleeping recipient (cln/lsp.py MAILBOX_PURPOSES):
         # the payer has the static invoice, and we do not control how many
         # requests strangers send (LDK stopped buffering them as a DoS fix,
         # lightningdevkit/rust-lightning#4114).
+        # Built after the answer is sent: the payer does not wait for it.
         fwd = OnionMessagePayload(invoice_request=d.payload.invoice_request, reply_path=d.payload.reply_path)
-        try:
-            actions.append(self._send(BlindedPath.decode(forward_path), fwd, "forward_invoice_request"))
-        except Dropped as e:
-            self.store.bump(f"dropped_{e.reason}")
-            log.debug("not forwarding invoice_request for %s: %s", rid, e)
-        return actions
+
+        def forward() -> list[InjectOnion]:
+            try:
+                return [self._send(BlindedPath.decode(forward_path), fwd, "forward_invoice_request")]
+            except WireError as e:  # checked when stored: not expected
+                reason, detail = "bad_forward_path", str(e)
+            except Dropped as e:
+                reason, detail = e.reason, str(e)
+            self.books.bump(f"dropped_{reason}")
+            log.debug("not forwarding invoice_request for %s: %s", rid, detail)
+            return []
+
+        return [answer, Later(forward)]
+
+    def _offer_records(self, rid: str, slot: int, invoice: bytes) -> list:
+        """The offer records of the invoice stored for (rid, slot), decoded
+        once per stored invoice (a replaced invoice is a different value)."""
+        key = (rid, slot)
+        hit = self._offers.get(key)
+        if hit is not None and hit[0] == invoice:
+            self._offers.move_to_end(key)
+            return hit[1]
+        records = offer_records(StaticInvoice.decode(invoice).to_records())
+        self._offers[key] = (invoice, records)
+        while len(self._offers) > OFFER_CACHE_SIZE:
+            self._offers.popitem(last=False)
+        return records
 
     def _send(self, dest: BlindedPath, payload: OnionMessagePayload, purpose: str) -> InjectOnion:
         return self.endpoint.send(dest, payload, purpose, self.resolve_intro)

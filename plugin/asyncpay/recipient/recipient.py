@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from ..actions import InjectOnion
 from ..blinded_path import BlindedPath, BlindedPaymentPath
+from ..bookkeeping import Bookkeeping
 from ..crypto import CryptoError, pubkey_of
 from ..endpoint import Delivered, Dropped, Endpoint, Resolver
 from ..offers import BITCOIN_CHAIN, Invoice, InvoiceRequest, Offer, StaticInvoice
@@ -70,8 +71,9 @@ def offer_key(base: bytes, nonce: bytes) -> bytes:
 
 class Recipient:
     def __init__(self, store: Store, endpoint: Endpoint, config: RecipientConfig, key_base: bytes,
-                 resolve_intro: Resolver, chain: bytes = BITCOIN_CHAIN) -> None:
+                 resolve_intro: Resolver, chain: bytes = BITCOIN_CHAIN, books: Bookkeeping | None = None) -> None:
         self.store, self.endpoint, self.config, self.chain = store, endpoint, config, chain
+        self.books = books if books is not None else Bookkeeping(store)  # counters off the release's path
         self.records = RecipientRecords(store)
         self.key_base, self.resolve_intro = key_base, resolve_intro
         self.rng: Callable[[int], bytes] = endpoint.rng
@@ -275,7 +277,7 @@ class Recipient:
             raise Dropped("no_reply_path", "held_htlc_available")
         payload = OnionMessagePayload(release_held_htlc=ReleaseHeldHtlc())
         action = self.endpoint.send(d.payload.reply_path, payload, "release_held_htlc", self.resolve_intro)
-        self.store.bump("recipient_releases")
+        self.books.bump("recipient_releases")
         return [action]
 
     def _request_offer(self, d: Delivered) -> IssuedOffer:
