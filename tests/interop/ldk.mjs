@@ -76,12 +76,18 @@ const customHandler = ldk.CustomOnionMessageHandler.new_impl({
 
 function pathJson(p) {
   const intro = p.introduction_node();
+  const hops = p.blinded_hops();
+  // A BlindedPaymentPath has no write() in the bindings: its bytes are put
+  // together here from LDK's parts (each hop by LDK's BlindedHop::write).
+  const bytes = p.write ? p.write() : Buffer.concat([
+    Buffer.from(intro.node_id), Buffer.from(p.blinding_point()), Buffer.from([hops.length]),
+    ...hops.map((h) => Buffer.from(h.write()))]);
   return {
-    hex: hex(p.write()),
+    hex: hex(bytes),
     introduction_node: intro instanceof ldk.IntroductionNode_NodeId
       ? hex(intro.node_id) : `${intro._1}/${intro._0 === ldk.Direction.LDKDirection_NodeOne ? 0 : 1}`,
     blinding_point: hex(p.blinding_point()),
-    hops: p.blinded_hops().map((h) => ({
+    hops: hops.map((h) => ({
       blinded_node_id: hex(h.get_blinded_node_id()), encrypted_payload: hex(h.get_encrypted_payload()),
     })),
   };
@@ -90,16 +96,20 @@ function amount(a) {
   if (a instanceof ldk.Option_AmountZ_Some && a.some instanceof ldk.Amount_Bitcoin) return Number(a.some.amount_msats);
   return null;
 }
+// An invoice gives the offer's chains as an option (absent: bitcoin).
+function chainsOf(c) {
+  return c instanceof ldk.Option_CVec_ThirtyTwoBytesZZ_Some ? c.some.map(hex) : null;
+}
 function offerFields(o) {
   const md = o.metadata();
   return {
-    chains: o.chains().map(hex),
+    chains: o.chains ? o.chains().map(hex) : chainsOf(o.offer_chains()),
     metadata: md instanceof ldk.Option_CVec_u8ZZ_Some ? hex(md.some) : null,
     amount_msats: amount(o.amount()),
     description: str(o.description()),
     absolute_expiry: opt(o.absolute_expiry()),
     issuer: str(o.issuer()),
-    paths: o.paths().map(pathJson),
+    paths: (o.paths ? o.paths() : o.message_paths()).map(pathJson),
     issuer_signing_pubkey: o.issuer_signing_pubkey() ? hex(o.issuer_signing_pubkey()) : null,
   };
 }
@@ -139,12 +149,15 @@ function consumed(builder) {
 }
 const nonceOf = (h) => ok(ldk.Nonce.constructor_read(bin(h)), 'Nonce::read');
 
+// OffersMessage's own OnionMessageContents reports a corrupt TLV type in these
+// bindings (a pointer in the upper bits of the u64): offers messages go
+// through rawContents with their BOLT 4 type and LDK's own serialization.
 function contents(c) {
   switch (c.kind) {
     case 'invoice_request':
-      return ldk.OffersMessage.constructor_invoice_request(readInvreq(c.hex)).as_OnionMessageContents();
+      return rawContents(64, readInvreq(c.hex).write());
     case 'invoice':
-      return ldk.OffersMessage.constructor_invoice(readInvoice(c.hex)).as_OnionMessageContents();
+      return rawContents(66, readInvoice(c.hex).write());
     case 'held_htlc_available':
       return ldk.AsyncPaymentsMessage.constructor_held_htlc_available(ldk.HeldHtlcAvailable.constructor_new())
         .as_OnionMessageContents();
@@ -299,11 +312,19 @@ const ops = {
       };
     }
     const parsed = peeled._0;
-    let kind; let body;
-    const c = parsed.as_OnionMessageContents();
-    const type = Number(c.tlv_type());
-    kind = { 64: 'invoice_request', 66: 'invoice', 68: 'invoice_error' }[type] || `tlv_${type}`;
-    body = hex(c.write());
+    let kind; let body; let type;
+    if (parsed instanceof ldk.ParsedOnionMessageContents_Offers) {
+      const m = parsed.offers;
+      if (m instanceof ldk.OffersMessage_InvoiceRequest) [kind, type, body] = ['invoice_request', 64, m.invoice_request.write()];
+      else if (m instanceof ldk.OffersMessage_Invoice) [kind, type, body] = ['invoice', 66, m.invoice.write()];
+      else [kind, type, body] = ['invoice_error', 68, m.invoice_error.write()];
+    } else if (parsed instanceof ldk.ParsedOnionMessageContents_Custom) {
+      type = Number(parsed.custom.tlv_type());
+      [kind, body] = [`tlv_${type}`, parsed.custom.write()];
+    } else {
+      throw new Fail('peel_onion_message: a DNS resolver message');
+    }
+    body = hex(body);
     const ctx = peeled._1;
     return {
       forward: false,
@@ -311,7 +332,8 @@ const ops = {
       type,
       hex: body,
       context: ctx instanceof ldk.Option_MessageContextZ_Some ? hex(ctx.some.write()) : null,
-      reply_path: peeled._2 ? pathJson(peeled._2) : null,
+      // No reply path comes as a path object whose pointer is 0.
+      reply_path: peeled._2 && peeled._2.ptr !== 0n ? pathJson(peeled._2) : null,
     };
   },
   send(req) {
