@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from asyncpay.blinded_path import BlindedPath
+from asyncpay.blinded_path import BlindedPath, IntroductionNode
 from asyncpay.crypto import pubkey_of
-from asyncpay.endpoint import Endpoint
-from asyncpay.offers import BITCOIN_CHAIN, Invoice, Offer, StaticInvoice, ldk_offer_id
+from asyncpay.endpoint import Dropped, Endpoint
+from asyncpay.offers import BITCOIN_CHAIN, Invoice, InvoiceError, InvoiceRequest, Offer, StaticInvoice, ldk_offer_id
 from asyncpay.onion_message import (
     Forward,
     HeldHtlcAvailable,
@@ -39,6 +39,7 @@ from asyncpay.onion_message import (
 from asyncpay.payer import PayInvoice
 from asyncpay.recipient.recipient import check_invoice_request
 from asyncpay.store import Store
+from asyncpay.wire.types import bigsize, read_bigsize
 from test_payer_flow import attach_payer
 from test_recipient_flow import Flow
 
@@ -146,8 +147,16 @@ def test_we_read_ldks_offer(ldk, tmp_path):
 def test_ldk_reads_our_blinded_paths(ldk, tmp_path):
     ep = Endpoint(Store(str(tmp_path / "ep.sqlite3")), pubkey_of(bytes([0x31]) * 32), bytes([0x41]) * 32, os.urandom)
     now = int(time.time())
-    for via in ((), (pubkey_of(bytes([0x32]) * 32),), (pubkey_of(bytes([0x32]) * 32), pubkey_of(bytes([3]) * 32))):
-        path = ep.mint_path("test", "owner", None, now + 60, now, via=via)
+    paths = [ep.mint_path("test", "owner", None, now + 60, now, via=via)
+             for via in ((), (pubkey_of(bytes([0x32]) * 32),),
+                         (pubkey_of(bytes([0x32]) * 32), pubkey_of(bytes([3]) * 32)))]
+    flow = Flow(tmp_path)
+    paths += flow.lsp.lsp.server.recipient_paths(flow.rnode.id, 2, 3600, now)  # the LSP's, for its wallets
+    # A compact introduction node (sciddir_or_pubkey), both directions.
+    for direction in (0, 1):
+        paths.append(BlindedPath(IntroductionNode(scid=(700_123 << 40) | (45 << 16) | 1, direction=direction),
+                                 paths[0].first_path_key, paths[0].hops))
+    for path in paths:
         check_path(path, ldk("read_path", hex=path.encode().hex()))
 
 
@@ -165,6 +174,25 @@ def test_we_read_ldks_blinded_paths(ldk, context, hops):
     check_path(path, got)
     assert path.introduction.node_id.hex() == (via or [ldk("node", seed=LDK_SEED)["node_id"]])[0]
     assert len(path.hops) == hops + 1
+
+
+# -- invoice_error -------------------------------------------------------------
+
+def test_invoice_error_both_ways(ldk):
+    """LDK 0.1 writes invoice_error (onion TLV 68) as a length-prefixed TLV
+    stream (``write_tlv_fields!``), BOLT 12 as the bare stream: the same
+    records behind a BigSize length. We read the records either way; LDK 0.1
+    refuses the bare form (we never send invoice_error)."""
+    theirs = bytes.fromhex(ldk("write_invoice_error", message="no such offer")["hex"])
+    length, pos = read_bigsize(theirs, 0)
+    assert pos + length == len(theirs)
+    err = InvoiceError.decode(theirs[pos:])
+    assert (err.error, err.erroneous_field, err.suggested_value) == ("no such offer", None, None)
+    assert err.encode() == theirs[pos:]
+    ours = InvoiceError(error="amount too low").encode()
+    assert "UnknownRequiredFeature" in ldk.try_("read_invoice_error", hex=ours.hex())["error"]
+    got = ldk("read_invoice_error", hex=(bigsize(len(ours)) + ours).hex())
+    assert got["message"] == "amount too low"
 
 
 # -- held_htlc_available / release_held_htlc ---------------------------------
@@ -273,55 +301,106 @@ def test_ldk_payer_with_our_lsp_and_recipient(ldk, tmp_path):
 
 # -- our payer and an LDK recipient ------------------------------------------
 
+OUR_SEED = "51" * 32
+
+
+class OurPayer:
+    """Our payer on an emulated node whose key LDK holds too: LDK peels the
+    hop at our node as lightningd would, then its own."""
+
+    def __init__(self, ldk: Ldk, tmp_path) -> None:
+        self.ldk = ldk
+        self.ours = ldk("node", seed=OUR_SEED)
+        self.pnode = Flow(tmp_path).net.node(bytes.fromhex(self.ours["secret"]), "payer")
+        self.core = attach_payer(type("F", (), {"pnode": self.pnode})(), tmp_path).payer.core
+
+    def through_our_node(self, action, seed: str) -> dict:
+        """What LDK node ``seed`` finds in an onion our node sends it."""
+        hop = self.ldk("peel", seed=OUR_SEED, onion=om_bytes(OnionMessage(action.path_key, action.packet)))
+        assert hop["forward"] and hop["next_node_id"] == self.ldk("node", seed=seed)["node_id"]
+        return self.ldk("peel", seed=seed, onion=hop["onion"])
+
+    def request(self, offer: str, amount: int, now: int):
+        row, [action] = self.core.start(offer, amount, None, now)
+        got = self.through_our_node(action, LDK_SEED)
+        assert (got["forward"], got["kind"], got["hex"]) == (False, "invoice_request", row.invreq.hex())
+        assert got["reply_path"]["introduction_node"] == self.ours["node_id"]
+        return row, got
+
+    def deliver(self, sent: dict, now: int) -> list:
+        """LDK's onion, over one of our reply paths, handed to the payer."""
+        assert sent["first_node_id"] == self.ours["node_id"]
+        return self.core.handle(open_at_v(self.core.endpoint, self.pnode.secret, om_from(sent["onion"]), now), now)
+
+
 def test_our_payer_with_an_ldk_recipient(ldk, tmp_path):
-    """Our payer requests an invoice for LDK's offer: LDK peels our onion at
-    our node's hop and its own, recognises the request as one for its offer,
-    answers with its invoice, which our payer accepts and pays; then our
-    held_htlc_available reaches LDK and LDK's release reaches us."""
-    ours = ldk("node", seed="51" * 32)
-    net = Flow(tmp_path).net
-    pnode = net.node(bytes.fromhex(ours["secret"]), "payer")
-    node = attach_payer(type("F", (), {"pnode": pnode})(), tmp_path)
-    core = node.payer.core
+    """Our payer requests an invoice for LDK's offer: LDK peels our onion,
+    recognises the request as one for its offer, answers with its invoice,
+    which our payer accepts and pays; then our held_htlc_available reaches
+    LDK and LDK's release reaches us."""
+    payer = OurPayer(ldk, tmp_path)
+    core = payer.core
     theirs = ldk("node", seed=LDK_SEED)
     offer = ldk("build_offer", seed=LDK_SEED, nonce="0e" * 16)["bech32"]
     now = int(time.time())
 
-    row, [action] = core.start(offer, 15_000, None, now)
-    assert action.first_hop.hex() == theirs["node_id"]
-    hop = ldk("peel", seed="51" * 32, onion=om_bytes(OnionMessage(action.path_key, action.packet)))
-    assert hop["forward"] and hop["next_node_id"] == theirs["node_id"]
-    got = ldk("peel", seed=LDK_SEED, onion=hop["onion"])
-    assert (got["forward"], got["kind"], got["hex"]) == (False, "invoice_request", row.invreq.hex())
-    assert got["reply_path"]["introduction_node"] == ours["node_id"]
+    row, got = payer.request(offer, 15_000, now)
     ldk("verify_invoice_request", seed=LDK_SEED, hex=got["hex"])
+    read = ldk("read_invoice_request", hex=got["hex"])
+    assert (read["amount_msats"], read["payer_metadata"]) == (15_000, row.nonce.hex())
+    assert read["payer_signing_pubkey"] == InvoiceRequest.decode(row.invreq).invreq_payer_id.hex()
 
     preimage = os.urandom(32)
     invoice = ldk("respond", seed=LDK_SEED, hex=got["hex"], payment_secret="0f" * 32, max_cltv_expiry=900_000,
                   min_final_cltv_expiry_delta=18, payment_hash=hashlib.sha256(preimage).hexdigest(),
                   created_at=now)["hex"]
-    sent = ldk("send", seed=LDK_SEED, dest=got["reply_path"]["hex"], contents={"kind": "invoice", "hex": invoice},
-               reply_path=None)
-    assert sent["first_node_id"] == ours["node_id"]
-    actions = core.handle(open_at_v(core.endpoint, pnode.secret, om_from(sent["onion"]), now), now)
+    actions = payer.deliver(ldk("send", seed=LDK_SEED, dest=got["reply_path"]["hex"],
+                                contents={"kind": "invoice", "hex": invoice}, reply_path=None), now)
     assert [type(a) for a in actions] == [PayInvoice]
     paid = Invoice.from_string(actions[0].invoice)
     assert paid.encode().hex() == invoice and paid.invoice_amount == 15_000
     assert paid.invoice_node_id.hex() == theirs["node_id"]
+    [path] = paid.invoice_paths
+    assert path.introduction.node_id.hex() == theirs["node_id"] and len(path.hops) == 1
 
     # held_htlc_available over an LDK path, with our reply path; LDK's release comes back.
     ldk_path = BlindedPath.decode(bytes.fromhex(ldk("build_path", seed=LDK_SEED, via=[],
                                                     context={"custom": "10"})["hex"]))
     [held], unusable = core.endpoint.held_htlc_available([ldk_path], "test:release", row.id, now + 600, now)
     assert not unusable
-    hop = ldk("peel", seed="51" * 32, onion=om_bytes(OnionMessage(held.path_key, held.packet)))
-    got = ldk("peel", seed=LDK_SEED, onion=hop["onion"])
-    assert got["kind"] == "tlv_72" and got["reply_path"] is not None
+    got = payer.through_our_node(held, LDK_SEED)
+    assert got["kind"] == "tlv_72" and got["reply_path"] is not None and got["context"] is not None
     assert got["hex"] == HeldHtlcAvailable().encode_onion_value().hex()
     sent = ldk("send", seed=LDK_SEED, dest=got["reply_path"]["hex"], contents={"kind": "release_held_htlc"},
                reply_path=None)
-    d = open_at_v(core.endpoint, pnode.secret, om_from(sent["onion"]), now)
+    d = open_at_v(core.endpoint, payer.pnode.secret, om_from(sent["onion"]), now)
     assert (d.kind, d.owner, d.payload.content_kind()) == ("test:release", row.id, "release_held_htlc")
+
+
+def test_our_payer_fails_on_ldks_invoice_error(ldk, tmp_path):
+    payer = OurPayer(ldk, tmp_path)
+    now = int(time.time())
+    row, got = payer.request(ldk("build_offer", seed=LDK_SEED, nonce="11" * 16)["bech32"], 5_000, now)
+    assert payer.deliver(ldk("send", seed=LDK_SEED, dest=got["reply_path"]["hex"],
+                             contents={"kind": "invoice_error", "message": "no"}, reply_path=None), now) == []
+    assert payer.core.records.get(row.id).state == "failed"
+
+
+def test_signatures_are_checked_both_ways(ldk, tmp_path):
+    """A flipped signature bit: LDK refuses our request, our payer LDK's invoice."""
+    payer = OurPayer(ldk, tmp_path)
+    now = int(time.time())
+    row, got = payer.request(ldk("build_offer", seed=LDK_SEED, nonce="12" * 16)["bech32"], 7_000, now)
+    bad = bytearray(row.invreq)
+    bad[-1] ^= 1
+    assert not ldk.try_("read_invoice_request", hex=bad.hex())["ok"]
+    invoice = bytearray.fromhex(ldk("respond", seed=LDK_SEED, hex=got["hex"], payment_secret="13" * 32,
+                                    max_cltv_expiry=900_000, min_final_cltv_expiry_delta=18,
+                                    payment_hash="14" * 32, created_at=now)["hex"])
+    invoice[-1] ^= 1
+    assert not ldk.try_("read_invoice", hex=invoice.hex())["ok"]
+    with pytest.raises(Dropped, match="bad signature"):
+        payer.core.check_invoice(row, bytes(invoice), now)
 
 
 def open_at_v(endpoint: Endpoint, node_secret: bytes, msg: OnionMessage, now: int):

@@ -74,6 +74,12 @@ const customHandler = ldk.CustomOnionMessageHandler.new_impl({
   release_pending_custom_messages: () => [],
 });
 
+// "block x tx x output/direction", as asyncpay's IntroductionNode.describe.
+function scidDir(intro) {
+  const scid = intro._1;
+  const dir = intro._0 === ldk.Direction.LDKDirection_NodeOne ? 0 : 1;
+  return `${scid >> 40n}x${(scid >> 16n) & 0xFFFFFFn}x${scid & 0xFFFFn}/${dir}`;
+}
 function pathJson(p) {
   const intro = p.introduction_node();
   const hops = p.blinded_hops();
@@ -84,8 +90,7 @@ function pathJson(p) {
     ...hops.map((h) => Buffer.from(h.write()))]);
   return {
     hex: hex(bytes),
-    introduction_node: intro instanceof ldk.IntroductionNode_NodeId
-      ? hex(intro.node_id) : `${intro._1}/${intro._0 === ldk.Direction.LDKDirection_NodeOne ? 0 : 1}`,
+    introduction_node: intro instanceof ldk.IntroductionNode_NodeId ? hex(intro.node_id) : scidDir(intro),
     blinding_point: hex(p.blinding_point()),
     hops: hops.map((h) => ({
       blinded_node_id: hex(h.get_blinded_node_id()), encrypted_payload: hex(h.get_encrypted_payload()),
@@ -158,6 +163,9 @@ function contents(c) {
       return rawContents(64, readInvreq(c.hex).write());
     case 'invoice':
       return rawContents(66, readInvoice(c.hex).write());
+    case 'invoice_error':
+      return rawContents(68, ldk.OffersMessage.constructor_invoice_error(
+        ldk.InvoiceError.constructor_from_string(c.message)).write());
     case 'held_htlc_available':
       return ldk.AsyncPaymentsMessage.constructor_held_htlc_available(ldk.HeldHtlcAvailable.constructor_new())
         .as_OnionMessageContents();
@@ -216,6 +224,15 @@ const ops = {
       signature: hex(i.signature()),
       hex: hex(i.write()),
     };
+  },
+  read_invoice_error(req) {
+    const e = ok(ldk.InvoiceError.constructor_read(bin(req.hex)), 'InvoiceError::read');
+    return { message: e.get_message().get_a(), text: e.to_str(), hex: hex(e.write()) };
+  },
+  write_invoice_error(req) {
+    // What LDK puts in onion TLV 68 (OffersMessage's serialization).
+    const e = ldk.InvoiceError.constructor_from_string(req.message);
+    return { hex: hex(ldk.OffersMessage.constructor_invoice_error(e).write()) };
   },
   read_path(req) {
     return pathJson(readPath(req.hex));
