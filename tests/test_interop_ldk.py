@@ -320,8 +320,8 @@ class OurPayer:
         assert hop["forward"] and hop["next_node_id"] == self.ldk("node", seed=seed)["node_id"]
         return self.ldk("peel", seed=seed, onion=hop["onion"])
 
-    def request(self, offer: str, amount: int, now: int):
-        row, [action] = self.core.start(offer, amount, None, now)
+    def request(self, offer: str, amount: int, now: int, note: str | None = None):
+        row, [action] = self.core.start(offer, amount, note, now)
         got = self.through_our_node(action, LDK_SEED)
         assert (got["forward"], got["kind"], got["hex"]) == (False, "invoice_request", row.invreq.hex())
         assert got["reply_path"]["introduction_node"] == self.ours["node_id"]
@@ -384,6 +384,26 @@ def test_our_payer_fails_on_ldks_invoice_error(ldk, tmp_path):
     assert payer.deliver(ldk("send", seed=LDK_SEED, dest=got["reply_path"]["hex"],
                              contents={"kind": "invoice_error", "message": "no"}, reply_path=None), now) == []
     assert payer.core.records.get(row.id).state == "failed"
+
+
+def test_large_onions_both_ways(ldk, tmp_path):
+    """A payload over 1300 bytes takes the 32768-byte onion (BOLT 4), in
+    both directions."""
+    payer = OurPayer(ldk, tmp_path)
+    now = int(time.time())
+    row, [action] = payer.core.start(ldk("build_offer", seed=LDK_SEED, nonce="15" * 16)["bech32"], 9_000,
+                                     "n" * 2000, now)
+    assert len(action.packet) > 32768
+    got = payer.through_our_node(action, LDK_SEED)
+    assert got["hex"] == row.invreq.hex()
+    assert ldk("read_invoice_request", hex=got["hex"])["payer_note"] == "n" * 2000
+    sent = ldk("send", seed=LDK_SEED, dest=got["reply_path"]["hex"],
+               contents={"kind": "invoice_request", "hex": got["hex"]}, reply_path=got["reply_path"]["hex"])
+    msg = om_from(sent["onion"])
+    assert len(msg.packet) > 32768
+    d = open_at_v(payer.core.endpoint, payer.pnode.secret, msg, now)
+    assert d.payload.invoice_request == row.invreq
+    assert d.payload.reply_path.encode().hex() == got["reply_path"]["hex"]
 
 
 def test_signatures_are_checked_both_ways(ldk, tmp_path):
