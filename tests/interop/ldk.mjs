@@ -13,7 +13,10 @@
 // implies; builders returned inside a Result are borrowed and cannot be
 // built (see `owned`); an unsigned BOLT 12 invoice cannot be signed through
 // the bindings, so `respond` appends the signature record that LDK's
-// NodeSigner computed over it.
+// NodeSigner computed over it; OffersMessage's onion contents report a
+// corrupt TLV type (see `contents`); a blinded payment path has no write()
+// (see `pathJson`). A panic inside LDK comes back as an error answer
+// (RuntimeError) or ends the driver; either fails the test.
 
 import * as fs from 'fs';
 import * as readline from 'readline';
