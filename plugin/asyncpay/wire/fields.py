@@ -7,6 +7,7 @@ unknown odd records in ``unknown`` so that ``encode(decode(b)) == b``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
@@ -56,11 +57,21 @@ def check_point(data: bytes, what: str = "point") -> bytes:
     """A 33-byte compressed secp256k1 point that actually lies on the curve."""
     if len(data) != 33 or data[0] not in (2, 3):
         raise WireError(f"{what}: not a compressed public key")
+    data = bytes(data)
     try:
-        PublicKey(data)
+        _on_curve(data)
     except ValueError as e:
         raise WireError(f"{what}: not on the curve") from e
-    return bytes(data)
+    return data
+
+
+@functools.lru_cache(maxsize=4096)
+def _on_curve(point: bytes) -> None:
+    """Raises ValueError off the curve. Remembered for the points seen most
+    lately (an offer's paths and issuer come back in every request for it:
+    the LSP's hot path parsed each of them again, issue 15); only points
+    that parsed are kept, and the bound holds whatever strangers send."""
+    PublicKey(point)
 
 
 class Point(Codec[bytes]):
