@@ -89,23 +89,34 @@ def bench_offer(tmp: Path, n: int) -> None:
 
 
 def bench_release(tmp: Path, n: int) -> None:
+    """Before: the counter committed on the path (Bookkeeping writing
+    through, as the core did); now: Bookkeeping started, as in the plugin
+    (the adapter also no longer asks lightningd for a snapshot: two RPCs)."""
+    from asyncpay.bookkeeping import Bookkeeping
+
     store, endpoint, core, snap = setup(tmp)
     now = int(time.time())
-    onions = []
-    for _ in range(n):
-        held = endpoint.mint_path(HELD, "0", 0, now + 3600, now)  # [our node -> V]
-        payload = OnionMessagePayload(held_htlc_available=HeldHtlcAvailable(), reply_path=lsp_path())
-        onions.append(build_onion_message(os.urandom(32), held, payload))
-    samples, t0 = [], time.perf_counter_ns()
-    for msg in onions:
-        s = time.perf_counter_ns()
-        fwd = peel_onion_message(NODE, msg)  # our node forwards to V ...
-        assert isinstance(fwd, Forward)
-        d = endpoint.open(OnionMessage.decode(fwd.message.encode()), now)  # ... and V reads it
-        [release] = core.handle(d, now, snap)
-        samples.append(time.perf_counter_ns() - s)
-    report("held_htlc_available -> release_held_htlc (peel twice, context, release onion)", samples,
-           time.perf_counter_ns() - t0, "releases", "p50 < 2 ms", sorted(samples)[len(samples) // 2] < 2_000_000)
+    for label in ("before: counter committed on the path", "now: counter in memory"):
+        if label.startswith("now"):
+            core.books = Bookkeeping(store)
+            core.books.start()
+        onions = []
+        for _ in range(n):
+            held = endpoint.mint_path(HELD, "0", 0, now + 3600, now)  # [our node -> V]
+            payload = OnionMessagePayload(held_htlc_available=HeldHtlcAvailable(), reply_path=lsp_path())
+            onions.append(build_onion_message(os.urandom(32), held, payload))
+        samples, t0 = [], time.perf_counter_ns()
+        for msg in onions:
+            s = time.perf_counter_ns()
+            fwd = peel_onion_message(NODE, msg)  # our node forwards to V ...
+            assert isinstance(fwd, Forward)
+            d = endpoint.open(OnionMessage.decode(fwd.message.encode()), now)  # ... and V reads it
+            [release] = core.handle(d, now, snap)
+            samples.append(time.perf_counter_ns() - s)
+        report(f"held_htlc_available -> release_held_htlc (peel twice, context, release onion), {label}", samples,
+               time.perf_counter_ns() - t0, "releases", "p50 < 2 ms", sorted(samples)[len(samples) // 2] < 2_000_000)
+    core.books.stop()
+    assert store.counters()["recipient_releases"] == 2 * n
     store.close()
 
 
@@ -143,9 +154,10 @@ def bench_claim(tmp: Path, n: int) -> None:
         s = time.perf_counter_ns()
         ours = unblind_hop(NODE, path_key, payload.encrypted_recipient_data)  # decryptencrypteddata, faked
         data = EncryptedData.decode(ours.plaintext)
-        [(_, verdict)] = claimer.decide(Htlc(("1x1x1", i), ph, 10_000, HEIGHT + 18, payload, data), HEIGHT, now)
+        expiry = HEIGHT + RecipientConfig().recipient_final_cltv_delta  # what our path asked for: past the margin
+        [(_, verdict)] = claimer.decide(Htlc(("1x1x1", i), ph, 10_000, expiry, payload, data), HEIGHT, now)
         samples.append(time.perf_counter_ns() - s)
-    assert type(verdict).__name__ == "Resolve"
+    assert type(verdict).__name__ == "Resolve", verdict
     report("claim decision for one HTLC (decrypt our hop, check, record)", samples, time.perf_counter_ns() - t0,
            "htlcs", "p50 < 2 ms", sorted(samples)[len(samples) // 2] < 2_000_000)
     store.close()
