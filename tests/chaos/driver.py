@@ -103,7 +103,7 @@ class Driver:
         payers = ["P"] + (["S"] if self.net["S"].awake else []) + (["Q"] if r_awake else [])
         payer = self.rng.choice(payers)
         mpp = payer == "Q" and self.rng.random() < 0.3
-        amount = (self.rng.randrange(Q_HTLC_MAX_MSAT + 5_000_000, 3 * Q_HTLC_MAX_MSAT) if mpp
+        amount = (self.rng.randrange(Q_HTLC_MAX_MSAT + 2_000_000, 2 * Q_HTLC_MAX_MSAT - 2_000_000) if mpp
                   else self.rng.randrange(10_000, 3_000_000))
         p = Payment(len(self.run.payments), payer, recipient, amount, time.monotonic(), r_awake, mpp=mpp)
         self.run.payments.append(p)
