@@ -22,6 +22,10 @@ settings.register_profile("ci", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=10_000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
+# "pg": the whole suite again on PostgreSQL (.ci/run), where every example's stores
+# are real databases: the state machines' logic was explored on SQLite already.
+settings.register_profile("pg", max_examples=15, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
@@ -40,3 +44,41 @@ def ldk():
 
 def h(s: str) -> bytes:
     return bytes.fromhex(s)
+
+
+# -- the store's database: SQLite, or a real PostgreSQL (tests/pg_cluster.py) --
+
+import pg_cluster  # noqa: E402
+from pg_cluster import BACKENDS, DSN, WHOLE_SUITE, Schemas, redirect_to_postgres  # noqa: E402
+
+if WHOLE_SUITE and not DSN:
+    raise pytest.UsageError("ASYNCPAY_TEST_STORE=postgresql needs ASYNCPAY_TEST_PG=postgresql://…")
+
+
+def pytest_configure(config):
+    if DSN:  # named, so it must be there: an unreachable cluster fails the run instead of skipping
+        pg_cluster.check_reachable()
+
+
+@pytest.fixture(autouse=True)
+def _store_on_postgres(request, monkeypatch):
+    """With ASYNCPAY_TEST_STORE=postgresql, every Store of the test lives on PostgreSQL."""
+    if not WHOLE_SUITE:
+        yield
+        return
+    schemas = redirect_to_postgres(request, monkeypatch)
+    yield
+    schemas.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def store_target(request, tmp_path, monkeypatch):
+    """What to open a fresh store on, for each backend: a SQLite file or a PostgreSQL schema
+    (PostgreSQL skips, with the reason, without ASYNCPAY_TEST_PG)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "store.sqlite3")
+        return
+    schemas = Schemas(request.node.nodeid + "|target")
+    schemas.track(monkeypatch)  # a failing test's stores are closed too
+    yield schemas.fresh()
+    schemas.close()

@@ -1,27 +1,32 @@
-"""The SQLite store: everything that must survive a crash of lightningd.
+"""The store: everything that must survive a crash of lightningd, behind one
+interface whatever the database (``asyncpay.storage``: SQLite by default,
+PostgreSQL with ``asyncpay-db=postgresql://…``; the roles never know which).
 
-WAL journal with ``synchronous=FULL``: every commit is on disk (fsync of the
-WAL) before the statement returns, so nothing we have acknowledged to a peer
+What is acknowledged is committed first (SQLite ``synchronous=FULL``,
+PostgreSQL ``synchronous_commit=on``): nothing we have acknowledged to a peer
 (a ``static_invoice_persisted``, a message taken into the mailbox) is lost
-to a process crash, an OS crash or a power cut. ``NORMAL`` would survive
-only a process crash. A ``schema_version``
-table with ordered migrations, and every multi-step change inside one
-transaction (``with store.tx():``). Single statements are atomic by
-themselves and run in autocommit mode.
+to a crash. A ``schema_version`` table with ordered migrations, written once
+against sqlite-utils' calls and run on both databases, and every multi-step
+change inside one transaction (``with store.tx():``, bound to its thread;
+nested ones are savepoints). Single statements are atomic by themselves and
+run in autocommit mode. The SQL here is the subset both databases share
+(``ON CONFLICT`` upserts, no ``INSERT OR``, no ``LIMIT -1``, 64-bit
+integers, no two-argument ``MAX``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
-import sqlite_utils
+from . import storage
+from .storage import Migration, SchemaEditor, StoreError
 
 
-def _v1(db: sqlite_utils.Database) -> None:
+def _v1(db: SchemaEditor) -> None:
     db["path_contexts"].create(
         {"path_id": bytes, "kind": str, "recipient_id": str, "invoice_slot": int,
          "expires_at": int, "created_at": int},
@@ -50,23 +55,22 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["counters"].create({"name": str, "value": int}, pk="name")
 
 
-def _v2(db: sqlite_utils.Database) -> None:
+def _v2(db: SchemaEditor) -> None:
     # Each role keeps its own ordered migrations (Store.migrate_component).
     db["component_versions"].create({"name": str, "version": int}, pk="name")
 
 
-def _v3(db: sqlite_utils.Database) -> None:
+def _v3(db: SchemaEditor) -> None:
     # The contexts behind each issued offer path, so that old ones can be pruned.
     db["issued_offer_paths"].add_column("offer_path_id", bytes)
     db["issued_offer_paths"].add_column("serve_path_id", bytes)
     db["issued_offer_paths"].create_index(["recipient_id", "invoice_slot"])
 
 
-Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
 
 
-def _mailbox_v1(db: sqlite_utils.Database) -> None:
+def _mailbox_v1(db: SchemaEditor) -> None:
     # Eviction takes the oldest message of the source holding the most.
     db["mailbox"].create_index(["source", "id"])
 
@@ -88,70 +92,81 @@ class MailboxRow:
 
 
 class Store:
-    def __init__(self, path: str, synchronous: str = "FULL") -> None:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self.db = sqlite_utils.Database(conn)
-        self.conn = conn
-        self.db.execute("PRAGMA journal_mode=WAL")
-        if synchronous not in ("FULL", "NORMAL"):
-            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
-        self.migrate()
+    """asyncpay's state in one database: ``target`` is a SQLite file (or
+    ``:memory:``) or a ``postgresql://`` URI. Raises StoreError when the
+    database cannot be used (StoreLocked: another process writes it)."""
+
+    def __init__(self, target: str, synchronous: str = "FULL") -> None:
+        self.backend = storage.open_backend(target, synchronous)
+        # A store dropped without close() gives its connections (and lock) back when collected.
+        self._finalizer = weakref.finalize(self, self.backend.close)
+        self.kind = self.backend.kind
+        self.conn = self.backend  # execute(sql, args) with ``?`` placeholders, on either database
+        try:
+            self.migrate()
+        except BaseException:
+            self.close()
+            raise
 
     # -- transactions and schema ------------------------------------------
 
     @contextmanager
     def tx(self) -> Iterator[None]:
-        """One atomic unit; nested uses become savepoints (sqlite-utils ``atomic``)."""
-        with self.db.atomic():
+        """One atomic unit, bound to the calling thread; nested uses become savepoints."""
+        with self.backend.transaction():
             yield
 
     def schema_version(self) -> int:
-        if "schema_version" not in self.db.table_names():
+        if "schema_version" not in self.backend.table_names():
             return 0
         row = self.conn.execute("SELECT version FROM schema_version").fetchone()
         return row[0] if row else 0
 
     def migrate(self) -> None:
         with self.tx():
-            if "schema_version" not in self.db.table_names():
-                self.db["schema_version"].create({"id": int, "version": int}, pk="id")
+            if "schema_version" not in self.backend.table_names():
+                self.backend.schema()["schema_version"].create({"id": int, "version": int}, pk="id")
                 self.conn.execute("INSERT INTO schema_version (id, version) VALUES (1, 0)")
             current = self.schema_version()
             if current > len(MIGRATIONS):
-                raise RuntimeError(f"database schema {current} is newer than this asyncpay ({len(MIGRATIONS)})")
+                raise StoreError(f"database schema {current} is newer than this asyncpay ({len(MIGRATIONS)})")
             for version in range(current, len(MIGRATIONS)):
-                MIGRATIONS[version](self.db)
+                MIGRATIONS[version](self.backend.schema())
                 self.conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
 
     def migrate_component(self, name: str, migrations: list[Migration]) -> None:
         """Bring one role's own tables (prefixed with its name) up to date.
 
         Roles migrate independently so that each owns its schema; the core
-        tables above are the LSP's and the shared path contexts.
+        tables above are the LSP's and the shared path contexts. A migration
+        uses sqlite-utils' ``create``/``create_index``/``add_column`` and
+        ``execute`` only (``storage.SchemaEditor``): PostgreSQL runs the same.
         """
         with self.tx():
             row = self.conn.execute("SELECT version FROM component_versions WHERE name = ?", (name,)).fetchone()
             current = row[0] if row else 0
             if current > len(migrations):
-                raise RuntimeError(f"database schema for {name} ({current}) is newer than this asyncpay")
+                raise StoreError(f"database schema for {name} ({current}) is newer than this asyncpay")
             for version in range(current, len(migrations)):
-                migrations[version](self.db)
+                migrations[version](self.backend.schema())
             self.conn.execute(
                 "INSERT INTO component_versions (name, version) VALUES (?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET version = excluded.version",
                 (name, len(migrations)),
             )
 
+    def describe(self) -> dict[str, str]:
+        return self.backend.describe()
+
     def close(self) -> None:
-        self.conn.close()
+        self._finalizer()
 
     # -- counters ---------------------------------------------------------
 
     def bump(self, name: str, by: int = 1) -> None:
         self.conn.execute(
             "INSERT INTO counters (name, value) VALUES (?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            "ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
             (name, by),
         )
 
@@ -210,20 +225,22 @@ class Store:
 
     def add_issued_offer_path(self, path: bytes, recipient_id: str, slot: int, expires_at: int,
                               offer_path_id: bytes | None = None, serve_path_id: bytes | None = None) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO issued_offer_paths (path, recipient_id, invoice_slot, expires_at, "
-            "offer_path_id, serve_path_id) VALUES (?, ?, ?, ?, ?, ?)",
-            (path, recipient_id, slot, expires_at, offer_path_id, serve_path_id),
-        )
+        with self.tx():  # delete, then insert: a re-issued path counts as the newest (rowid)
+            self.conn.execute("DELETE FROM issued_offer_paths WHERE path = ?", (path,))
+            self.conn.execute(
+                "INSERT INTO issued_offer_paths (path, recipient_id, invoice_slot, expires_at, "
+                "offer_path_id, serve_path_id) VALUES (?, ?, ?, ?, ?, ?)",
+                (path, recipient_id, slot, expires_at, offer_path_id, serve_path_id),
+            )
 
     def prune_issued_offer_paths(self, recipient_id: str, slot: int, keep: int, in_use: list[bytes]) -> int:
         """Delete all but the newest ``keep`` offer paths of (recipient, slot),
         and their contexts; paths in ``in_use`` (the stored invoice's) stay."""
         rows = self.conn.execute(
             "SELECT path, offer_path_id, serve_path_id FROM issued_offer_paths "
-            "WHERE recipient_id = ? AND invoice_slot = ? ORDER BY rowid DESC LIMIT -1 OFFSET ?",
-            (recipient_id, slot, keep),
-        ).fetchall()
+            "WHERE recipient_id = ? AND invoice_slot = ? ORDER BY rowid DESC",
+            (recipient_id, slot),
+        ).fetchall()[keep:]
         pinned = set(in_use)
         doomed = [r for r in rows if r[0] not in pinned]
         with self.tx():
@@ -286,10 +303,10 @@ class Store:
     def mailbox_totals(self, peer_id: str | None = None) -> tuple[int, int]:
         """(messages, bytes), for one peer or overall."""
         if peer_id is None:
-            row = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM mailbox").fetchone()
+            row = self.conn.execute("SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM mailbox").fetchone()
         else:
             row = self.conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM mailbox WHERE peer_id = ?", (peer_id,)
+                "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM mailbox WHERE peer_id = ?", (peer_id,)
             ).fetchone()
         return row[0], row[1]
 
@@ -302,8 +319,8 @@ class Store:
         """Queue one message; False if the very same onion is already queued."""
         digest = hashlib.sha256(path_key + onion).digest()
         cur = self.conn.execute(
-            "INSERT OR IGNORE INTO mailbox (peer_id, source, path_key, onion, digest, size, received_at, "
-            "attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+            "INSERT INTO mailbox (peer_id, source, path_key, onion, digest, size, received_at, "
+            "attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT DO NOTHING",
             (peer_id, source, path_key, onion, digest, len(onion), now),
         )
         return cur.rowcount > 0
@@ -315,8 +332,9 @@ class Store:
     def mailbox_oldest_of(self, source: str | None, peer_id: str | None = None) -> tuple[int, str, int] | None:
         """(id, peer_id, size) of the oldest message from ``source`` (None: our
         own), for one peer or any."""
-        q = "SELECT id, peer_id, size FROM mailbox WHERE source IS ?"
-        args: tuple = (source,)
+        # "= ?" / "IS NULL" rather than "IS NOT DISTINCT FROM ?", which no index serves.
+        q = "SELECT id, peer_id, size FROM mailbox WHERE " + ("source IS NULL" if source is None else "source = ?")
+        args: tuple = () if source is None else (source,)
         if peer_id is not None:
             q += " AND peer_id = ?"
             args += (peer_id,)
@@ -324,8 +342,8 @@ class Store:
 
     def mailbox_sources(self) -> list[tuple[str, str | None, int, int]]:
         """(peer_id, source, messages, bytes) for every pair with mail."""
-        return self.conn.execute(
-            "SELECT peer_id, source, COUNT(*), SUM(size) FROM mailbox GROUP BY peer_id, source").fetchall()
+        return self.conn.execute("SELECT peer_id, source, COUNT(*), CAST(SUM(size) AS BIGINT) FROM mailbox "
+                                 "GROUP BY peer_id, source").fetchall()
 
     def mailbox_pending(self, peer_id: str, limit: int = 1000) -> list[MailboxRow]:
         rows = self.conn.execute(
@@ -337,7 +355,7 @@ class Store:
 
     def mailbox_delete(self, msg_id: int, path_key: bytes | None = None, onion: bytes | None = None) -> bool:
         """Delete one message; given its content, only if the row still holds
-        it (SQLite reuses the id of a deleted last row, so a flush's snapshot
+        it (SQLite reuses the id of a deleted last row (PostgreSQL never does), so a flush's snapshot
         may name a row that was expired or evicted and taken again since)."""
         if onion is None or path_key is None:
             return self.conn.execute("DELETE FROM mailbox WHERE id = ?", (msg_id,)).rowcount > 0
@@ -355,7 +373,7 @@ class Store:
 
     def mailbox_peers(self) -> list[dict]:
         rows = self.conn.execute(
-            "SELECT peer_id, COUNT(*), SUM(size), MIN(received_at), MAX(attempts) FROM mailbox "
+            "SELECT peer_id, COUNT(*), CAST(SUM(size) AS BIGINT), MIN(received_at), MAX(attempts) FROM mailbox "
             "GROUP BY peer_id ORDER BY peer_id"
         ).fetchall()
         keys = ("peer_id", "messages", "bytes", "oldest_received_at", "max_attempts")
@@ -371,17 +389,22 @@ class RowTable:
         self.store, self.table, self.row, self.key = store, table, row, key
         self.columns = [f.name for f in fields(row)]
         self._select = f"SELECT {', '.join(self.columns)} FROM {table}"
+        # put() replaces the row with the same primary key (SQLite's INSERT OR REPLACE, as an upsert).
+        pk = store.backend.primary_key(table)
+        rest = [c for c in self.columns if c not in pk]
+        marks = ", ".join("?" * len(self.columns))
+        action = ("DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in rest)) if rest else "DO NOTHING"
+        self._put = (f"INSERT INTO {table} ({', '.join(self.columns)}) VALUES ({marks}) "
+                     f"ON CONFLICT ({', '.join(pk)}) {action}")
 
     def put(self, row) -> None:
-        marks = ", ".join("?" * len(self.columns))
-        self.store.conn.execute(f"INSERT OR REPLACE INTO {self.table} ({', '.join(self.columns)}) VALUES ({marks})",
-                                [getattr(row, c) for c in self.columns])
+        self.store.conn.execute(self._put, [getattr(row, c) for c in self.columns])
 
     def get(self, key):
         r = self.store.conn.execute(f"{self._select} WHERE {self.key} = ?", (key,)).fetchone()
         return self.row(*r) if r else None
 
-    def where(self, clause: str = "1", args: tuple = (), order: str | None = None) -> list:
+    def where(self, clause: str = "1 = 1", args: tuple = (), order: str | None = None) -> list:
         """Rows matching an SQL condition on our own columns (never user text)."""
         q = f"{self._select} WHERE {clause}" + (f" ORDER BY {order}" if order else "")
         return [self.row(*r) for r in self.store.conn.execute(q, args).fetchall()]

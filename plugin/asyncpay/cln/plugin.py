@@ -12,10 +12,12 @@ import functools
 import logging
 import os
 import sqlite3
+import sys
 import time
 import traceback
 
 from .. import __version__
+from ..storage import StoreError, shown
 from . import options as opts
 from . import params, rpc_hold, rpc_lsps5, rpc_payer, rpc_recipient, views
 from .dispatch import AsyncpayPlugin
@@ -64,7 +66,8 @@ def _guard(what: str):
 # -- options -------------------------------------------------------------
 
 plugin.add_option("asyncpay-db", None,
-                  "SQLite file of asyncpay's state (default: asyncpay.sqlite3 in the node's network directory).")
+                  "SQLite file of asyncpay's state (default: asyncpay.sqlite3 in the node's network directory), "
+                  "or a postgresql:// URI (docs/configuration.md).")
 opts.register(plugin)
 # Custom notifications (docs/rpc.md): a push-notification plugin can wake a
 # sleeping wallet when mail waits for it.
@@ -120,9 +123,9 @@ def _start(options, configuration, plugin) -> Node:
     db = options.get("asyncpay-db") or os.path.join(configuration["lightning-dir"], "asyncpay.sqlite3")
     try:
         started = Node(plugin.rpc, plugin.log, db, *configs, notify=plugin.notify)
-    except sqlite3.Error as e:
-        raise _Disable(f"asyncpay-db {db}: {_one_line(e)}") from e
-    plugin.log(f"asyncpay {__version__}: endpoint {started.endpoint.public_key.hex()}, database {db}")
+    except (sqlite3.Error, StoreError) as e:
+        raise _Disable(f"asyncpay-db {shown(db)}: {_one_line(e)}") from e
+    plugin.log(f"asyncpay {__version__}: endpoint {started.endpoint.public_key.hex()}, database {shown(db)}")
     # Peers already connected when we start may have mail from before a restart.
     for p in plugin.rpc.listpeers().get("peers", []):
         if p.get("connected"):
@@ -170,6 +173,19 @@ def on_disconnect(plugin, **kwargs):
 @_guard("block_added")
 def on_block_added(plugin, block_added=None, **kwargs):
     node.on_block(int((block_added or kwargs).get("height", 0)))
+
+
+@plugin.subscribe("shutdown")
+def on_shutdown(plugin, **kwargs):
+    """lightningd stops (or ``plugin stop``): commit the mailbox intake and
+    write the counters kept off the answers' path, then exit (lightningd
+    waits up to 30 s for a plugin subscribed to this)."""
+    try:
+        if node is not None:
+            node.stop()
+    except Exception:
+        plugin.log(f"shutdown: {traceback.format_exc()}", level="warn")
+    sys.exit(0)
 
 
 def on_htlc_accepted(plugin, onion, htlc, request, **kwargs):
@@ -250,6 +266,7 @@ def listinvoices(plugin, recipient_id=None):
     if recipient_id is not None:
         recipient_id = params.text("recipient_id", recipient_id, max_len=256)
     with n.lock:
+        n.books.flush()  # the served marks are written off the payers' path
         rows = n.store.list_invoices(recipient_id)
     return {"invoices": [views.invoice_row(r, int(time.time())) for r in rows]}
 

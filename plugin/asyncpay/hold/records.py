@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlite_utils
-
+from ..storage import SchemaEditor
 from ..store import RowTable, Store
 
 
-def _v1(db: sqlite_utils.Database) -> None:
+def _v1(db: SchemaEditor) -> None:
     db["held_htlcs"].create(
         {"key": str, "payment_hash": bytes, "amount_msat": int, "cltv_expiry": int, "outgoing_cltv": int,
          "peer_id": str, "payload": bytes, "state": str, "reason": str, "since": int, "updated_at": int},
@@ -20,12 +19,12 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["held_htlcs"].create_index(["payment_hash"])
 
 
-def _v2(db: sqlite_utils.Database) -> None:
+def _v2(db: SchemaEditor) -> None:
     # The per-peer limit counts held HTLCs of one peer on every new HTLC.
     db["held_htlcs"].create_index(["state", "peer_id"])
 
 
-def _v3(db: sqlite_utils.Database) -> None:
+def _v3(db: SchemaEditor) -> None:
     # hold_until enforced, and held_htlc_available sent again while held (a
     # lost message must not lock the sender's funds until the margin).
     t = db["held_htlcs"]

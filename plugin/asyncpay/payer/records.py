@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlite_utils
-
+from ..storage import SchemaEditor
 from ..store import RowTable, Store
 
 
-def _v1(db: sqlite_utils.Database) -> None:
+def _v1(db: SchemaEditor) -> None:
     db["payer_payments"].create(
         {"id": str, "state": str, "kind": str, "bolt12": str, "offer": bytes, "amount_msat": int,
          "nonce": bytes, "invreq": bytes, "invoice": bytes, "payment_hash": bytes, "payment_preimage": bytes,
@@ -31,7 +30,7 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["payer_payments"].create_index(["state"])
 
 
-def _v2(db: sqlite_utils.Database) -> None:
+def _v2(db: SchemaEditor) -> None:
     # held_htlc_available is sent again with backoff until the release comes.
     db["payer_payments"].add_column("held_sends", int, not_null_default=0)
 

@@ -23,12 +23,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import sqlite_utils
-
+from ..storage import SchemaEditor
 from ..store import RowTable, Store
 
 
-def _v1(db: sqlite_utils.Database) -> None:
+def _v1(db: SchemaEditor) -> None:
     db["recipient_server"].create({"id": int, "paths": bytes, "set_at": int}, pk="id")
     db["recipient_offers"].create(
         {"slot": int, "state": str, "description": str, "amount_msat": int, "nonce": bytes,
@@ -44,7 +43,7 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
 
 
-def _v2(db: sqlite_utils.Database) -> None:
+def _v2(db: SchemaEditor) -> None:
     # Multi-part payments in flight survive a restart (lightningd replays every HTLC we did not answer).
     db["recipient_claims"].create(
         {"payment_hash": bytes, "path_id": bytes, "slot": int, "kind": str, "offer_id": bytes,
@@ -69,7 +68,8 @@ def _v2(db: sqlite_utils.Database) -> None:
     for slot, offer, bolt12, nonce, exp, created in db.execute(
             "SELECT slot, offer, bolt12, nonce, invoice_expires_at, created_at FROM recipient_offers "
             "WHERE offer IS NOT NULL").fetchall():
-        db.execute("INSERT OR IGNORE INTO recipient_issued_offers VALUES (?, ?, ?, ?, ?, ?, ?)",
+        db.execute("INSERT INTO recipient_issued_offers (offer_id, slot, offer, bolt12, nonce, expires_at, "
+                   "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                    (offer_id_of(offer), slot, offer, bolt12, nonce, (exp or created) + 86400, created))
 
 
@@ -181,7 +181,8 @@ class RecipientRecords:
         """Remember an offer we built, so that payments for it stay claimable after the
         slot moves on to another offer; the slot keeps at most MAX_OFFERS_PER_SLOT."""
         oid = offer_id_of(offer)
-        self.conn.execute("INSERT OR IGNORE INTO recipient_issued_offers VALUES (?, ?, ?, ?, ?, ?, ?)",
+        self.conn.execute("INSERT INTO recipient_issued_offers (offer_id, slot, offer, bolt12, nonce, expires_at, "
+                          "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                           (oid, slot, offer, bolt12, nonce, now + 86400, now))
         self.conn.execute(
             "DELETE FROM recipient_issued_offers WHERE slot = ? AND offer_id NOT IN (SELECT offer_id FROM "
@@ -191,8 +192,9 @@ class RecipientRecords:
 
     def offer_valid_until(self, offer_id: bytes, until: int) -> None:
         """A static invoice (or invoice) for the offer is valid until ``until``: keep it a day longer."""
-        self.conn.execute("UPDATE recipient_issued_offers SET expires_at = MAX(expires_at, ?) WHERE offer_id = ?",
-                          (until + 86400, offer_id))
+        keep = until + 86400
+        self.conn.execute("UPDATE recipient_issued_offers SET expires_at = ? WHERE offer_id = ? AND expires_at < ?",
+                          (keep, offer_id, keep))
 
     def issued_offer(self, offer_id: bytes) -> IssuedOffer | None:
         return self.issued.get(offer_id)
@@ -231,8 +233,9 @@ class RecipientRecords:
                        now: int, offer_id: bytes | None = None) -> None:
         """A BOLT 12 invoice we issued: its preimage, kept until it is paid."""
         self.conn.execute(
-            "INSERT OR IGNORE INTO recipient_payments (payment_hash, payment_preimage, amount_msat, slot, kind, "
-            "status, received_at, created_at, offer_id) VALUES (?, ?, ?, ?, 'invoice', 'expected', NULL, ?, ?)",
+            "INSERT INTO recipient_payments (payment_hash, payment_preimage, amount_msat, slot, kind, "
+            "status, received_at, created_at, offer_id) VALUES (?, ?, ?, ?, 'invoice', 'expected', NULL, ?, ?) "
+            "ON CONFLICT DO NOTHING",
             (payment_hash, preimage, amount_msat, slot, now, offer_id),
         )
 
