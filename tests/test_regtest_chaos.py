@@ -2,11 +2,12 @@
 
 bench/chaos runs the same scenario with any seed, payment count and
 duration (CHAOS_SEED, CHAOS_PAYMENTS, CHAOS_DURATION; CHAOS_REPORT names a
-file for the table)."""
+file for the table, CHAOS_LOGS a directory for the nodes' logs)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 from regtest import require_binaries
 
@@ -43,5 +44,10 @@ def test_chaos(node_factory, bitcoind):
             f.writelines(f"{t - run.started:8.1f} {kind:<10} {detail}\n" for t, kind, detail in run.events)
             f.writelines(f"payment #{p.n} {p.payer}->{p.recipient} {p.amount_msat} {p.status} {p.payment_hash} "
                          f"{p.reason or ''}\n" for p in run.payments)
+    if os.environ.get("CHAOS_LOGS"):  # each node's log under its name in the scenario, kept after the run
+        os.makedirs(os.environ["CHAOS_LOGS"], exist_ok=True)
+        for name, n in net.nodes.items():
+            shutil.copy(os.path.join(n.node.daemon.lightning_dir, "log"), os.path.join(os.environ["CHAOS_LOGS"],
+                                                                                       f"{name}.log"))
     failed = [name for name, ok, _ in rows if not ok]
     assert not failed, report

@@ -128,6 +128,8 @@ def check(net: Network, run: Run, before: dict[str, int]) -> list[tuple[str, boo
         if not n.asyncpay:
             continue
         st = n.rpc("asyncpay-status")
+        for reason, v in ((st.get("recipient") or {}).get("claims_failed") or {}).items():
+            drops[f"{n.name}:claim {reason}"] += v  # HTLCs of ours we failed, and why
         db = sqlite3.connect(f"file:{st['database']}?mode=ro", uri=True)
         try:
             ok = db.execute("PRAGMA integrity_check").fetchone()[0]
