@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -312,7 +313,7 @@ class OurPayer:
         self.ldk = ldk
         self.ours = ldk("node", seed=OUR_SEED)
         self.pnode = Flow(tmp_path).net.node(bytes.fromhex(self.ours["secret"]), "payer")
-        self.core = attach_payer(type("F", (), {"pnode": self.pnode})(), tmp_path).payer.core
+        self.core = attach_payer(SimpleNamespace(pnode=self.pnode), tmp_path).payer.core
 
     def through_our_node(self, action, seed: str) -> dict:
         """What LDK node ``seed`` finds in an onion our node sends it."""
