@@ -144,10 +144,11 @@ class WakeHolder:
         return Hold(deadline)
 
     def _replay(self, row: WakeRow, online: bool, height: int, now: int) -> Hold | Answer:
-        """lightningd restarted and asks again: the stored verdict, or one now."""
+        """lightningd restarted and asks again. A failure stands; a release
+        whose answer never reached lightningd (it asks again) is decided
+        afresh, as a held one: the client may be gone again, or the budget
+        near, since."""
         self.store.bump("wake_replayed")
-        if row.state == RELEASED:
-            return Release(row.key)
         if row.state == FAILED:
             return FailBack(row.key, row.reason or "failed")
         reason = self._end_reason(row, height, now)
@@ -155,6 +156,9 @@ class WakeHolder:
             return self._fail(row, reason, now)
         if online:
             return self._release(row, now)
+        if row.state != HELD:
+            row.state, row.updated_at = HELD, now
+            self.rows.put(row)
         return Hold(row.deadline)
 
     def _end_reason(self, row: WakeRow, height: int, now: int) -> str | None:

@@ -1,0 +1,166 @@
+"""Hold for wake-up (lsp/wake_hold.py) under random events (hypothesis
+state machine), against a model of lightningd and of the adapter's open
+``htlc_accepted`` calls: HTLCs arrive for clients that are on- or offline,
+with or without webhooks, with budgets near and far; clients connect and
+disconnect; blocks and seconds pass; the plugin and lightningd restart
+(calls dropped, the store kept) and lightningd replays each HTLC that had
+no verdict.
+
+After every step:
+
+* each hook call got at most one answer, and each HTLC at most one
+  verdict that lightningd acted on;
+* no call is held past its deadline, or with its budget within the
+  margin, once a tick ran;
+* an HTLC continued by us was continued while its client was connected
+  and its budget outside the margin;
+* nothing is held for a client that is connected, once its connect ran.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from asyncpay.lsp.lsps5_config import Lsps5Config
+from asyncpay.lsp.wake_hold import FailBack, Hold, Release, WakeCandidate, WakeHolder
+from asyncpay.store import Store
+
+pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
+
+CI = os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci"
+HEIGHT, NOW, DELTA, MARGIN, TIMEOUT = 800_000, 1_800_000_000, 34, 6, 60
+PEERS = ["02" + "a1" * 32, "02" + "b2" * 32, "03" + "c3" * 32]
+
+
+class WakeMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = tempfile.TemporaryDirectory()
+        self.store = Store(os.path.join(self.dir.name, "w.sqlite3"))
+        self.config = Lsps5Config(wake_timeout=TIMEOUT, wake_min_blocks=MARGIN, wake_max_per_peer=3,
+                                  wake_max_total=5)
+        self.holder = WakeHolder(self.store, self.config, DELTA)
+        self.height, self.now = HEIGHT, NOW
+        self.online: set[str] = set()
+        self.wakeable = {PEERS[0], PEERS[1]}
+        self.htlcs: dict[str, WakeCandidate] = {}
+        self.open: dict[str, int] = {}  # key -> call number waiting for its answer
+        self.answers: dict[int, list[dict]] = {}  # call number -> answers given
+        self.verdicts: dict[str, list[str]] = {}  # key -> verdicts lightningd acted on
+        self.unanswered: set[str] = set()  # HTLCs lightningd will replay (no verdict yet)
+        self.calls = 0
+        self.held_ever: set[str] = set()
+
+    def teardown(self) -> None:
+        self.store.close()
+        self.dir.cleanup()
+
+    # -- the model's side of each answer ---------------------------------------
+
+    def _call(self, key: str) -> int:
+        self.calls += 1
+        self.answers[self.calls] = []
+        return self.calls
+
+    def _answer(self, call: int, key: str, answer: dict) -> None:
+        self.answers[call].append(answer)
+        if len(self.answers[call]) == 1:
+            self.verdicts.setdefault(key, []).append(answer["result"])
+            self.unanswered.discard(key)
+            if answer["result"] == "continue" and key in self.held_ever:
+                h = self.htlcs[key]
+                assert h.peer_id in self.online, "continued for a client that is not connected"
+                assert min(h.cltv_expiry - DELTA, h.outgoing_cltv) - self.height >= MARGIN
+
+    def _deliver(self, answers: list[Release | FailBack]) -> None:
+        for a in answers:
+            call = self.open.pop(a.key, None)
+            if call is not None:
+                self._answer(call, a.key, a.hook_answer())
+
+    def _hook(self, key: str) -> None:
+        h = self.htlcs[key]
+        call = self._call(key)
+        online = h.peer_id in self.online
+        verdict = self.holder.accept(h, online, not online and h.peer_id in self.wakeable, self.height, self.now)
+        if verdict is None:
+            self._answer(call, key, {"result": "continue"})  # the router goes on: lightningd forwards or fails
+        elif isinstance(verdict, Hold):
+            self.held_ever.add(key)
+            self.open[key] = call
+        else:
+            self._answer(call, key, verdict.hook_answer())
+
+    # -- events ------------------------------------------------------------------
+
+    @rule(peer=st.sampled_from(PEERS), budget=st.integers(0, 60), slack=st.integers(-3, 10))
+    def htlc(self, peer, budget, slack):
+        key = f"1x1x1/{len(self.htlcs)}"
+        outgoing = self.height + budget
+        self.htlcs[key] = WakeCandidate(key, peer, os.urandom(32), 1000, outgoing + DELTA + slack, outgoing)
+        self.unanswered.add(key)
+        self._hook(key)
+
+    @rule(peer=st.sampled_from(PEERS))
+    def connect(self, peer):
+        self.online.add(peer)
+        self._deliver(self.holder.connected(peer, self.height, self.now))
+        assert not [k for k in self.open if self.htlcs[k].peer_id == peer]
+
+    @rule(peer=st.sampled_from(PEERS))
+    def disconnect(self, peer):
+        self.online.discard(peer)
+
+    @rule(seconds=st.integers(1, 90), blocks=st.integers(0, 8))
+    def time_passes(self, seconds, blocks):
+        self.now += seconds
+        self.height += blocks
+        self._deliver(self.holder.tick(self.height, self.now))
+        for key in self.open:
+            row = self.holder.get(key)
+            assert self.now < row.deadline, "held past its deadline after a tick"
+            assert min(row.cltv_expiry - DELTA, row.outgoing_cltv) - self.height >= MARGIN, "held within the margin"
+
+    @rule(blocks=st.integers(1, 20))
+    def block_before_the_tick(self, blocks):
+        """A block seen by lightningd before our tick ran (a connect may come first)."""
+        self.height += blocks
+
+    @rule()
+    def restart(self):
+        self.open.clear()  # lightningd's calls die with the plugin
+        self.holder = WakeHolder(self.store, self.config, DELTA)
+
+    @precondition(lambda self: self.unanswered - set(self.open))
+    @rule(data=st.data())
+    def replay(self, data):
+        key = data.draw(st.sampled_from(sorted(self.unanswered - set(self.open))))
+        self._hook(key)
+
+    # -- invariants --------------------------------------------------------------
+
+    @invariant()
+    def one_answer_per_call(self):
+        assert all(len(a) <= 1 for a in self.answers.values())
+
+    @invariant()
+    def one_verdict_per_htlc(self):
+        assert all(len(v) <= 1 for v in self.verdicts.values())
+
+    @invariant()
+    def bounded(self):
+        assert self.holder.count_held() <= self.config.wake_max_total
+        for p in PEERS:
+            assert self.holder.count_held(p) <= self.config.wake_max_per_peer
+
+
+WakeMachine.TestCase.settings = settings(
+    max_examples=60 if CI else 2000, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+test_wake_hold_machine = WakeMachine.TestCase
