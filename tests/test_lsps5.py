@@ -416,3 +416,28 @@ def test_a_client_without_a_channel_is_kept_seven_days_from_registration(store):
     set_hook(svc, channel=False)
     assert svc.retain(set(), NOW + 7 * 86400 - 1) == []
     assert svc.retain(set(), NOW + 7 * 86400) == [PEER]
+
+
+def test_every_lsps5_option_is_registered_documented_and_checked():
+    from dataclasses import fields
+    from pathlib import Path
+
+    from asyncpay.cln import options as opts
+    from asyncpay.cln import plugin as p
+
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "configuration.md").read_text()
+    for f in fields(Lsps5Config):
+        name = opts.option_name(f.name)
+        assert name in p.plugin.options and f"| `{name}` |" in doc, name
+        assert p.plugin.options[name].description.endswith("."), name
+    for name in ("asyncpay-lsps5-allow-hosts", "asyncpay-lsps5-ca-file", "asyncpay-lsps5-max-webhooks",
+                 "asyncpay-wake-timeout"):  # the names the issue gives
+        assert name in p.plugin.options
+    [cfg] = [c for c in opts.load({"asyncpay-lsps5-allow-hosts": "127.0.0.1", "asyncpay-wake-timeout": "30"})
+             if isinstance(c, Lsps5Config)]
+    assert (cfg.lsps5_allow_hosts, cfg.wake_timeout, cfg.lsps5_max_webhooks) == ("127.0.0.1", 30, 5)
+    with pytest.raises(ValueError, match="asyncpay-lsps5-allow-hosts"):
+        opts.load({"asyncpay-lsps5-allow-hosts": "not a host"})
+    rpc = (root / "docs" / "rpc.md").read_text()
+    assert "## `asyncpay-listwebhooks [peer_id]`" in rpc and "## `asyncpay-delwebhook peer_id app_name`" in rpc
