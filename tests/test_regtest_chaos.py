@@ -35,7 +35,9 @@ def test_chaos(node_factory, bitcoind):
     invariants.resolve_stock(net, run)
     rows = [("settled within the settle time", settled, f"{SETTLE:.0f} s allowed")]
     rows += invariants.check(net, run, before)
-    report = invariants.table(SEED, PAYMENTS, DURATION, rows, invariants.figures(net, run))
+    warned, limited = invariants.peer_warnings(net)
+    rows.append(warned)
+    report = invariants.table(SEED, PAYMENTS, DURATION, rows, invariants.figures(net, run, limited))
     print(report)
     if os.environ.get("CHAOS_REPORT"):
         with open(os.environ["CHAOS_REPORT"], "w") as f:

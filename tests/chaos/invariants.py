@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from .driver import Run
-from .network import Network
+from .network import RATELIMIT_WARNING, Network
 
 DOCS_RPC = Path(__file__).resolve().parents[2] / "docs" / "rpc.md"
 
@@ -155,7 +155,22 @@ def check(net: Network, run: Run, before: dict[str, int]) -> list[tuple[str, boo
     return rows
 
 
-def figures(net: Network, run: Run) -> list[tuple[str, str]]:
+def peer_warnings(net: Network) -> tuple[tuple[str, bool, str], Counter]:
+    """Every " WARNING:" line of every node's log (what pyln-testing would
+    fail on) must be a peer's onion-message rate limit; those are counted."""
+    other, limited = [], Counter()
+    for name, n in net.nodes.items():
+        for line in (Path(n.node.daemon.lightning_dir) / "log").read_text(errors="replace").splitlines():
+            if " WARNING:" not in line:
+                continue
+            if RATELIMIT_WARNING in line:
+                limited[name] += 1
+            else:
+                other.append(f"{name}: {line[line.index(' WARNING:'):][:120]}")
+    return ("no peer warning but onion-message rate limits", not other, "; ".join(other[:3]) or "none"), limited
+
+
+def figures(net: Network, run: Run, limited: Counter | None = None) -> list[tuple[str, str]]:
     pays = run.payments
     by_payer = Counter(p.payer for p in pays)
     failed = Counter(_reason(p.reason) for p in pays if p.status == "failed")
@@ -184,6 +199,8 @@ def figures(net: Network, run: Run) -> list[tuple[str, str]]:
         ("sleeps / wakes / disconnects / blocks",
          f"{run.count('sleep')} / {run.count('wake')} / {run.count('disconnect')} / {run.blocks}"),
         ("recipient wake -> complete", _spread(waits)),
+        ("onion-message rate-limit warnings", ", ".join(f"{k} {v}" for k, v in sorted((limited or {}).items()))
+         or "0"),
         ("fault phase", f"{run.faults_ended - run.started:.0f} s"),
         ("settle after the last fault", settle),
     ]
