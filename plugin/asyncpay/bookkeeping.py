@@ -8,7 +8,8 @@ LSP's round trip from 0.47 to 0.61 of CLN's ``fetchinvoice``).
 
 ``Bookkeeping`` is an in-memory accumulator: ``bump`` and ``served`` only add
 to it; ``flush`` writes everything accumulated in one transaction. Once
-``start``-ed, a background thread flushes every ``interval`` seconds;
+``start``-ed, a background thread flushes every ``interval`` seconds
+(``asyncpay-counters-interval-ms``);
 ``stop`` (the plugin's shutdown) flushes what is left, and every reader of
 the counters flushes first (``asyncpay-status``, ``asyncpay-listinvoices``,
 ``Node.drain``). A crash of the plugin or of the machine loses at most the

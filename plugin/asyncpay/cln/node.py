@@ -148,7 +148,8 @@ class Node:
         return bytes.fromhex(self.rpc.call("makesecret", {"string": label})["secret"])
 
     def start(self) -> None:
-        self.books.start(on_error=lambda e: self.log(f"writing counters failed: {e}", level="warn"))
+        self.books.start(self.config.counters_interval_ms / 1000,
+                         on_error=lambda e: self.log(f"writing counters failed: {e}", level="warn"))
         self.start_endpoint_worker()
         for role in self.roles:
             role.start()

@@ -47,3 +47,6 @@ class LspConfig:
     # recipient's serve budget (a payer behind a big LSP shares its source).
     serve_source_rate: int = option(5, "Static invoices served per second for one recipient to one source peer.")
     serve_source_burst: int = option(10, "Static invoices served at once for one recipient to one source peer.")
+    # Counters and served marks are written off the answers' path (bookkeeping.py).
+    counters_interval_ms: int = option(
+        1000, "Milliseconds between two writes of the counters and served marks; a crash loses at most these.")
