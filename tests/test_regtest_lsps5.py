@@ -25,6 +25,7 @@ from regtest import ASYNCPAY, HERE, RECORDER, _bound_to_this_python, inject, nod
 require_binaries()
 
 import trustme  # noqa: E402
+from pyln.client import RpcError  # noqa: E402
 from pyln.testing.fixtures import *  # noqa: E402,F401,F403
 
 from asyncpay.blinded_path import EncryptedData  # noqa: E402
@@ -161,3 +162,39 @@ def test_webhooks_wake_a_sleeping_client(node_factory, push_service):
     assert l2.rpc.call("asyncpay-delwebhook", [l3.info["id"], "regtest wallet"])["deleted"]["app_name"] \
         == "regtest wallet"
     assert l2.rpc.call("asyncpay-listwebhooks")["webhooks"] == []
+
+
+def test_a_client_that_never_wakes_gets_its_htlc_failed_at_the_timeout(node_factory, push_service):
+    srv, ca_file = push_service
+    l1, l2, l3 = node_factory.get_nodes(3, opts=[
+        {"may_reconnect": True},
+        {"plugin": ASYNCPAY, "may_reconnect": True, "asyncpay-lsps5-allow-hosts": "127.0.0.1",
+         "asyncpay-lsps5-ca-file": ca_file, "asyncpay-wake-timeout": 10},
+        {"plugin": LSPS_CLIENT, "may_reconnect": True}])
+    node_factory.join_nodes([l1, l2], wait_for_announce=True)
+    node_factory.join_nodes([l2, l3], announce_channels=False)
+    wait_for(lambda: any((c.get("updates") or {}).get("remote") for c in l3.rpc.listpeerchannels()["channels"]),
+             TIMEOUT, what="l2's channel_update at l3")
+    wait_for(lambda: l3.rpc.listchannels(source=l2.info["id"])["channels"], TIMEOUT, what="l2 public at l3")
+
+    # LSPS0 on real CLN: what we answer besides lsps5.*.
+    assert lsps_request(l3, l2, "lsps0.list_protocols", {})["result"] == {"protocols": [5]}
+    assert lsps_request(l3, l2, "lsps1.get_info", {})["error"]["code"] == -32601
+    bad = lsps_request(l3, l2, "lsps5.set_webhook", {"app_name": "w", "webhook": "http://e.org/"})
+    assert bad["error"]["code"] == 502
+    lsps_request(l3, l2, "lsps5.set_webhook", {"app_name": "w", "webhook": f"https://127.0.0.1:{srv.server_address[1]}/"})
+
+    inv = l3.rpc.invoice(10_000, "never", "never woken", cltv=40)["bolt11"]
+    l3.stop()
+    wait_for(lambda: not any(p["connected"] for p in l2.rpc.listpeers(l3.info["id"])["peers"]), TIMEOUT,
+             what="l3 gone")
+    started = time.time()
+    with pytest.raises(RpcError):
+        l1.rpc.call("xpay", {"invstring": inv, "retry_for": 30})
+    waited = time.time() - started
+    status = l2.rpc.call("asyncpay-status")["lsps5"]
+    assert status["held_for_wake"] == 0 and status["counters"]["wake_failed_wake_timeout"] >= 1
+    assert waited >= 10  # held for the timeout, not failed at once
+    wait_for(lambda: calls(srv, n.PAYMENT_INCOMING), TIMEOUT, what="payment_incoming")
+    # The channel is not closed by any of this.
+    assert [c["state"] for c in l2.rpc.listpeerchannels(l3.info["id"])["channels"]] == ["CHANNELD_NORMAL"]
