@@ -21,7 +21,8 @@ def sha256(data: bytes) -> bytes:
 
 
 def hmac256(key: bytes, msg: bytes) -> bytes:
-    return _hmac.new(key, msg, hashlib.sha256).digest()
+    # The one-shot C path: an onion costs a dozen of these (issue 15).
+    return _hmac.digest(key, msg, "sha256")
 
 
 # secp256k1 group order.
