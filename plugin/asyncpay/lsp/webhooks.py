@@ -198,8 +198,9 @@ class WebhookService:
         if last is not None and now - last.sent_at < self.config.lsps5_notify_cooldown:
             self.store.bump("lsps5_cooldown_skipped")
             return []
-        self.cooldowns.put(CooldownRow(key, peer_id, method, now))
-        self.store.bump(f"lsps5_notified_{method.removeprefix('lsps5.')}")
+        with self.store.tx():  # one commit
+            self.cooldowns.put(CooldownRow(key, peer_id, method, now))
+            self.store.bump(f"lsps5_notified_{method.removeprefix('lsps5.')}")
         return [n.Call(peer_id, h.app_name, h.url, method, n.body(method, params)) for h in hooks]
 
     def connected(self, peer_id: str) -> None:
