@@ -18,7 +18,7 @@ from asyncpay.endpoint import Dropped
 from asyncpay.offers import Invoice, InvoiceRequest, Offer, StaticInvoice
 from asyncpay.onion_message import HeldHtlcAvailable, OnionMessagePayload, ReleaseHeldHtlc
 from asyncpay.recipient import Claimer, Fail, RecipientConfig, Resolve, Wait
-from asyncpay.recipient.config import HTLC_FAIL_BACK_BUFFER
+from asyncpay.recipient.config import HTLC_FAIL_BACK_BUFFER, PAYER_LAG_BLOCKS
 from asyncpay.store import Store
 from test_claim_machine import Bench, Pay
 from test_recipient_flow import Flow, attach
@@ -171,6 +171,21 @@ def test_cltv_too_soon_and_too_far(ready):
     assert (soon.reason, far.reason) == ("cltv_too_soon", "cltv_too_far")
 
 
+def test_a_payer_some_blocks_behind_our_tip_is_still_paid(ready):
+    """The payer set the HTLC's expiry from its own tip, PAYER_LAG_BLOCKS + 1
+    blocks behind ours (the chaos run: a burst of blocks, a payer two behind
+    failed cltv_too_soon with the old default); one block more is too soon."""
+    flow, offer, req, static, seen = ready
+    flow.pay_static(static, req.encode(), 10_000)
+    h = seen[0]
+    now = int(time.time())
+    payer_tip = h.cltv_expiry - flow.r.recipient.config.recipient_final_cltv_delta
+    [(_, late)] = flow.r.recipient.claimer.decide(fresh(h, ("x", 1)), payer_tip + PAYER_LAG_BLOCKS + 1, now)
+    assert isinstance(late, Resolve)
+    [(_, too_late)] = flow.r.recipient.claimer.decide(fresh(h, ("x", 2)), payer_tip + PAYER_LAG_BLOCKS + 2, now)
+    assert isinstance(too_late, Fail) and too_late.reason == "cltv_too_soon"
+
+
 def test_multi_part_payment_waits_for_the_total(ready):
     flow, offer, req, static, seen = ready
     preimage = os.urandom(32)
@@ -312,7 +327,7 @@ def test_completion_rechecks_the_claim_margin():
 def test_claim_margin_and_final_cltv_delta_are_validated():
     RecipientConfig().validate()
     default = RecipientConfig()
-    assert default.recipient_final_cltv_delta == M + 3 and default.recipient_claim_margin_blocks == M
+    assert default.recipient_final_cltv_delta == M + 3 + PAYER_LAG_BLOCKS and default.recipient_claim_margin_blocks == M
     with pytest.raises(ValueError, match="claim-margin-blocks: must be at least 39"):
         RecipientConfig(recipient_claim_margin_blocks=21).validate()
     with pytest.raises(ValueError, match="final-cltv-delta: must be at least"):

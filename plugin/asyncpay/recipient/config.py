@@ -14,6 +14,12 @@ HTLC_FAIL_BACK_BUFFER = 39
 # LDK ln/channelmanager.rs MIN_FINAL_CLTV_EXPIRY_DELTA = HTLC_FAIL_BACK_BUFFER + 3: an HTLC arriving
 # with exactly margin + 1 blocks left is failed (onion_payment.rs), and a block may be found in flight.
 FINAL_CLTV_SLACK = 3
+# A payer sets the HTLC's expiry from its own tip, and CLN's xpay adds no random offset: a wallet that
+# just woke, or blocks found in a burst, leave it a few blocks behind ours. With only FINAL_CLTV_SLACK a
+# payer two blocks behind fails cltv_too_soon (seen in the chaos run, docs/chaos.md); asking for this
+# many blocks more lets it be up to PAYER_LAG_BLOCKS + 1 behind. It costs the payer that many blocks
+# of CLTV, far inside asyncpay-payer-max-cltv and xpay's maxdelay (2016).
+PAYER_LAG_BLOCKS = 6
 
 
 @dataclass
@@ -32,7 +38,7 @@ class RecipientConfig:
     # BOLT 4 payment_constraints: how far in the future an HTLC over our paths may expire.
     recipient_max_cltv_blocks: int = option(4032, "Blocks after now that an HTLC paying us may expire at most.")
     recipient_final_cltv_delta: int = option(
-        HTLC_FAIL_BACK_BUFFER + FINAL_CLTV_SLACK,
+        HTLC_FAIL_BACK_BUFFER + FINAL_CLTV_SLACK + PAYER_LAG_BLOCKS,
         "Blocks our own hop asks for when it is paid (min_final_cltv); at least the claim margin + 3.")
     recipient_claim_margin_blocks: int = option(
         HTLC_FAIL_BACK_BUFFER,
