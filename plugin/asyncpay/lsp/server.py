@@ -48,7 +48,7 @@ KINDS = (RECIPIENT, SERVE, OFFER)
 
 # Offer records of stored invoices kept decoded (one entry per recipient slot
 # served lately; a stranger can only name slots that have an invoice).
-OFFER_CACHE_SIZE = 4096
+OFFER_CACHE_SIZE = 1024  # at most ~16 MiB: invoices of up to asyncpay-max-invoice-bytes and their records
 
 log = logging.getLogger("asyncpay.lsp.server")
 
