@@ -4,6 +4,8 @@ release is sent; the counter reaches the disk on the next flush."""
 
 from __future__ import annotations
 
+import time
+
 from asyncpay.offers import StaticInvoice
 from asyncpay.onion_message import HeldHtlcAvailable, OnionMessagePayload
 from test_recipient_flow import Flow
@@ -42,3 +44,55 @@ def test_release_asks_lightningd_nothing_and_writes_nothing_first(tmp_path):
     flow.r.books.flush()
     assert flow.r.store.counters()["recipient_releases"] == 1
     flow.r.books.stop()
+
+
+def test_hold_release_is_on_disk_before_continue(tmp_path):
+    """HoldRole.on_message: the released and forwarded marks are one commit,
+    visible to another connection when ``continue`` is handed to lightningd."""
+    import os
+    import sqlite3
+    import threading
+    import types
+
+    from asyncpay.bookkeeping import Bookkeeping
+    from asyncpay.cln.hold import HoldRole
+    from asyncpay.crypto import pubkey_of
+    from asyncpay.endpoint import Delivered, Endpoint
+    from asyncpay.hold import HoldConfig
+    from asyncpay.hold.holder import RELEASE
+    from asyncpay.hold.records import HeldRow
+    from asyncpay.onion_message import ReleaseHeldHtlc
+    from asyncpay.payment import HopPayload
+    from asyncpay.store import Store
+
+    height, now = 800_000, int(time.time())
+    db = str(tmp_path / "hold.sqlite3")
+    store = Store(db)
+    node = types.SimpleNamespace(
+        store=store, endpoint=Endpoint(store, pubkey_of(bytes([1]) * 32), os.urandom(32), os.urandom),
+        lock=threading.RLock(), log=lambda *a, **k: None, perform=lambda actions: None,
+        resolve_intro=lambda i: i.node_id, config_for=lambda cls: HoldConfig(),
+        rpc=types.SimpleNamespace(call=lambda *a, **k: {"configs": {"cltv-delta": {"value_int": 34}}}))
+    node.books = Bookkeeping(store, node.lock)
+    node.books.start(3600)
+    role = HoldRole(node)
+    role.height = height
+    payload = HopPayload(amt_to_forward=10_000, outgoing_cltv_value=height + 500, short_channel_id=7).encode()
+    role.core.records.put(HeldRow("1x1x1/0", os.urandom(32), 10_100, height + 540, height + 500, "02" + "00" * 32,
+                                  payload, since=now, updated_at=now))
+    seen: list[tuple] = []
+
+    def respond(answer):
+        other = sqlite3.connect(db)
+        try:
+            seen.append((answer["result"], other.execute("SELECT state FROM held_htlcs WHERE key = '1x1x1/0'")
+                         .fetchone()[0]))
+        finally:
+            other.close()
+
+    role.waiting["1x1x1/0"] = respond
+    role.on_message(Delivered(RELEASE, "1x1x1/0", None, OnionMessagePayload(release_held_htlc=ReleaseHeldHtlc()),
+                              b""), now)
+    assert seen == [("continue", "forwarded")] and not role.waiting
+    node.books.stop()
+    store.close()
