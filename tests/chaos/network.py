@@ -21,6 +21,14 @@ from test_regtest_recipient import connect_to_server, ready_offer
 # Q over it must be split (MPP) by xpay over both.
 Q_HTLC_MAX_MSAT = 20_000_000
 
+# An HTLC an LSP forwarded before a kill -9 is reloaded from lightningd's
+# database without its onion payload, and when it is fulfilled lightningd
+# logs this BROKEN line (lightningd/coin_mvts.c new_channel_mvt_routed_hin
+# returns nothing without hin->payload): CLN's coin-movement log only, after
+# a fault we injected; the balances row checks the money. Only on Ls and Lr,
+# the forwarding nodes we kill.
+RELOADED_HTLC_BROKEN = "Unable to calculate fees collected. Not logging an inbound HTLC"
+
 # pyln-testing fails a node with any " WARNING:" line; the run allows one
 # kind, checked by invariants.peer_warnings instead: CLN's connectd lets a
 # peer send one onion message per 250 ms and warns the sender when it sends
@@ -84,15 +92,10 @@ class Network:
 
     def build(self) -> None:
         f = self.factory
-        ls = f.get_node(options={"plugin": ASYNCPAY, **LSP_HOLD_OPTS}, may_reconnect=True, allow_warning=True)
-        # Lr is the introduction node of R1's and R2's blinded paths. A blinded
-        # HTLC it forwarded before a kill -9 comes back from its database without
-        # its onion payload (CLN v26.06 keeps no path key for it), and when it
-        # is fulfilled lightningd logs BROKEN "Unable to calculate fees collected"
-        # (lightningd/coin_mvts.c new_channel_mvt_routed_hin: no hin->payload):
-        # CLN's own bookkeeping, after a fault we injected; the money is checked.
+        ls = f.get_node(options={"plugin": ASYNCPAY, **LSP_HOLD_OPTS}, may_reconnect=True, allow_warning=True,
+                        broken_log=RELOADED_HTLC_BROKEN)
         lr = f.get_node(options={"plugin": ASYNCPAY}, may_reconnect=True, allow_warning=True,
-                        broken_log="Unable to calculate fees collected. Not logging an inbound HTLC")
+                        broken_log=RELOADED_HTLC_BROKEN)
         r1 = f.get_node(options={"plugin": ASYNCPAY}, may_reconnect=True, allow_warning=True)
         r2 = f.get_node(options={"plugin": ASYNCPAY}, may_reconnect=True, allow_warning=True)
         s = f.get_node(options={"plugin": ASYNCPAY, "asyncpay-payer-lsp": ls.info["id"], **PAYER_OPTS},
