@@ -21,6 +21,10 @@ WALLETS = ("S", "R1", "R2")
 RECIPIENTS = ("R1", "R2")
 MAX_BLOCKS = 12  # all blocks of a run: far below any HTLC's CLTV margin, so a close would be our fault
 MAX_SLEEP = 45.0  # seconds a wallet sleeps at most before the driver wakes it
+# Seconds a woken wallet stays up at least, as one woken by its LSP does while
+# it has work: a recipient that sleeps again a few seconds after releasing
+# its held HTLCs fails them at Lr (they arrive for a peer that is gone).
+MIN_AWAKE = 15.0
 
 
 @dataclass
@@ -165,7 +169,10 @@ class Driver:
 
     def toggle_wallet(self) -> None:
         name = self.rng.choice(WALLETS)
-        if self.net[name].awake:
+        n = self.net[name]
+        if n.awake:
+            if n.transitions and time.monotonic() - n.transitions[-1][0] < MIN_AWAKE:
+                return
             self.net.sleep(name)
             self._event("sleep", name)
         else:
