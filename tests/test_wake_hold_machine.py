@@ -34,6 +34,7 @@ from asyncpay.store import Store
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
 
 CI = os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci"
+ON_POSTGRES = os.environ.get("ASYNCPAY_TEST_STORE") == "postgresql"  # the logic ran on SQLite already
 HEIGHT, NOW, DELTA, MARGIN, TIMEOUT = 800_000, 1_800_000_000, 34, 6, 60
 PEERS = ["02" + "a1" * 32, "02" + "b2" * 32, "03" + "c3" * 32]
 
@@ -161,6 +162,6 @@ class WakeMachine(RuleBasedStateMachine):
 
 
 WakeMachine.TestCase.settings = settings(
-    max_examples=60 if CI else 2000, stateful_step_count=40, deadline=None,
+    max_examples=(15 if ON_POSTGRES else 60) if CI else 2000, stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 test_wake_hold_machine = WakeMachine.TestCase

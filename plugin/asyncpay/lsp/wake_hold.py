@@ -28,8 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlite_utils
-
+from ..storage import SchemaEditor
 from ..store import RowTable, Store
 from .lsps5_config import Lsps5Config
 
@@ -39,7 +38,7 @@ TEMPORARY_NODE_FAILURE = "2002"  # BOLT 4 NODE|2: the client did not wake in tim
 KEEP_ANSWERED = 86400  # answered rows stay a day (a replay after a restart finds its verdict)
 
 
-def _v1(db: sqlite_utils.Database) -> None:
+def _v1(db: SchemaEditor) -> None:
     db["lsps5_wake_htlcs"].create(
         {"key": str, "peer_id": str, "payment_hash": bytes, "amount_msat": int, "cltv_expiry": int,
          "outgoing_cltv": int, "since": int, "deadline": int, "state": str, "reason": str, "updated_at": int},

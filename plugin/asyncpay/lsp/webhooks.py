@@ -24,9 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlite_utils
-
 from ..ratelimit import TokenBuckets
+from ..storage import SchemaEditor
 from ..store import RowTable, Store
 from . import notifications as n
 from .lsps0 import INVALID_PARAMS, METHOD_NOT_FOUND, Lsps0Error, Request, check_params
@@ -44,7 +43,7 @@ SET_WEBHOOK, LIST_WEBHOOKS, REMOVE_WEBHOOK = "lsps5.set_webhook", "lsps5.list_we
 PROTOCOL_NUMBER = 5
 
 
-def _v1(db: sqlite_utils.Database) -> None:
+def _v1(db: SchemaEditor) -> None:
     db["lsps5_webhooks"].create(
         {"key": str, "peer_id": str, "app_name": str, "url": str, "registered_at": int, "last_sent_at": int,
          "last_status": str}, pk="key")
