@@ -113,7 +113,7 @@ def ca():
 def server(ca):
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    ca.issue_cert("127.0.0.1", "push.test").configure_cert(ctx)
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     srv.got, srv.statuses = [], []
     t = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -185,6 +185,20 @@ def test_a_redirect_is_not_followed_and_a_failure_is_retried(tmp_path, server, c
     assert len(role.outbox) == 0 and [g[0] for g in server.got] == ["/push?t=1", "/push?t=1"]
     c = host.store.counters()
     assert (c["lsps5_sent_failed"], c["lsps5_given_up"]) == (2, 1)
+
+
+def test_a_name_is_called_at_its_checked_address_with_its_own_tls_name(tmp_path, server, ca_file):
+    """We connect to the address we checked (the next one if it is unreachable),
+    and the certificate is checked against the URL's name (SNI and Host)."""
+    host, role = make(tmp_path, lsps5_allow_hosts="push.test", lsps5_ca_file=ca_file)
+    asked = []
+    role.resolve = lambda h, p: asked.append((h, p)) or ["127.0.0.2", "127.0.0.1"]  # nothing listens on .2
+    port = server.server_address[1]
+    request(role, CLIENT, "lsps5.set_webhook", {"app_name": "w", "webhook": f"https://push.test:{port}/x"})
+    assert deliver_all(role) == ["200"]
+    assert asked == [("push.test", port)]  # resolved once
+    ((path, headers, _),) = server.got
+    assert path == "/x" and headers["Host"] == f"push.test:{port}"
 
 
 def test_without_the_ca_file_the_certificate_is_refused(tmp_path, server):

@@ -37,7 +37,7 @@ from pyln.client import RpcError
 from ..lsp import lsps0
 from ..lsp import notifications as n
 from ..lsp.lsps5_config import AUTO, ON, Lsps5Config
-from ..lsp.url_guard import UrlRefused, parse_webhook, pick_address
+from ..lsp.url_guard import UrlRefused, checked_addresses, parse_webhook
 from ..lsp.wake_hold import CLN_CLTV_DELTA, FailBack, Hold, Release, WakeCandidate, WakeHolder
 from ..lsp.webhooks import PROTOCOL_NUMBER, WebhookService
 from ..ratelimit import TokenBuckets
@@ -49,6 +49,7 @@ REQUEST_BURST, REQUEST_RATE = 20, 5  # LSPS requests per peer: each costs a look
 CLN_LSPS_SERVICE_OPTION = "experimental-lsps2-service"  # CLN's LSPS service plugin is on
 TICK_SECONDS = 5
 USER_AGENT = "asyncpay-lsps5"
+MAX_ADDRESSES = 3  # addresses of one webhook tried per call
 
 
 class Lsps5Role(Role):
@@ -214,7 +215,7 @@ class Lsps5Role(Role):
                 self.node.store.bump("lsps5_given_up")
         if again:
             self._wake_sender.set()
-        self.node.log(f"lsps5: {call.method} to {call.peer_id} ({call.app_name}): {status}",
+        self.node.log(f"lsps5: {call.method} to {call.peer_id} ({call.app_name!r}): {status}",
                       level="debug" if ok else "info")
         return status
 
@@ -225,7 +226,7 @@ class Lsps5Role(Role):
         """POST one signed notification: "200", another status, or why not."""
         try:
             url = parse_webhook(call.url)
-            address = pick_address(url, self.service.allow, self.resolve)
+            addresses = checked_addresses(url, self.service.allow, self.resolve)
         except UrlRefused as e:
             with self.node.lock:
                 self.node.store.bump(f"lsps5_refused_{e.kind}")
@@ -239,17 +240,24 @@ class Lsps5Role(Role):
                    "Host": url.host if url.port == 443 else f"{_bracket(url.host)}:{url.port}",
                    "User-Agent": USER_AGENT}
         parts = urlsplit(url.url)
-        target = urlunsplit(("https", f"{_bracket(address)}:{url.port}", parts.path or "/", parts.query, ""))
-        try:
-            with httpx.Client(verify=self._tls(), follow_redirects=False, trust_env=False,
-                              timeout=httpx.Timeout(self.config.lsps5_http_timeout)) as client:
-                with client.stream("POST", target, content=call.body, headers=headers,
-                                   extensions={"sni_hostname": url.host}) as r:
-                    return str(r.status_code)  # the body is never read (LSPS5: ignore the response)
-        except httpx.TimeoutException:
-            return "timeout"
-        except (httpx.HTTPError, ssl.SSLError, OSError) as e:
-            return f"error: {type(e).__name__}: {e}"[:200]
+        status = "no address"
+        # The next checked address only when one cannot be reached (an IPv6
+        # address on a host without IPv6); a few at most, each time-bounded.
+        for address in addresses[:MAX_ADDRESSES]:
+            target = urlunsplit(("https", f"{_bracket(address)}:{url.port}", parts.path or "/", parts.query, ""))
+            try:
+                with httpx.Client(verify=self._tls(), follow_redirects=False, trust_env=False,
+                                  timeout=httpx.Timeout(self.config.lsps5_http_timeout)) as client:
+                    with client.stream("POST", target, content=call.body, headers=headers,
+                                       extensions={"sni_hostname": url.host}) as r:
+                        return str(r.status_code)  # the body is never read (LSPS5: ignore the response)
+            except httpx.ConnectError as e:
+                status = f"error: {type(e).__name__}: {e}"[:200]
+            except httpx.TimeoutException:
+                return "timeout"
+            except (httpx.HTTPError, ssl.SSLError, OSError) as e:
+                return f"error: {type(e).__name__}: {e}"[:200]
+        return status
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl is None:

@@ -163,9 +163,15 @@ Resolver = Callable[[str, int], Iterable[str]]  # (host, port) -> addresses as t
 
 
 def pick_address(url: WebhookUrl, allow: AllowList, resolve: Resolver) -> str:
-    """The address to connect to: every address the name resolves to must be
-    allowed (a name with one private address among public ones is refused:
-    which one a client picks is not ours to know). Raises UrlRefused."""
+    """The first address to connect to (see ``checked_addresses``)."""
+    return checked_addresses(url, allow, resolve)[0]
+
+
+def checked_addresses(url: WebhookUrl, allow: AllowList, resolve: Resolver) -> list[str]:
+    """The addresses to connect to, in the resolver's order: every address
+    the name resolves to must be allowed (a name with one private address
+    among public ones is refused: which one a client picks is not ours to
+    know). Raises UrlRefused."""
     check_static(url, allow)
     host_allowed = allow.allows_host(url.host)
     literal = url.ip_literal
@@ -182,4 +188,4 @@ def pick_address(url: WebhookUrl, allow: AllowList, resolve: Resolver) -> str:
         why = address_refusal(ip)
         if why is not None:
             raise UrlRefused(f"address_{why}", f"{url.host} resolves to {ip}, which is {why.replace('_', '-')}")
-    return str(found[0])
+    return list(dict.fromkeys(str(ip) for ip in found))
