@@ -146,5 +146,7 @@ def test_static_invoice_vs_fetchinvoice(node_factory):
           f"paced >= {PACE} s, arrival stamped in l1's plugin")
     summary("static invoice (l1 -> l2/asyncpay -> l1, l3 offline)", static)
     summary("CLN fetchinvoice (l1 -> l4 online -> l1)", fetch)
-    summary("  of the static invoice's: l2 notified -> l1 has it", at_lsp)
+    # Approximate: l2's stamp plugin is a process of its own, notified in turn
+    # (on a loaded machine it may even be stamped after the answer left).
+    summary("  of which l2 notified -> l1 has it (approx.)", at_lsp)
     print(f"ratio of p50s, static invoice / fetchinvoice: {p50(static) / p50(fetch):.2f} (aim <= 0.5)")
