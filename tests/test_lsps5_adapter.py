@@ -234,10 +234,9 @@ def test_lsps0_answers_when_we_are_the_lsps0_server(tmp_path):
 
 
 def test_with_another_lsps0_server_only_lsps5_is_answered(tmp_path):
-    host, role = make(tmp_path)
+    host = FakeHost(str(tmp_path / "a.sqlite3"))
     host.configs_shown = {"experimental-lsps2-service": {"set": True}}
-    role.start = lambda: None  # no threads in this test; resolve auto as start would
-    role.lsps0_server = not role._cln_lsps_service_on()
+    role = Lsps5Role(host)  # lsps0-server auto: CLN's LSPS service is on
     assert role.lsps0_server is False
     assert request(role, CLIENT, "lsps0.list_protocols") is None
     assert request(role, CLIENT, "lsps2.get_info") is None

@@ -61,7 +61,8 @@ class Lsps5Role(Role):
         self.outbox = n.Outbox(self.config)
         self.waiting: dict[str, Respond] = {}  # held HTLC key -> its open htlc_accepted call
         self.requests = TokenBuckets(REQUEST_BURST, REQUEST_RATE)
-        self.lsps0_server = self.config.lsps0_server == ON
+        self.lsps0_server = self.config.lsps0_server == ON or (
+            self.config.lsps0_server == AUTO and not self._cln_lsps_service_on())
         self.wallets = self.config.wallet_ids()
         self.height = 0
         self._wake_sender = threading.Event()
@@ -79,8 +80,6 @@ class Lsps5Role(Role):
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        if self.config.lsps0_server == AUTO:
-            self.lsps0_server = not self._cln_lsps_service_on()
         self.node.log(f"lsps5: webhook service on; answering LSPS0 itself: {'yes' if self.lsps0_server else 'no'}",
                       level="info")
         threading.Thread(target=self._sender, daemon=True, name="lsps5-sender").start()
