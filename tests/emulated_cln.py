@@ -14,6 +14,7 @@
 * a hop named by short channel id: CLN reports a failed forward with
   ``next_short_channel_id_dir`` (direction always 0), never ``next_node_id``,
   even when it knows the channel's peer;
+* ``sendcustommsg`` (the peer's ``custommsg`` hook sees it) and ``signmessage``;
 * ``connect`` and ``disconnect`` notifications, ``makesecret``, ``getinfo``, ``listpeers``,
   ``listpeerchannels`` (with the channel's aliases and the peer's
   ``channel_update`` towards us), ``decryptencrypteddata``;
@@ -313,6 +314,15 @@ class EmulatedRpc:
             return self._inject_payment(params)
         if method == "xpay":
             return self._xpay(params)
+        if method == "sendcustommsg":
+            # connectd hands it to the peer, whose lightningd runs its custommsg hooks.
+            if params["node_id"] not in n.peers:
+                raise RpcError(method, params, {"code": -1, "message": "peer is not connected"})
+            n.net.nodes[params["node_id"]].notify("custommsg", {"peer_id": n.id, "payload": params["msg"]})
+            return {"status": "Message sent to connectd for delivery"}
+        if method == "signmessage":
+            from ln_message import sign  # LSPS0 ln_signature, as lightningd's hsmd makes it
+            return {"zbase": sign(n.secret, params["message"])}
         if method == "listsendpays":
             ph = params.get("payment_hash")
             return {"payments": [v for k, v in n.sendpays.items() if ph in (None, k)]}
