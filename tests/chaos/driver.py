@@ -11,6 +11,7 @@ node, a forced disconnect, one to three blocks, a pause. The run stops after
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -252,4 +253,6 @@ class Driver:
 def _one_line(e: Exception) -> str:
     err = getattr(e, "error", None)  # pyln's RpcError: {"code": ..., "message": ...}
     text = str(err.get("message") if isinstance(err, dict) else e)
+    found = re.search(r"'message': '([^']*)'", text)  # an RpcError's text carries its payload first
+    text = found.group(1) if found else text
     return text.splitlines()[0][:160] if text else type(e).__name__
