@@ -358,7 +358,7 @@ class Lsps5Role(Role):
         c = self.node.store.counters()
         pick = ("lsps5_", "wake_", "lsps0_")
         return {"lsps5": {
-            "lsps0_server": self.lsps0_server, "webhooks": len(self.service.all()), "queued_calls": len(self.outbox),
+            "lsps0_server": self.lsps0_server, "webhooks": self.service.count(), "queued_calls": len(self.outbox),
             "held_for_wake": self.wake.count_held(),
             "counters": {k: v for k, v in c.items() if k.startswith(pick)},
         }}

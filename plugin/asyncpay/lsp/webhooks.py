@@ -243,6 +243,9 @@ class WebhookService:
     def all(self) -> list[WebhookRow]:
         return self.webhooks.where(order="peer_id, registered_at, app_name")
 
+    def count(self) -> int:
+        return self.store.conn.execute("SELECT COUNT(*) FROM lsps5_webhooks").fetchone()[0]
+
     def has_webhooks(self, peer_id: str) -> bool:
         q = "SELECT 1 FROM lsps5_webhooks WHERE peer_id = ? LIMIT 1"
         return self.store.conn.execute(q, (peer_id,)).fetchone() is not None
