@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Bench-only plugin: stamps each onion message a node hands a wallet.
+"""Bench-only plugin: stamps each onion message a node hands a wallet, and
+each HTLC it forwards.
 
 Every ``onionmessage_forward_fail`` (a wallet's endpoint key is never a
-peer, so its messages surface here) is kept with ``time.monotonic()`` read
-when the notification arrives: CLOCK_MONOTONIC, shared by every process on
-the machine, so the bench subtracts its own start time without polling.
+peer, so its messages surface here) and every ``forward_event`` is kept with
+``time.monotonic()`` read when the notification arrives: CLOCK_MONOTONIC,
+shared by every process on the machine, so a bench compares stamps of
+several nodes and its own clock without polling.
 """
 
 import threading
@@ -23,6 +25,14 @@ def on_forward_fail(plugin, onionmessage_forward_fail=None, **kwargs):
     p = onionmessage_forward_fail or kwargs
     with lock:
         stamps.append({"at": at, "next_node_id": p.get("next_node_id"), "outgoing": p.get("outgoing")})
+
+
+@plugin.subscribe("forward_event")
+def on_forward_event(plugin, forward_event=None, **kwargs):
+    at = time.monotonic()
+    p = forward_event or kwargs
+    with lock:
+        stamps.append({"at": at, "forward": p.get("status"), "payment_hash": p.get("payment_hash")})
 
 
 @plugin.method("stamp-list")
