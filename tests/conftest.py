@@ -18,13 +18,12 @@ VECTORS = Path(os.environ.get("ASYNCPAY_VECTORS", ROOT.parent / "shared" / "vect
 
 # "ci" keeps the default run short; "thorough" is the 10,000-example profile
 # (pytest --hypothesis-profile=thorough tests/test_properties.py).
-settings.register_profile("ci", max_examples=300, deadline=None,
+# The second run on PostgreSQL (ASYNCPAY_TEST_STORE=postgresql, .ci/run) keeps "ci" with
+# fewer examples: every example's stores are real databases, and the logic ran on SQLite.
+settings.register_profile("ci", max_examples=15 if os.environ.get("ASYNCPAY_TEST_STORE") == "postgresql" else 300,
+                          deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=10_000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-# "pg": the whole suite again on PostgreSQL (.ci/run), where every example's stores
-# are real databases: the state machines' logic was explored on SQLite already.
-settings.register_profile("pg", max_examples=15, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
@@ -63,7 +62,7 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _store_on_postgres(request, monkeypatch):
     """With ASYNCPAY_TEST_STORE=postgresql, every Store of the test lives on PostgreSQL."""
-    if not WHOLE_SUITE:
+    if not WHOLE_SUITE or getattr(request.module, "CHOOSES_ITS_BACKENDS", False):
         yield
         return
     schemas = redirect_to_postgres(request, monkeypatch)

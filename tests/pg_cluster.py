@@ -9,7 +9,8 @@
 * with ``ASYNCPAY_TEST_STORE=postgresql`` as well, every ``Store`` any test
   opens on a SQLite path is opened on PostgreSQL instead, in a schema of its
   own (the same path in one test: the same schema, as a restart reopens the
-  same file), so that the whole daemon-free suite runs on PostgreSQL.
+  same file), so that the whole daemon-free suite runs on PostgreSQL; a test
+  module with ``CHOOSES_ITS_BACKENDS = True`` (tests/test_store.py) is left alone.
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ def check_reachable() -> None:
         psycopg.connect(DSN, connect_timeout=10).close()
     except psycopg.Error as e:
         raise pytest.UsageError(f"ASYNCPAY_TEST_PG is set but PostgreSQL is unreachable: {e}") from e
+
+
+def other_connection(store):
+    """A connection of another client to ``store``'s database: what it reads is committed."""
+    if store.kind == "sqlite":
+        import sqlite3
+
+        return sqlite3.connect(store.backend.path)
+    import psycopg
+
+    return psycopg.connect(store.backend.dsn, autocommit=True)
 
 
 def with_schema(dsn: str, schema: str) -> str:
@@ -96,14 +108,16 @@ def redirect_to_postgres(request, monkeypatch) -> Schemas:
     real = storage.open_backend
 
     def open_backend(target: str, synchronous: str = "FULL"):
+        # Without waiting for each commit's WAL flush (synchronous_commit=off): this run checks
+        # behaviour on PostgreSQL; the durable setting is test_store.py's (on both backends).
         if storage.is_postgres(target):
             backend = real(target, synchronous)
         elif target == ":memory:":
-            backend = real(schemas.fresh(), synchronous)
+            backend = real(schemas.fresh(), "NORMAL")
         elif not os.path.isdir(os.path.dirname(os.path.abspath(target))):
             backend = real(target, synchronous)  # a test of a bad path: SQLite's own error
         else:
-            backend = real(schemas.dsn_for(os.path.realpath(target)), synchronous)
+            backend = real(schemas.dsn_for(os.path.realpath(target)), "NORMAL")
         schemas.backends.append(backend)
         return backend
 

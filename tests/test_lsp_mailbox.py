@@ -215,7 +215,8 @@ def test_flush_of_an_expired_message_does_not_delete_the_one_that_took_its_id():
     mb.intake("p2", "s", KEY, os.urandom(70), NOW + 200)
     [row] = mb.pending("p2")
     step = flush.poll(1.0)
-    assert isinstance(step, Send) and step.row.id == row.id and step.row.onion == old
+    assert isinstance(step, Send) and step.row.onion == old
+    assert (step.row.id == row.id) == (mb.store.kind == "sqlite")  # PostgreSQL's sequence never reuses an id
     flush.result(step.row, True, 1.0)
     assert mb.pending("p2") == [row]
     assert mb.total == [1, 70] and mb.per_peer == {"p2": [1, 70]}

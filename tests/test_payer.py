@@ -418,7 +418,7 @@ def test_rows_written_before_the_resend_column_are_kept(tmp_path):
     store = Store(str(tmp_path / "old.sqlite3"))
     store.migrate_component("payer", MIGRATIONS[:1])
     store.conn.execute("INSERT INTO payer_payments (id, state, bolt12, offer, amount_msat, nonce, invreq, attempts, "
-                       "next_at, expires_at, created_at, updated_at) VALUES ('p', 'awaiting_release', 'lno1', x'00', "
-                       "5, x'01', x'02', 1, 10, 20, 1, 2)")
+                       "next_at, expires_at, created_at, updated_at) VALUES ('p', 'awaiting_release', 'lno1', ?, "
+                       "5, ?, ?, 1, 10, 20, 1, 2)", (b"\x00", b"\x01", b"\x02"))  # (no x'' literal: portable SQL)
     row = PayerRecords(store).get("p")
     assert (row.state, row.amount_msat, row.expires_at, row.held_sends) == ("awaiting_release", 5, 20, 0)

@@ -50,7 +50,6 @@ def test_hold_release_is_on_disk_before_continue(tmp_path):
     """HoldRole.on_message: the released and forwarded marks are one commit,
     visible to another connection when ``continue`` is handed to lightningd."""
     import os
-    import sqlite3
     import threading
     import types
 
@@ -64,6 +63,7 @@ def test_hold_release_is_on_disk_before_continue(tmp_path):
     from asyncpay.onion_message import ReleaseHeldHtlc
     from asyncpay.payment import HopPayload
     from asyncpay.store import Store
+    from pg_cluster import other_connection
 
     height, now = 800_000, int(time.time())
     db = str(tmp_path / "hold.sqlite3")
@@ -83,7 +83,7 @@ def test_hold_release_is_on_disk_before_continue(tmp_path):
     seen: list[tuple] = []
 
     def respond(answer):
-        other = sqlite3.connect(db)
+        other = other_connection(store)  # SQLite or PostgreSQL (tests/pg_cluster.py)
         try:
             seen.append((answer["result"], other.execute("SELECT state FROM held_htlcs WHERE key = '1x1x1/0'")
                          .fetchone()[0]))

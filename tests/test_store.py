@@ -18,6 +18,8 @@ from asyncpay.recipient.records import RecipientRecords
 from asyncpay.storage import StoreError, StoreLocked, is_postgres
 from asyncpay.store import MAILBOX_MIGRATIONS, MIGRATIONS, Store
 
+# Each test opens the backends it names (store_target): ASYNCPAY_TEST_STORE=postgresql leaves it alone.
+CHOOSES_ITS_BACKENDS = True
 BEFORE_POSTGRES = Path(__file__).parent / "data" / "store_before_postgres.sql"
 
 
@@ -288,3 +290,26 @@ def test_a_second_process_is_refused(store_target):
 
 def test_store_locked_is_a_store_error():
     assert issubclass(StoreLocked, StoreError) and issubclass(StoreError, RuntimeError)
+
+
+def test_a_database_another_process_holds_disables_the_plugin(store_target, monkeypatch, tmp_path):
+    """The plugin refuses to run on a database another asyncpay writes, saying so in one line."""
+    from test_cln_plugin import FakePlugin, _emulated_rpc, _init
+
+    if is_postgres(store_target):
+        import asyncpay.storage.postgres as pg
+
+        monkeypatch.setattr(pg, "LOCK_WAIT", 0)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom asyncpay.store import Store\n"
+         f"s = Store({store_target!r})\nprint('ready', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "ready\n"
+        fake = FakePlugin(_emulated_rpc())
+        answer = _init(monkeypatch, fake, tmp_path, **{"asyncpay-db": store_target})
+        reason = answer["disable"]
+        assert "StoreLocked" in reason and "another asyncpay" in reason and "\n" not in reason
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)

@@ -62,7 +62,7 @@ class PostgresBackend(Backend):
     kind = "postgresql"
 
     def __init__(self, dsn: str, synchronous: str = "FULL") -> None:
-        self.synchronous = synchronous
+        self.synchronous, self.dsn = synchronous, dsn
         self._commit = "on" if synchronous == "FULL" else "off"
         self._local = threading.local()
         self._tx_lock = threading.RLock()
