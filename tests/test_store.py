@@ -313,3 +313,33 @@ def test_a_database_another_process_holds_disables_the_plugin(store_target, monk
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
+
+
+def test_a_lost_lock_session_stops_the_writes(store_target, monkeypatch):
+    """PostgreSQL drops the advisory lock with its session (a server restart, a cut
+    connection): the store then refuses to write instead of writing unguarded."""
+    s = Store(store_target)
+    s.bump("before")
+    if s.kind == "sqlite":  # a flock lives as long as the process: nothing to lose
+        s.close()
+        return
+    import hashlib
+
+    import psycopg
+
+    import asyncpay.storage.postgres as pg
+
+    monkeypatch.setattr(pg, "LOCK_CHECK_INTERVAL", 0)
+    database, schema = s.backend.where.split("/")[-2:]
+    key = int.from_bytes(hashlib.sha256(f"asyncpay/{database}/{schema}".encode()).digest()[:8], "big")
+    with psycopg.connect(store_target, autocommit=True) as admin:
+        [(pid,)] = admin.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s AND objid = %s "
+            "AND objsubid = 1", (key >> 32, key & 0xFFFFFFFF)).fetchall()
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+    with pytest.raises(StoreLocked, match="lost the advisory lock"):
+        s.bump("after")
+    with pytest.raises(StoreLocked, match="lost the advisory lock"):
+        with s.tx():
+            s.bump("after")
+    s.close()

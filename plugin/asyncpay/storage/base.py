@@ -88,6 +88,13 @@ class Backend:
         raise NotImplementedError
 
 
+class HeldLock:
+    """One process's hold on a database: ``check`` raises StoreLocked once it is lost."""
+
+    def __init__(self, release: Callable[[], None], check: Callable[[], None] = lambda: None) -> None:
+        self.release, self.check = release, check
+
+
 class ProcessLocks:
     """The one-writer locks this process holds, by name: a second ``Store``
     on the same database in this process (a test's restart) shares the lock;
@@ -95,15 +102,20 @@ class ProcessLocks:
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
-        self._held: dict[str, list] = {}  # name -> [release, count]
+        self._held: dict[str, list] = {}  # name -> [HeldLock, count]
 
-    def acquire(self, name: str, take: Callable[[], Callable[[], None]]) -> None:
-        """``take`` locks (raising StoreLocked if it cannot) and returns the release."""
+    def acquire(self, name: str, take: Callable[[], HeldLock]) -> None:
+        """``take`` locks (raising StoreLocked if it cannot)."""
         with self._mutex:
             if name in self._held:
                 self._held[name][1] += 1
                 return
             self._held[name] = [take(), 1]
+
+    def check(self, name: str) -> None:
+        entry = self._held.get(name)
+        if entry is not None:
+            entry[0].check()
 
     def release(self, name: str) -> None:
         with self._mutex:
@@ -113,7 +125,7 @@ class ProcessLocks:
             entry[1] -= 1
             if entry[1] == 0:
                 del self._held[name]
-                entry[0]()
+                entry[0].release()
 
 
 LOCKS = ProcessLocks()

@@ -35,11 +35,12 @@ import psycopg
 import psycopg.sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .base import LOCKS, Backend, Result, StoreError, StoreLocked
+from .base import LOCKS, Backend, HeldLock, Result, StoreError, StoreLocked
 
 POOL_SIZE = 8  # main, hold timer, mailbox intake, endpoint worker, payer, flushes to peers
 CONNECT_TIMEOUT = 10  # seconds to reach the server at start
 LOCK_WAIT = 5.0  # seconds to wait for a previous process's session to end before refusing
+LOCK_CHECK_INTERVAL = 1.0  # seconds between two checks that the lock's session is alive
 
 # Python types of the migrations' column definitions (sqlite-utils' vocabulary).
 # msat amounts and timestamps need 64 bits: every integer is a BIGINT.
@@ -66,20 +67,16 @@ class PostgresBackend(Backend):
         self._commit = "on" if synchronous == "FULL" else "off"
         self._local = threading.local()
         self._tx_lock = threading.RLock()
+        self._lock_name = ""
         try:
-            self._lock_conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+            setup = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
         except psycopg.Error as e:
             raise StoreError(f"cannot connect to PostgreSQL: {' '.join(str(e).split())}") from e
-        info = self._lock_conn.execute("SELECT current_database(), current_schema()").fetchone()
-        if info[1] is None:
-            info = self._create_schema()
-        self.where = f"{self._lock_conn.info.host}:{self._lock_conn.info.port}/{info[0]}/{info[1]}"
+        with setup:
+            database, schema = _schema(setup)
+            self.where = f"{setup.info.host}:{setup.info.port}/{database}/{schema}"
         self._lock_name = "pg:" + self.where
-        try:
-            LOCKS.acquire(self._lock_name, lambda: self._advisory_lock(info[0], info[1]))
-        except BaseException:
-            self._lock_conn.close()
-            raise
+        LOCKS.acquire(self._lock_name, lambda: _advisory_lock(dsn, database, schema, self.where))
         try:
             self.pool = ConnectionPool(dsn, min_size=1, max_size=POOL_SIZE, timeout=60, open=False,
                                        kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
@@ -88,37 +85,6 @@ class PostgresBackend(Backend):
         except (psycopg.Error, PoolTimeout) as e:
             self._release()
             raise StoreError(f"PostgreSQL pool: {' '.join(str(e).split())}") from e
-
-    def _create_schema(self) -> tuple[str, str]:
-        """The search_path's first schema, created: asyncpay beside CLN's tables in one
-        database needs a schema of its own (both have an ``invoices`` table)."""
-        path = self._lock_conn.execute("SELECT current_schemas(false), current_setting('search_path')").fetchone()
-        first = path[1].split(",")[0].strip()
-        if not first or first.startswith("$"):
-            self._lock_conn.close()
-            raise StoreError(f"PostgreSQL: no schema to write to (search_path {path[1]!r})")
-        try:
-            self._lock_conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                psycopg.sql.Identifier(first.strip('"'))))
-        except psycopg.Error as e:
-            self._lock_conn.close()
-            raise StoreError(f"PostgreSQL: cannot create schema {first}: {' '.join(str(e).split())}") from e
-        return self._lock_conn.execute("SELECT current_database(), current_schema()").fetchone()
-
-    def _advisory_lock(self, database: str, schema: str):
-        key = int.from_bytes(hashlib.sha256(f"asyncpay/{database}/{schema}".encode()).digest()[:8], "big",
-                             signed=True)
-        deadline = time.monotonic() + LOCK_WAIT
-        while not self._lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
-            if time.monotonic() >= deadline:
-                raise StoreLocked(f"PostgreSQL {self.where}: another asyncpay holds the advisory lock "
-                                  f"{key} (one active LSP per database); refusing to run")
-            time.sleep(0.2)
-
-        def release() -> None:
-            if not self._lock_conn.closed:
-                self._lock_conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-        return release
 
     def _configure(self, conn: psycopg.Connection) -> None:
         conn.execute(f"SET synchronous_commit = {self._commit}")
@@ -129,6 +95,7 @@ class PostgresBackend(Backend):
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             return _run(conn, sql, args)
+        LOCKS.check(self._lock_name)
         with self.pool.connection() as conn:
             return _run(conn, sql, args)
 
@@ -140,6 +107,7 @@ class PostgresBackend(Backend):
                 yield
             return
         with self._tx_lock, self.pool.connection() as conn:
+            LOCKS.check(self._lock_name)
             self._local.conn = conn
             try:
                 with conn.transaction():
@@ -176,7 +144,62 @@ class PostgresBackend(Backend):
         if self._lock_name:
             LOCKS.release(self._lock_name)
             self._lock_name = ""
-        self._lock_conn.close()
+
+
+def _schema(conn: psycopg.Connection) -> tuple[str, str]:
+    """(database, schema) the tables go in: the search_path's first schema, created if
+    missing (asyncpay beside CLN's tables in one database needs a schema of its own:
+    both have an ``invoices`` table)."""
+    database, schema = conn.execute("SELECT current_database(), current_schema()").fetchone()
+    if schema is not None:
+        return database, schema
+    path = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+    first = path.split(",")[0].strip()
+    if not first or first.startswith("$"):
+        raise StoreError(f"PostgreSQL: no schema to write to (search_path {path!r})")
+    try:
+        conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(first.strip('"'))))
+    except psycopg.Error as e:
+        raise StoreError(f"PostgreSQL: cannot create schema {first}: {' '.join(str(e).split())}") from e
+    return conn.execute("SELECT current_database(), current_schema()").fetchone()
+
+
+def _advisory_lock(dsn: str, database: str, schema: str, where: str) -> HeldLock:
+    """``pg_try_advisory_lock`` on a session of its own, held until released or until
+    that session ends (PostgreSQL then drops the lock: a process that died holds none).
+    ``check`` (at most once a second) refuses to go on once the session is gone: a
+    server restart or a cut connection dropped the lock, and a standby may hold it now;
+    a write in that second may still land."""
+    key = int.from_bytes(hashlib.sha256(f"asyncpay/{database}/{schema}".encode()).digest()[:8], "big", signed=True)
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+    except psycopg.Error as e:
+        raise StoreError(f"cannot connect to PostgreSQL: {' '.join(str(e).split())}") from e
+    deadline = time.monotonic() + LOCK_WAIT
+    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+        if time.monotonic() >= deadline:
+            conn.close()
+            raise StoreLocked(f"PostgreSQL {where}: another asyncpay holds the advisory lock {key} "
+                              "(one active LSP per database); refusing to run")
+        time.sleep(0.2)
+    mutex, checked = threading.Lock(), [time.monotonic()]
+
+    def check() -> None:
+        if time.monotonic() < checked[0] + LOCK_CHECK_INTERVAL:
+            return
+        with mutex:
+            try:
+                conn.execute("SELECT 1")
+            except psycopg.Error as e:
+                raise StoreLocked(f"PostgreSQL {where}: lost the advisory lock's session "
+                                  f"({' '.join(str(e).split())}); restart asyncpay to take it again") from e
+            checked[0] = time.monotonic()
+
+    def release() -> None:
+        with mutex:
+            conn.close()  # ends the session, and the lock with it
+
+    return HeldLock(release, check)
 
 
 def _run(conn: psycopg.Connection, sql: str, args: Sequence[Any]) -> Result:

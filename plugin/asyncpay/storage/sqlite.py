@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .base import LOCKS, Backend, Result, SchemaEditor, StoreLocked
+from .base import LOCKS, Backend, HeldLock, Result, SchemaEditor, StoreLocked
 
 
 class SqliteBackend(Backend):
@@ -76,7 +76,7 @@ class SqliteBackend(Backend):
                 self._lock_name = None
 
 
-def _lock_file(path: str):
+def _lock_file(path: str) -> HeldLock:
     """Hold an exclusive ``flock`` on ``<database>.lock`` for the process's life
     (the kernel drops it when the process dies, so a crash never leaves it)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -90,4 +90,4 @@ def _lock_file(path: str):
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
-    return release
+    return HeldLock(release)  # a flock cannot be lost while the process lives
