@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
 import time
 
 import pytest
 
 from asyncpay.cln.node import Node
+from asyncpay.cln.payer import ORPHAN_LOOKS, TICK
 from asyncpay.lsp import LspConfig
+from asyncpay.offers import Invoice
 from asyncpay.payer import PayerConfig
 from asyncpay.recipient import RecipientConfig
 from test_recipient_flow import Flow
@@ -176,3 +179,39 @@ def test_restart_resends_held_htlc_available(net, tmp_path):
     assert len(flow.pnode.sendpays) == 1
     # The recipient answered both; the second release was dropped, not paid.
     wait(lambda: again.store.counters().get("dropped_unexpected_release") == 1)
+
+
+def test_a_part_lightningd_lost_in_a_crash_fails_the_payment(net, tmp_path, monkeypatch):
+    """lightningd recorded the xpay part, then was killed before committing its
+    HTLC: after the restart the part stays pending in listsendpays with no HTLC
+    anywhere (CLN v26.06, found by the chaos run). While an HTLC of the payment
+    is in a channel we wait; once none is, the payment fails instead of staying
+    pending for ever."""
+    flow, payer = net
+    offer = flow.offer(description="tea", amount_msat=12_000).to_string()
+    rpc = flow.pnode.rpc
+    recorded = threading.Event()
+
+    def killed(params: dict) -> dict:
+        ph = Invoice.from_string(params["invstring"]).invoice_payment_hash.hex()
+        flow.pnode.sendpays[ph] = {"payment_hash": ph, "status": "pending", "partid": 1, "groupid": 1}
+        recorded.set()
+        threading.Event().wait()  # lightningd is gone: xpay never answers
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(rpc, "_xpay", killed)
+    res = payer.payer.pay(offer, None, None, 0)
+    wait(recorded.is_set)
+    ph = next(iter(flow.pnode.sendpays))
+    payer.store.close()
+    flow.pnode.listeners.pop()
+    htlc = {"payment_hash": ph, "direction": "out"}
+    channel = rpc._channel
+    monkeypatch.setattr(rpc, "_channel", lambda peer, scid: {**channel(peer, scid), "htlcs": [htlc]})
+    again = attach_payer(flow, tmp_path, payer_invoice_grace=1)  # same database: the restart
+    again.payer.resume()
+    time.sleep(2 * (ORPHAN_LOOKS + 1) * TICK)  # looks that see the HTLC: still paying
+    assert again.payer.core.records.get(res["id"]).state == "paying"
+    monkeypatch.setattr(rpc, "_channel", channel)  # no HTLC of it left anywhere
+    wait(lambda: again.payer.core.records.get(res["id"]).state == "failed")
+    assert "lost" in again.payer.core.records.get(res["id"]).reason
