@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -44,7 +45,7 @@ def _server_binaries() -> bool:
 
 
 @pytest.fixture
-def cluster(tmp_path_factory):
+def cluster():
     """The URI of a PostgreSQL cluster we may create databases in."""
     if not _lightningd_has_postgres():
         pytest.skip("regtest failover: lightningd is built without PostgreSQL (no libpq)")
@@ -53,10 +54,17 @@ def cluster(tmp_path_factory):
         return
     if not _server_binaries():
         pytest.skip("regtest failover: no PostgreSQL server (set ASYNCPAY_TEST_PG, or install postgresql)")
-    where = str(tmp_path_factory.mktemp("pg"))
-    uri = subprocess.run([str(CI_POSTGRES), "start", where], capture_output=True, text=True, check=True)
-    yield uri.stdout.strip()
+    # Straight under the temporary root: run as root, .ci/postgres hands the
+    # cluster to an unprivileged user, who cannot enter pytest's private
+    # (0700, root's) base directory.
+    where = tempfile.mkdtemp(prefix="asyncpay-pg-")
+    started = subprocess.run([str(CI_POSTGRES), "start", where], capture_output=True, text=True)
+    if started.returncode != 0:
+        shutil.rmtree(where, ignore_errors=True)
+        pytest.fail(f"regtest failover: .ci/postgres could not start a cluster: {started.stderr.strip()}")
+    yield started.stdout.strip()
     subprocess.run([str(CI_POSTGRES), "stop", where], capture_output=True)
+    shutil.rmtree(where, ignore_errors=True)
 
 
 def _with(uri: str, database: str, **query: str) -> str:
