@@ -268,6 +268,7 @@ def test_a_database_from_before_postgres_upgrades_in_place(tmp_path):
 
 def _open_elsewhere(target: str) -> subprocess.CompletedProcess:
     code = ("import asyncpay.storage.postgres as p; p.LOCK_WAIT = 0\n"
+            "import asyncpay.storage.sqlite as q; q.LOCK_WAIT = 0\n"
             "from asyncpay.store import Store\n"
             "from asyncpay.storage import StoreLocked\n"
             f"try:\n    Store({target!r}).close()\nexcept StoreLocked as e:\n    print('LOCKED', e)\n")
@@ -288,6 +289,23 @@ def test_a_second_process_is_refused(store_target):
     assert out.returncode == 0 and out.stdout == "", out.stdout + out.stderr
 
 
+def test_a_lock_released_soon_after_is_taken(tmp_path):
+    """A lightningd killed and started again at once: the new plugin opens the
+    database while the old one is still exiting. It waits for the lock rather
+    than disable itself (the chaos run saw a recipient lose its plugin so)."""
+    target = str(tmp_path / "a.sqlite3")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom asyncpay.store import Store\n"
+         f"s = Store({target!r})\nprint('ready', flush=True)\nsys.stdin.read()\ntime.sleep(1)"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "ready\n"
+        holder.stdin.close()  # its lightningd is gone: it exits a second later
+        Store(target).close()  # within LOCK_WAIT: taken, not refused
+    finally:
+        holder.wait(timeout=30)
+
+
 def test_store_locked_is_a_store_error():
     assert issubclass(StoreLocked, StoreError) and issubclass(StoreError, RuntimeError)
 
@@ -300,6 +318,9 @@ def test_a_database_another_process_holds_disables_the_plugin(store_target, monk
         import asyncpay.storage.postgres as pg
 
         monkeypatch.setattr(pg, "LOCK_WAIT", 0)
+    import asyncpay.storage.sqlite as sq
+
+    monkeypatch.setattr(sq, "LOCK_WAIT", 0)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys\nfrom asyncpay.store import Store\n"
          f"s = Store({store_target!r})\nprint('ready', flush=True)\nsys.stdin.read()"],

@@ -14,6 +14,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -76,15 +77,29 @@ class SqliteBackend(Backend):
                 self._lock_name = None
 
 
+# A lightningd killed and started again at once starts a new plugin while the
+# old one may still be exiting (it sees its stdin close, then joins its
+# threads): without a wait the new one found the lock held and disabled itself
+# for good (the chaos run, docs/chaos.md). As postgres.LOCK_WAIT.
+LOCK_WAIT = 10.0  # seconds to wait for a previous process to exit before refusing
+LOCK_POLL = 0.1
+
+
 def _lock_file(path: str) -> HeldLock:
     """Hold an exclusive ``flock`` on ``<database>.lock`` for the process's life
     (the kernel drops it when the process dies, so a crash never leaves it)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StoreLocked(f"{path} is held by another process: another asyncpay is using this database") from None
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise StoreLocked(f"{path} is held by another process: another asyncpay is using this "
+                                  f"database") from None
+            time.sleep(LOCK_POLL)
 
     def release() -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
