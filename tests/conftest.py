@@ -6,12 +6,33 @@ or from ``$ASYNCPAY_VECTORS`` when set. They are never copied in.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+
+def _one_ast_parse_at_a_time() -> None:
+    """CPython 3.11 keeps one AST recursion counter for all threads
+    (python/cpython#106905): two ``ast.parse`` at once, say a traceback
+    being formatted in a plugin thread (3.11 parses the line for its carets)
+    while tests/test_imports.py parses the package, or pyln-testing's nodes
+    starting in threads (werkzeug compiles routes), fail one of them with
+    "AST constructor recursion depth mismatch" (seen here on 3.11.7)."""
+    parse, lock = ast.parse, threading.RLock()
+
+    def locked(*args, **kwargs):
+        with lock:
+            return parse(*args, **kwargs)
+
+    ast.parse = locked
+
+
+_one_ast_parse_at_a_time()
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = Path(os.environ.get("ASYNCPAY_VECTORS", ROOT.parent / "shared" / "vectors"))

@@ -4,12 +4,10 @@ with the reason shown (pytest -ra)."""
 
 from __future__ import annotations
 
-import ast
 import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -41,23 +39,6 @@ RECORDER = _bound_to_this_python(HERE / "plugins" / "recorder.py")
 WAKEUP = _bound_to_this_python(HERE / "plugins" / "wakeup.py")
 # The console script installed next to this interpreter (pip install .).
 ASYNCPAY = str(Path(sys.executable).parent / "asyncpay")
-
-
-def _one_ast_parse_at_a_time() -> None:
-    """pyln-testing starts nodes in threads, each building a Flask proxy
-    whose routes werkzeug compiles with ``ast.parse``. CPython 3.11 can then
-    fail one of them with "AST constructor recursion depth mismatch" (seen
-    here on 3.11.7; python/cpython#106905): parse under one lock."""
-    parse, lock = ast.parse, threading.Lock()
-
-    def locked(*args, **kwargs):
-        with lock:
-            return parse(*args, **kwargs)
-
-    ast.parse = locked
-
-
-_one_ast_parse_at_a_time()
 
 
 def require_binaries() -> None:
