@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..config import option
+from ..config import node_ids, option
 
 PRIVATE, CHANNEL = "private", "channel"
 
@@ -42,15 +42,7 @@ class HoldConfig:
         value = self.hold_clients.strip().lower()
         if value in (PRIVATE, CHANNEL):
             return None
-        ids = [x.strip() for x in value.split(",") if x.strip()]
-        for x in ids:
-            try:
-                ok = len(bytes.fromhex(x)) == 33
-            except ValueError:
-                ok = False
-            if not ok:
-                raise ValueError(f"asyncpay-hold-clients: must be private, channel or node ids (66 hex characters), "
-                                 f"got {x!r}")
+        ids = node_ids(value, "hold-clients", "private, channel or node ids")
         if not ids:
             raise ValueError("asyncpay-hold-clients: empty list")
         return frozenset(ids)

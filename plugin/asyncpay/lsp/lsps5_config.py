@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import DAY, option
+from ..config import DAY, node_ids, option
 from .url_guard import AllowList
 
 AUTO, ON, OFF = "auto", "on", "off"
@@ -81,12 +81,4 @@ class Lsps5Config:
         self.wallet_ids()
 
     def wallet_ids(self) -> frozenset[str]:
-        ids = [x.strip().lower() for x in (self.wake_wallets or "").split(",") if x.strip()]
-        for x in ids:
-            try:
-                ok = len(bytes.fromhex(x)) == 33
-            except ValueError:
-                ok = False
-            if not ok:
-                raise ValueError(f"asyncpay-wake-wallets: must be node ids (66 hex characters), got {x!r}")
-        return frozenset(ids)
+        return frozenset(node_ids(self.wake_wallets or "", "wake-wallets"))
