@@ -215,3 +215,24 @@ def test_a_part_lightningd_lost_in_a_crash_fails_the_payment(net, tmp_path, monk
     monkeypatch.setattr(rpc, "_channel", channel)  # no HTLC of it left anywhere
     wait(lambda: again.payer.core.records.get(res["id"]).state == "failed")
     assert "lost" in again.payer.core.records.get(res["id"]).reason
+
+
+def test_a_failed_tick_does_not_stop_the_ticker(net, monkeypatch):
+    """A store or RPC error in one pass is logged and the next pass runs:
+    without the ticker no request is re-sent and no payment times out."""
+    _, payer = net
+    calls = []
+    real = payer.payer.core.tick
+
+    def flaky(now):
+        calls.append(now)
+        if len(calls) == 1:
+            raise RuntimeError("store unavailable")
+        return real(now)
+
+    monkeypatch.setattr(payer.payer.core, "tick", flaky)
+    payer.payer.start()
+    try:
+        wait(lambda: len(calls) >= 2)
+    finally:
+        payer.payer._stop.set()

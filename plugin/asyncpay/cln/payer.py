@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import traceback
 
 from pyln.client import RpcError
 
@@ -61,8 +62,13 @@ class PayerRole(Role):
         threading.Thread(target=self._ticker, daemon=True, name="payer-tick").start()
 
     def _ticker(self) -> None:
+        # A failed pass (a store or RPC error) is logged and the next one runs:
+        # without the ticker no request is re-sent and no payment times out.
         while not self._stop.wait(TICK):
-            self.tick(int(time.time()))
+            try:
+                self.tick(int(time.time()))
+            except Exception:
+                self.node.log(f"payer tick failed: {traceback.format_exc()}", level="warn")
 
     def tick(self, now: int) -> None:
         with self.node.lock:

@@ -98,8 +98,13 @@ class RecipientRole(Role):
         except Exception:
             self.node.log(f"recipient: no block height yet: {traceback.format_exc()}", level="warn")
         while not self._stop.is_set():
-            with self.node.lock:
-                deadline = self.claimer.next_deadline()
+            try:
+                with self.node.lock:
+                    deadline = self.claimer.next_deadline()
+            except Exception:  # a store error: try again soon, the timer must not die
+                self.node.log(f"recipient: MPP deadline unknown: {traceback.format_exc()}", level="warn")
+                self._stop.wait(1.0)
+                continue
             # At least half a second between two passes: a set that cannot be expired must not spin.
             delay = 3600.0 if deadline is None else max(0.5, deadline - time.time())
             self._wake.wait(min(delay, 3600.0))
@@ -109,7 +114,10 @@ class RecipientRole(Role):
 
     def _timer(self) -> None:
         while not self._stop.is_set():
-            self.refresh_due()
+            try:
+                self.refresh_due()
+            except Exception:
+                self.node.log(f"recipient: refresh failed: {traceback.format_exc()}", level="warn")
             self._stop.wait(self.config.recipient_refresh_interval)
 
     def refresh_due(self) -> None:
