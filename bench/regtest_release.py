@@ -40,7 +40,8 @@ require_binaries()
 from pyln.testing.fixtures import *  # noqa: E402,F401,F403
 
 from test_regtest_hold import assert_complete, wake  # noqa: E402
-from test_regtest_recipient import connect_to_server, ready_offer  # noqa: E402
+from test_regtest_hold import four_nodes as hold_network  # noqa: E402
+from test_regtest_recipient import ready_offer  # noqa: E402
 
 STAMP = _bound_to_this_python(Path(__file__).resolve().parent / "plugins" / "stamp.py")
 PLUGIN = os.environ.get("ASYNCPAY_BENCH_PLUGIN") or ASYNCPAY
@@ -49,21 +50,8 @@ RUNS = int(os.environ.get("ASYNCPAY_BENCH_RUNS", "5"))
 
 def four_nodes(node_factory):
     """As tests/test_regtest_hold.py, with the stamp plugin on Ls and R."""
-    ls = node_factory.get_node(options={"plugin": [PLUGIN, STAMP]}, may_reconnect=True)
-    lr, r = node_factory.get_nodes(2, opts=[{"plugin": PLUGIN, "may_reconnect": True},
-                                            {"plugin": [PLUGIN, STAMP], "may_reconnect": True}])
-    s = node_factory.get_node(options={"plugin": PLUGIN, "asyncpay-payer-lsp": ls.info["id"]}, may_reconnect=True)
-    for funder in (ls, s, lr):
-        funder.fundwallet(3_000_000)
-    node_factory.join_nodes([ls, lr], wait_for_announce=True)
-    node_factory.join_nodes([s, ls], announce_channels=False)
-    node_factory.join_nodes([lr, r], announce_channels=False)
-    wait_for(lambda: any((c.get("updates") or {}).get("remote")
-                         for c in r.rpc.listpeerchannels(lr.info["id"])["channels"]), what="Lr's update at R")
-    for n in (s, r):
-        wait_for(lambda n=n: n.rpc.listchannels(source=ls.info["id"])["channels"], what="gossip")
-    connect_to_server(lr, r)
-    return s, ls, lr, r
+    stamped = {"plugin": [PLUGIN, STAMP]}
+    return hold_network(node_factory, ls_opts=stamped, r_opts=stamped, plugin=PLUGIN)
 
 
 def show(name: str, xs: list[float]) -> None:

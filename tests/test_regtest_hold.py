@@ -19,10 +19,11 @@ from pyln.testing.utils import sync_blockheight  # noqa: E402
 from test_regtest_recipient import connect_to_server, ready_offer  # noqa: E402
 
 
-def four_nodes(node_factory, s_opts=None, ls_opts=None):
-    base = {"plugin": ASYNCPAY}
+def four_nodes(node_factory, s_opts=None, ls_opts=None, r_opts=None, plugin=ASYNCPAY):
+    base = {"plugin": plugin}
     ls = node_factory.get_node(options={**base, **(ls_opts or {})}, may_reconnect=True)
-    lr, r = node_factory.get_nodes(2, opts=[{**base, "may_reconnect": True}, {**base, "may_reconnect": True}])
+    lr, r = node_factory.get_nodes(2, opts=[{**base, "may_reconnect": True},
+                                            {**base, **(r_opts or {}), "may_reconnect": True}])
     s = node_factory.get_node(options={**base, "asyncpay-payer-lsp": ls.info["id"], **(s_opts or {})},
                               may_reconnect=True)
     for funder in (ls, s, lr):  # funds seen before join_nodes' own deposit (which can lag on a busy machine)
