@@ -59,6 +59,7 @@ class FakeHost:
         self.node_id = LSP_ID
         self.online: set[str] = set()
         self.height = 800_000
+        self.cltv_delta = 34  # lightningd's default
         self.configs_shown: dict = {}
         self.channels = [{"peer_id": CLIENT, "short_channel_id": SCID, "htlcs": []}]
         self.logged: list[str] = []

@@ -71,7 +71,7 @@ def test_hold_release_is_on_disk_before_continue(tmp_path):
     node = types.SimpleNamespace(
         store=store, endpoint=Endpoint(store, pubkey_of(bytes([1]) * 32), os.urandom(32), os.urandom),
         lock=threading.RLock(), log=lambda *a, **k: None, perform=lambda actions: None,
-        resolve_intro=lambda i: i.node_id, config_for=lambda cls: HoldConfig(),
+        resolve_intro=lambda i: i.node_id, config_for=lambda cls: HoldConfig(), cltv_delta=34,
         rpc=types.SimpleNamespace(call=lambda *a, **k: {"configs": {"cltv-delta": {"value_int": 34}}}))
     node.books = Bookkeeping(store, node.lock)
     node.books.start(3600)

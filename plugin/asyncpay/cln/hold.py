@@ -29,7 +29,6 @@ from pyln.client import RpcError
 
 from ..endpoint import Delivered
 from ..hold import KINDS, Continue, Forward, Hold, HoldConfig, Holder, HtlcToHold, Refuse, Step
-from ..hold.holder import CLN_CLTV_DELTA
 from ..hold.records import HeldRow
 from ..payment import HopPayload
 from ..payment.hold_request import HOLD_REQUEST, HoldRequest
@@ -62,21 +61,10 @@ class HoldRole(Role):
     def __init__(self, node: Host) -> None:
         super().__init__(node)
         self.config: HoldConfig = node.config_for(HoldConfig)
-        self.core = Holder(node.store, node.endpoint, self.config, node.resolve_intro, self._cltv_delta())
+        self.core = Holder(node.store, node.endpoint, self.config, node.resolve_intro, node.cltv_delta)
         self.waiting: dict[str, Respond] = {}  # HTLC key -> its open htlc_accepted call
         self.height = 0
         self._stop = threading.Event()
-
-    def _cltv_delta(self) -> int:
-        """lightningd's cltv-delta: what it keeps between an HTLC's incoming
-        and outgoing expiry when it forwards (one value for all channels)."""
-        try:
-            return int(self.node.rpc.call("listconfigs", {"config": "cltv-delta"})["configs"]["cltv-delta"]
-                       ["value_int"])
-        except (RpcError, KeyError, TypeError, ValueError) as e:
-            self.node.log(f"cannot read cltv-delta ({e}); holding with lightningd's default {CLN_CLTV_DELTA}",
-                          level="warn")
-            return CLN_CLTV_DELTA
 
     # -- lifecycle ---------------------------------------------------------
 

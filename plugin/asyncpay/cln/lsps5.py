@@ -38,7 +38,7 @@ from ..lsp import lsps0
 from ..lsp import notifications as n
 from ..lsp.lsps5_config import AUTO, ON, Lsps5Config
 from ..lsp.url_guard import UrlRefused, checked_addresses, parse_webhook
-from ..lsp.wake_hold import CLN_CLTV_DELTA, FailBack, Hold, Release, WakeCandidate, WakeHolder
+from ..lsp.wake_hold import FailBack, Hold, Release, WakeCandidate, WakeHolder
 from ..lsp.webhooks import PROTOCOL_NUMBER, WebhookService
 from ..ratelimit import TokenBuckets
 from .convert import msat
@@ -57,7 +57,7 @@ class Lsps5Role(Role):
         super().__init__(node)
         self.config: Lsps5Config = node.config_for(Lsps5Config)
         self.service = WebhookService(node.store, self.config)
-        self.wake = WakeHolder(node.store, self.config, self._cltv_delta())
+        self.wake = WakeHolder(node.store, self.config, node.cltv_delta)
         self.outbox = n.Outbox(self.config)
         self.waiting: dict[str, Respond] = {}  # held HTLC key -> its open htlc_accepted call
         self.requests = TokenBuckets(REQUEST_BURST, REQUEST_RATE)
@@ -69,13 +69,6 @@ class Lsps5Role(Role):
         self._stop = threading.Event()
         self._ssl: ssl.SSLContext | None = None
         self.resolve = _resolve
-
-    def _cltv_delta(self) -> int:
-        try:
-            return int(self.node.rpc.call("listconfigs", {"config": "cltv-delta"})["configs"]["cltv-delta"]
-                       ["value_int"])
-        except (RpcError, KeyError, TypeError, ValueError):
-            return CLN_CLTV_DELTA
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from ..endpoint import Dropped, Endpoint
 from ..lsp import LspConfig
 from ..offers import CHAINS
 from ..onion_message import Forward, OnionMessage, Receive
+from ..payment.forward_budget import CLN_CLTV_DELTA
 from ..ratelimit import TokenBuckets
 from ..store import Store
 from ..wire import WireError
@@ -125,6 +126,7 @@ class Node:
         self._walks = TokenBuckets(ROUTE_WALK_BURST, ROUTE_WALK_RATE)
         self._walks_lock = threading.Lock()
         self._endpoint_queue: queue.Queue[tuple[str, int, str | None]] | None = None
+        self.cltv_delta = self._read_cltv_delta()
         self.lsp = LspRole(self)
         self.hold = HoldRole(self)
         self.recipient = RecipientRole(self)
@@ -142,6 +144,16 @@ class Node:
     def config_for(self, cls: type[C]) -> C:
         """The configuration of one role: as given, or its defaults."""
         return self.configs.setdefault(cls, cls())  # type: ignore[return-value]
+
+    def _read_cltv_delta(self) -> int:
+        """lightningd's cltv-delta: what it keeps between an HTLC's incoming
+        and outgoing expiry when it forwards (payment/forward_budget.py)."""
+        try:
+            return int(self.rpc.call("listconfigs", {"config": "cltv-delta"})["configs"]["cltv-delta"]["value_int"])
+        except (RpcError, KeyError, TypeError, ValueError) as e:
+            self.log(f"cannot read cltv-delta ({e}); holding with lightningd's default {CLN_CLTV_DELTA}",
+                     level="warn")
+            return CLN_CLTV_DELTA
 
     def secret(self, label: str) -> bytes:
         """A 32-byte secret derived by the node's HSM (never stored by us)."""

@@ -67,6 +67,8 @@ class Host(Protocol):
         """The configuration of one role: as given, or its defaults."""
         ...
 
+    cltv_delta: int  # lightningd's cltv-delta, read once (payment/forward_budget.py)
+
     def secret(self, label: str) -> bytes:
         """A 32-byte secret derived by the node's HSM."""
         ...

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 from ..actions import InjectOnion
 from ..endpoint import Delivered, Dropped, Endpoint, Resolver
+from ..payment.forward_budget import CLN_CLTV_DELTA, forward_budget
 from ..payment.hold_request import HoldRequest
 from ..store import Store
 from ..wire import WireError
@@ -51,7 +52,6 @@ log = logging.getLogger("asyncpay.hold")
 RELEASE = "hold:release"  # reply path of our held_htlc_available (owner: the HTLC's key)
 KINDS = (RELEASE,)
 MAX_PATHS = 3  # held_htlc_available goes over at most this many paths
-CLN_CLTV_DELTA = 34  # lightningd's default cltv-delta
 
 # BOLT 4 temporary_node_failure (NODE|2): the hold ended without a release.
 TEMPORARY_NODE_FAILURE = bytes.fromhex("2002")
@@ -135,7 +135,7 @@ class Holder:
 
     def budget(self, cltv_expiry: int, outgoing_cltv: int) -> int:
         """The last height at which the HTLC may still be forwarded."""
-        return min(cltv_expiry - self.cltv_delta, outgoing_cltv)
+        return forward_budget(cltv_expiry, outgoing_cltv, self.cltv_delta)
 
     def _deadline(self, row: HeldRow) -> int:
         longest = row.since + self.config.hold_max_seconds

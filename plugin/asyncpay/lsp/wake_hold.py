@@ -28,12 +28,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..payment.forward_budget import CLN_CLTV_DELTA, forward_budget
 from ..storage import SchemaEditor
 from ..store import RowTable, Store
 from .lsps5_config import Lsps5Config
 
 HELD, RELEASED, FAILED = "held", "released", "failed"
-CLN_CLTV_DELTA = 34  # lightningd's default cltv-delta
 TEMPORARY_NODE_FAILURE = "2002"  # BOLT 4 NODE|2: the client did not wake in time
 KEEP_ANSWERED = 86400  # answered rows stay a day (a replay after a restart finds its verdict)
 
@@ -115,7 +115,7 @@ class WakeHolder:
 
     def budget(self, cltv_expiry: int, outgoing_cltv: int) -> int:
         """The last height at which the HTLC may still be forwarded."""
-        return min(cltv_expiry - self.cltv_delta, outgoing_cltv)
+        return forward_budget(cltv_expiry, outgoing_cltv, self.cltv_delta)
 
     def _too_close(self, cltv_expiry: int, outgoing_cltv: int, height: int) -> bool:
         return self.budget(cltv_expiry, outgoing_cltv) - height < self.config.wake_min_blocks
