@@ -34,11 +34,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from bench_lsp import report  # noqa: E402
 
-from asyncpay.lsp import lsps0  # noqa: E402
-from asyncpay.lsp import notifications as n  # noqa: E402
-from asyncpay.lsp.lsps5_config import Lsps5Config  # noqa: E402
-from asyncpay.lsp.wake_hold import WakeCandidate, WakeHolder  # noqa: E402
-from asyncpay.lsp.webhooks import WebhookService  # noqa: E402
+from asyncpay.lsps import lsps0  # noqa: E402
+from asyncpay.lsps import notifications as n  # noqa: E402
+from asyncpay.lsps.config import Lsps5Config  # noqa: E402
+from asyncpay.lsps.wake_hold import WakeCandidate, WakeHolder  # noqa: E402
+from asyncpay.lsps.webhooks import WebhookService  # noqa: E402
 from asyncpay.store import Store  # noqa: E402
 
 NOW, HEIGHT = int(time.time()), 800_000

@@ -11,11 +11,11 @@ import pytest
 from coincurve import PrivateKey
 
 import ln_message
-from asyncpay.lsp import lsps0
-from asyncpay.lsp import notifications as n
-from asyncpay.lsp.lsps5_config import ANY, LDK, Lsps5Config
-from asyncpay.lsp.url_guard import AllowList, UrlRefused, address_refusal, check_static, parse_webhook, pick_address
-from asyncpay.lsp.webhooks import WebhookService
+from asyncpay.lsps import lsps0
+from asyncpay.lsps import notifications as n
+from asyncpay.lsps.config import ANY, LDK, Lsps5Config
+from asyncpay.lsps.url_guard import AllowList, UrlRefused, address_refusal, check_static, parse_webhook, pick_address
+from asyncpay.lsps.webhooks import WebhookService
 from asyncpay.store import Store
 
 PEER = "02" + "11" * 32

@@ -17,9 +17,9 @@ from coincurve import PrivateKey
 
 import ln_message
 from asyncpay.cln.lsps5 import Lsps5Role
-from asyncpay.lsp import lsps0
-from asyncpay.lsp import notifications as n
-from asyncpay.lsp.lsps5_config import Lsps5Config
+from asyncpay.lsps import lsps0
+from asyncpay.lsps import notifications as n
+from asyncpay.lsps.config import Lsps5Config
 from asyncpay.store import Store
 
 SECRET = bytes([5]) * 32

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 
-from asyncpay.lsp import lsps0
-from asyncpay.lsp import notifications as n
+from asyncpay.lsps import lsps0
+from asyncpay.lsps import notifications as n
 from emulated_cln import scid_str
 from test_lsp_flow import net, queue_for  # noqa: F401  (the fixture)
 from wallet import Wallet

@@ -29,7 +29,7 @@ from pyln.client import RpcError  # noqa: E402
 from pyln.testing.fixtures import *  # noqa: E402,F401,F403
 
 from asyncpay.blinded_path import EncryptedData  # noqa: E402
-from asyncpay.lsp import notifications as n  # noqa: E402
+from asyncpay.lsps import notifications as n  # noqa: E402
 from asyncpay.onion_message import OnionMessagePayload, build_path  # noqa: E402
 from asyncpay.onion_message.async_payments import HeldHtlcAvailable  # noqa: E402
 from wallet import Wallet  # noqa: E402

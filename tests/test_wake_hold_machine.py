@@ -1,4 +1,4 @@
-"""Hold for wake-up (lsp/wake_hold.py) under random events (hypothesis
+"""Hold for wake-up (lsps/wake_hold.py) under random events (hypothesis
 state machine), against a model of lightningd and of the adapter's open
 ``htlc_accepted`` calls: HTLCs arrive for clients that are on- or offline,
 with or without webhooks, with budgets near and far; clients connect and
@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from asyncpay.lsp.lsps5_config import Lsps5Config
-from asyncpay.lsp.wake_hold import FailBack, Hold, Release, WakeCandidate, WakeHolder
+from asyncpay.lsps.config import Lsps5Config
+from asyncpay.lsps.wake_hold import FailBack, Hold, Release, WakeCandidate, WakeHolder
 from asyncpay.store import Store
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")

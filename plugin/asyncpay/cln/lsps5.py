@@ -13,7 +13,7 @@ HTTPS, and hold-for-wake-up in ``htlc_accepted`` (docs/lsps5.md).
   lookup), TLS checked against the URL's host name, no redirects, no proxy
   from the environment, a short timeout, and the response body never read.
 * ``on_htlc``: an HTLC to forward to an offline client with a webhook (or
-  listed in ``asyncpay-wake-wallets``) is held (``lsp/wake_hold.py``), its
+  listed in ``asyncpay-wake-wallets``) is held (``lsps/wake_hold.py``), its
   webhooks get ``lsps5.payment_incoming``, and it is continued when the
   client connects or failed at the deadline. The hold role comes before us
   in the router: an HTLC carrying a hold request is never ours.
@@ -34,12 +34,12 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from pyln.client import RpcError
 
-from ..lsp import lsps0
-from ..lsp import notifications as n
-from ..lsp.lsps5_config import AUTO, ON, Lsps5Config
-from ..lsp.url_guard import UrlRefused, checked_addresses, parse_webhook
-from ..lsp.wake_hold import FailBack, Hold, Release, WakeCandidate, WakeHolder
-from ..lsp.webhooks import PROTOCOL_NUMBER, WebhookService
+from ..lsps import lsps0
+from ..lsps import notifications as n
+from ..lsps.config import AUTO, ON, Lsps5Config
+from ..lsps.url_guard import UrlRefused, checked_addresses, parse_webhook
+from ..lsps.wake_hold import FailBack, Hold, Release, WakeCandidate, WakeHolder
+from ..lsps.webhooks import PROTOCOL_NUMBER, WebhookService
 from ..ratelimit import TokenBuckets
 from .convert import msat
 from .role import Host, Respond, Role

@@ -15,7 +15,7 @@ from pyln.client import Plugin
 
 from ..hold import HoldConfig
 from ..lsp import LspConfig
-from ..lsp.lsps5_config import Lsps5Config
+from ..lsps.config import Lsps5Config
 from ..payer import PayerConfig
 from ..recipient import RecipientConfig
 

@@ -28,8 +28,8 @@ from ..ratelimit import TokenBuckets
 from ..storage import SchemaEditor
 from ..store import RowTable, Store
 from . import notifications as n
+from .config import ANY, Lsps5Config
 from .lsps0 import INVALID_PARAMS, METHOD_NOT_FOUND, Lsps0Error, Request, check_params
-from .lsps5_config import ANY, Lsps5Config
 from .url_guard import PARSE, PROTOCOL, TOO_LONG, AllowList, UrlRefused, check_static, parse_webhook
 
 MAX_APP_NAME_BYTES = 64  # LSPS5 set_webhook: app_name up to 64 bytes of UTF-8

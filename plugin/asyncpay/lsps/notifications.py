@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .lsps5_config import LDK, Lsps5Config
+from .config import LDK, Lsps5Config
 
 WEBHOOK_REGISTERED = "lsps5.webhook_registered"
 PAYMENT_INCOMING = "lsps5.payment_incoming"

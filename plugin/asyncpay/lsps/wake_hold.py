@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from ..payment.forward_budget import CLN_CLTV_DELTA, forward_budget
 from ..storage import SchemaEditor
 from ..store import RowTable, Store
-from .lsps5_config import Lsps5Config
+from .config import Lsps5Config
 
 HELD, RELEASED, FAILED = "held", "released", "failed"
 TEMPORARY_NODE_FAILURE = "2002"  # BOLT 4 NODE|2: the client did not wake in time
