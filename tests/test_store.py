@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from asyncpay.hold import records as hold_records
 from asyncpay.hold.records import HeldRow, HoldRecords
+from asyncpay.payer import records as payer_records
 from asyncpay.payer.records import PayerRecords
+from asyncpay.recipient import records as recipient_records
 from asyncpay.recipient.records import RecipientRecords
 from asyncpay.storage import StoreError, StoreLocked, is_postgres
 from asyncpay.store import MAILBOX_MIGRATIONS, MIGRATIONS, Store
@@ -246,10 +249,11 @@ def test_a_database_from_before_postgres_upgrades_in_place(tmp_path):
     before = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
     conn.close()
     s = open_all(str(path))
-    assert s.schema_version() == 3
+    assert s.schema_version() == len(MIGRATIONS)
     versions = dict(s.conn.execute("SELECT name, version FROM component_versions").fetchall())
     assert {k: versions[k] for k in ("mailbox", "hold", "payer", "recipient")} == \
-        {"mailbox": 1, "hold": 3, "payer": 2, "recipient": 2}
+        {"mailbox": len(MAILBOX_MIGRATIONS), "hold": len(hold_records.MIGRATIONS),
+         "payer": len(payer_records.MIGRATIONS), "recipient": len(recipient_records.MIGRATIONS)}
     after = s.conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
     assert [r for r in after if r in before] == before  # nothing of the old schema changed
     assert s.counters() == {"mailbox_buffered": 2}

@@ -92,8 +92,7 @@ class Bookkeeping:
                     for name, by in sorted(counts.items()):
                         self.store.bump(name, by)
                     for (rid, slot), n in sorted(served.items()):
-                        for _ in range(n):  # n is bounded by the serve rate per interval
-                            self.store.mark_served(rid, slot)
+                        self.store.mark_served(rid, slot, n)
             except BaseException:
                 with self._mu:
                     self._counts.update(counts)

@@ -67,7 +67,14 @@ def _v3(db: SchemaEditor) -> None:
     db["issued_offer_paths"].create_index(["recipient_id", "invoice_slot"])
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
+def _v4(db: SchemaEditor) -> None:
+    # purge_contexts runs on every block: it finds what expired through these,
+    # never by reading every context (issue 24: cost per block flat in the state).
+    db["path_contexts"].create_index(["expires_at"])
+    db["issued_offer_paths"].create_index(["expires_at"])
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
 
 
 def _mailbox_v1(db: SchemaEditor) -> None:
@@ -276,10 +283,10 @@ class Store:
             (recipient_id, slot),
         ).fetchone()
 
-    def mark_served(self, recipient_id: str, slot: int) -> None:
+    def mark_served(self, recipient_id: str, slot: int, by: int = 1) -> None:
         self.conn.execute(
-            "UPDATE invoices SET served = served + 1 WHERE recipient_id = ? AND invoice_slot = ?",
-            (recipient_id, slot),
+            "UPDATE invoices SET served = served + ? WHERE recipient_id = ? AND invoice_slot = ?",
+            (by, recipient_id, slot),
         )
 
     def list_invoices(self, recipient_id: str | None = None) -> list[dict]:
@@ -368,8 +375,12 @@ class Store:
             "UPDATE mailbox SET attempts = attempts + 1, last_attempt_at = ? WHERE id = ?", (now, msg_id)
         )
 
-    def mailbox_expire(self, older_than: int) -> int:
-        return self.conn.execute("DELETE FROM mailbox WHERE received_at < ?", (older_than,)).rowcount
+    def mailbox_expire(self, older_than: int) -> list[tuple[str, str | None, int]]:
+        """Delete the messages received before ``older_than``; (peer_id, source,
+        size) of each, so that the caller's totals follow without a recount.
+        Found through the ``received_at`` index: the cost is what expired."""
+        return self.conn.execute("DELETE FROM mailbox WHERE received_at < ? RETURNING peer_id, source, size",
+                                 (older_than,)).fetchall()
 
     def mailbox_peers(self) -> list[dict]:
         rows = self.conn.execute(

@@ -177,13 +177,19 @@ class Mailbox:
         self.store.bump("mailbox_flush_failed")
 
     def expire(self, now: int) -> int:
-        with self.store.tx():
-            n = self.store.mailbox_expire(now - self.config.mailbox_ttl)
-            if n:
-                self.store.bump("mailbox_expired", n)
-        if n:
-            self._load_totals()
-        return n
+        """Delete the messages past the TTL. The totals follow the deleted rows
+        (no recount of the table: a block's cost is what expired, issue 24)."""
+        try:
+            with self.store.tx():
+                gone = self.store.mailbox_expire(now - self.config.mailbox_ttl)
+                if gone:
+                    self.store.bump("mailbox_expired", len(gone))
+                for peer, source, size in gone:
+                    self._account(peer, source, -1, -size)
+        except Exception:
+            self._load_totals()  # a rollback after part of the accounting: trust the table
+            raise
+        return len(gone)
 
     def summary(self, now: int) -> list[dict]:
         out = []

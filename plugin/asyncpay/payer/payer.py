@@ -223,7 +223,7 @@ class Payer:
         it is over. Returns the actions and the payments that failed."""
         actions: list[Action] = []
         failed: list[PaymentRow] = []
-        for row in self.records.in_state(REQUESTING, STATIC, AWAITING_RELEASE):
+        for row in self.records.due(now, (REQUESTING, STATIC, AWAITING_RELEASE), AWAITING_RELEASE):
             try:
                 if row.state == REQUESTING and now >= row.next_at:
                     if row.attempts >= self.config.payer_request_attempts:

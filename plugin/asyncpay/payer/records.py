@@ -35,7 +35,13 @@ def _v2(db: SchemaEditor) -> None:
     db["payer_payments"].add_column("held_sends", int, not_null_default=0)
 
 
-MIGRATIONS = [_v1, _v2]
+def _v3(db: SchemaEditor) -> None:
+    # The timer finds what is due through these (issue 24): never a read of every open payment.
+    db["payer_payments"].create_index(["state", "next_at"])
+    db["payer_payments"].create_index(["state", "expires_at"])
+
+
+MIGRATIONS = [_v1, _v2, _v3]
 
 # States. REQUESTING: invoice_request sent. STATIC: a static invoice came,
 # held_htlc_available goes out at next_at unless a normal invoice comes first.
@@ -94,6 +100,16 @@ class PayerRecords:
 
     def in_state(self, *states: str) -> list[PaymentRow]:
         return self.rows.where_in("state", states, "created_at")
+
+    def due(self, now: int, states: tuple[str, ...], expiring: str) -> list[PaymentRow]:
+        """Payments in ``states`` whose ``next_at`` has come, and those in
+        ``expiring`` past ``expires_at``: found through the (state, next_at)
+        and (state, expires_at) indexes, so a timer pass reads what is due only."""
+        marks = ", ".join("?" * len(states))
+        rows = self.rows.where(f"state IN ({marks}) AND next_at <= ?", (*states, now))
+        rows += self.rows.where("state = ? AND expires_at <= ?", (expiring, now))
+        unique = {r.id: r for r in rows}
+        return sorted(unique.values(), key=lambda r: (r.created_at, r.id))
 
     def all(self) -> list[PaymentRow]:
         return self.rows.where(order="created_at, id")

@@ -73,7 +73,16 @@ def _v2(db: SchemaEditor) -> None:
                    (offer_id_of(offer), slot, offer, bolt12, nonce, (exp or created) + 86400, created))
 
 
-MIGRATIONS = [_v1, _v2]
+def _v3(db: SchemaEditor) -> None:
+    # Timers and prunes find what is due through an index on its time (issue 24):
+    # received payments and old offers grow, a pass must not read them all.
+    db["recipient_payments"].create_index(["status", "created_at"])
+    db["recipient_issued_offers"].create_index(["expires_at"])
+    db["recipient_claims"].create_index(["deadline"])
+    db["recipient_parts"].create_index(["cltv_expiry"])
+
+
+MIGRATIONS = [_v1, _v2, _v3]
 MAX_OFFERS_PER_SLOT = 16  # older offers of a slot (beyond the user's or the server's churn) are forgotten
 
 # Offer states: paths asked for; invoice sent to the server; server confirmed it.
