@@ -1,0 +1,116 @@
+"""A timer pass or a block's work costs what is due, not what is stored
+(issue 24): every statement such a pass runs is served by an index (no table
+of state read in full, on SQLite and on PostgreSQL), and with many rows far
+from due a pass reads none of them. Benchmarks of the same (bench/bench_scale.py)
+give the figures; these tests keep the structure."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from asyncpay.crypto import pubkey_of
+from asyncpay.endpoint import Endpoint
+from asyncpay.lsp import LspConfig, Mailbox
+from asyncpay.payer import Payer, PayerConfig
+from asyncpay.payer.records import AWAITING_RELEASE, COMPLETE, PAYING, REQUESTING, PaymentRow
+from asyncpay.recipient.claim import Claimer
+from asyncpay.recipient.config import RecipientConfig
+from asyncpay.store import MAILBOX_MIGRATIONS, Store
+from query_plans import Recorder, full_scans
+
+NOW, HEIGHT = 1_800_000_000, 800_000
+FAR = NOW + 10**6
+# The tables that grow with the LSP's load (the small ones: counters, versions, a recipient's own slots).
+STATE = {"held_htlcs", "lsps5_wake_htlcs", "mailbox", "path_contexts", "issued_offer_paths", "invoices",
+         "payer_payments", "recipient_payments", "recipient_issued_offers", "recipient_claims", "recipient_parts",
+         "hold_counts", "lsps5_wake_counts", "recipients"}
+
+
+def scans(store: Store, recorder: Recorder) -> dict[str, set[str]]:
+    """Statement -> the tables of state it reads in full (only those with any)."""
+    out = {}
+    for sql, args in recorder.statements:
+        if sql.lstrip().upper().startswith(("SELECT", "DELETE", "UPDATE", "INSERT")):
+            full = full_scans(store, sql, args) & STATE
+            if full:
+                out[sql] = full
+    return out
+
+
+@pytest.fixture
+def store(store_target):
+    s = Store(store_target)
+    yield s
+    s.close()
+
+
+def test_query_plans_see_a_full_scan(store):
+    """The checker itself: a statement no index serves is reported."""
+    store.migrate_component("mailbox", MAILBOX_MIGRATIONS)
+    assert full_scans(store, "SELECT id FROM mailbox WHERE attempts > ?", (3,)) == {"mailbox"}
+    assert full_scans(store, "SELECT id FROM mailbox WHERE received_at < ?", (3,)) == set()
+
+
+def payer_of(store: Store) -> Payer:
+    endpoint = Endpoint(store, pubkey_of(bytes([3]) * 32), bytes([4]) * 32, os.urandom)
+    return Payer(store, endpoint, PayerConfig(), bytes(32), lambda intro: None)
+
+
+def test_payer_timer_reads_only_due_payments(store):
+    payer = payer_of(store)
+    with store.tx():
+        for i in range(300):  # the history, and open payments whose time has not come
+            state = (COMPLETE, REQUESTING, AWAITING_RELEASE, PAYING)[i % 4]
+            payer.records.put(PaymentRow(f"p{i}", state, "static", "lno1", b"o", 1000, b"n", b"r",
+                                         next_at=FAR, expires_at=FAR, created_at=NOW))
+        # due: a request out of attempts (fails), a hold past its deadline (fails)
+        payer.records.put(PaymentRow("due-1", REQUESTING, None, "lno1", b"o", 1000, b"n", b"r",
+                                     attempts=99, next_at=NOW - 1, expires_at=FAR, created_at=NOW))
+        payer.records.put(PaymentRow("due-2", AWAITING_RELEASE, "static", "lno1", b"o", 1000, b"n", b"r",
+                                     next_at=FAR, expires_at=NOW, created_at=NOW + 1))
+    with Recorder(store) as rec:
+        actions, failed = payer.tick(NOW)
+    assert [r.id for r in failed] == ["due-1", "due-2"] and not actions
+    assert rec.rows_returned <= 4  # the two due rows (each read by one query), never the 300 others
+    assert scans(store, rec) == {}
+
+
+def test_mailbox_expiry_deletes_through_the_index_and_keeps_the_totals(store):
+    mb = Mailbox(store, LspConfig(mailbox_max_messages=10**6, mailbox_max_messages_per_peer=10**6,
+                                  mailbox_max_messages_per_source_per_peer=10**6, mailbox_intake_burst=10**6))
+    peers = [f"02{i:064x}" for i in range(5)]
+    for i in range(60):
+        assert mb.intake(peers[i % 5], peers[(i + 1) % 5], os.urandom(33), os.urandom(40 + i), NOW + i) is None
+    ttl = mb.config.mailbox_ttl
+    with Recorder(store) as rec:
+        assert mb.expire(NOW + ttl + 20) == 20
+    assert scans(store, rec) == {}
+    assert not rec.reading("GROUP BY")  # the totals follow the deleted rows: no recount
+    kept = (mb.total, mb.per_peer, mb.per_source, mb.source_total)
+    mb._load_totals()
+    assert (mb.total, mb.per_peer, mb.per_source, mb.source_total) == kept
+    assert mb.total[0] == 40
+
+
+def test_a_block_purges_contexts_through_their_expiry_index(store):
+    with store.tx():
+        for i in range(50):
+            store.add_context(i.to_bytes(32, "big"), "lsp:serve", "r", 0, NOW + (i % 2) * FAR, NOW)
+            store.add_issued_offer_path(i.to_bytes(40, "big"), "r", 0, NOW + (i % 2) * FAR)
+    with Recorder(store) as rec:
+        assert store.purge_contexts(NOW) == 25
+    assert len(rec.statements) == 2 and scans(store, rec) == {}
+
+
+def test_recipient_prunes_use_their_indexes(store):
+    claimer = Claimer(store, RecipientConfig())
+    records = claimer.records
+    for i in range(40):
+        records.expect_payment(i.to_bytes(32, "big"), bytes(32), 0, 1000, NOW - (i % 2) * 10 * 86400)
+        records.received((1000 + i).to_bytes(32, "big"), bytes(32), 1000, 0, "static", NOW)
+    with Recorder(store) as rec:
+        assert records.prune_expected(NOW - 86400) == 20
+        records.prune_offers(NOW)
+    assert scans(store, rec) == {}
