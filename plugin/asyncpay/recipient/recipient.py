@@ -187,6 +187,13 @@ class Recipient:
         expiry = msg.paths_absolute_expiry
         if expiry is not None and expiry <= now:
             raise Dropped("bad_offer_paths", "paths already expired")
+        # One commit for the offer and its invoice (each commit is an fsync: issue 24).
+        with self.store.tx():
+            return self._offer_and_invoice(row, d, expiry, now, snap)
+
+    def _offer_and_invoice(self, row: OfferRow, d: Delivered, expiry: int | None, now: int,
+                           snap: Snapshot) -> list[InjectOnion]:
+        msg = d.payload.offer_paths
         key = offer_key(self.key_base, row.nonce)
         if row.offer is None or self._paths_stale(row, now):
             offer = Offer(offer_chains=None if self.chain == BITCOIN_CHAIN else [self.chain],
