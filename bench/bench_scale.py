@@ -87,6 +87,8 @@ NOW, HEIGHT = int(time.time()), 800_000
 FAR = NOW + 10**7  # a deadline no pass reaches
 PEERS = 1000  # senders (holds) and clients (wake holds) the rows are spread over
 MAIL_PER_WALLET = 10
+# A million messages queued fills the bench_lsp.py limits: ten times more.
+MAILBOX = LspConfig(**{**UNLIMITED_MAILBOX, "mailbox_max_messages": 10**8, "mailbox_max_bytes": 10**12})
 PAYLOAD = HopPayload(amt_to_forward=10_000, outgoing_cltv_value=HEIGHT + 500, short_channel_id=7).encode()
 
 
@@ -176,13 +178,13 @@ class Roles:
         self.wake = WakeHolder(store, Lsps5Config(wake_max_per_peer=10**7, wake_max_total=10**8))
         self.payer = Payer(store, endpoint, PayerConfig(), os.urandom(32), lambda i: i.node_id)
         self.claimer = Claimer(store, RecipientConfig())
-        self.mailbox = Mailbox(store, LspConfig(**UNLIMITED_MAILBOX))
+        self.mailbox = Mailbox(store, MAILBOX)
         self.request = HoldRequest(held_htlc_available_paths=[lsp_path()])
         self.seq = 0
 
     def started(self) -> None:
         """After a fill: what a start-up loads (the mailbox's totals)."""
-        self.mailbox = Mailbox(self.store, LspConfig(**UNLIMITED_MAILBOX))
+        self.mailbox = Mailbox(self.store, MAILBOX)
 
     def next(self) -> int:
         self.seq += 1
@@ -338,13 +340,96 @@ def table(kinds: list[str], sizes: list[int], results: dict) -> None:
     print(f"\nworst ratio {worst:.2f} (goal: every row <= 1.5)")
 
 
+# -- memory -------------------------------------------------------------------
+
+
+def fill_memory(store: Store, wallets: int, messages: int, held: int) -> None:
+    """The state of issue 24's memory figure: ``wallets`` sleeping wallets (a
+    static invoice, its recipient row, an offer path and its contexts each),
+    ``messages`` queued for them from 1,000 sources, ``held`` HTLCs held and
+    as many held for wake-up."""
+    rnd = random.Random(7)
+    b32 = lambda: rnd.randbytes(32)  # noqa: E731
+    w = range(wallets)
+    bulk(store, "recipients", ("recipient_id", "created_at", "last_request_at"),
+         ((peer(10**6 + i), NOW, NOW) for i in w))
+    bulk(store, "invoices", ("recipient_id", "invoice_slot", "invoice", "forward_path", "offer_id", "created_at",
+                             "expires_at", "updated_at", "served"),
+         ((peer(10**6 + i), 0, rnd.randbytes(900), rnd.randbytes(300), b32(), NOW, FAR, NOW, 0) for i in w))
+    bulk(store, "path_contexts", ("path_id", "kind", "recipient_id", "invoice_slot", "expires_at", "created_at"),
+         ((b32(), kind, peer(10**6 + i), 0, FAR, NOW) for i in w for kind in ("lsp:offer", "lsp:serve")))
+    bulk(store, "issued_offer_paths", ("path", "recipient_id", "invoice_slot", "expires_at"),
+         ((rnd.randbytes(200), peer(10**6 + i), 0, FAR) for i in w))
+    per = max(1, messages // wallets)
+    bulk(store, "mailbox", ("peer_id", "source", "path_key", "onion", "digest", "size", "received_at", "attempts"),
+         ((peer(10**6 + i // per), peer(i % PEERS), b"\x02" + b32(), rnd.randbytes(64), b32(), 1366, NOW, 0)
+          for i in range(messages)))
+    bulk(store, "held_htlcs",
+         ("key", "payment_hash", "amount_msat", "cltv_expiry", "outgoing_cltv", "peer_id", "payload", "state",
+          "since", "updated_at", "deadline", "sends", "next_send_at"),
+         ((f"1x1x1/{i}", b32(), 10_100, HEIGHT + 5040, HEIGHT + 5000, peer(i % PEERS), PAYLOAD, "held",
+           NOW, NOW, FAR, 1, FAR) for i in range(held)))
+    bulk(store, "lsps5_wake_htlcs",
+         ("key", "peer_id", "payment_hash", "amount_msat", "cltv_expiry", "outgoing_cltv", "since", "deadline",
+          "state", "updated_at"),
+         ((f"1x1x1/{i}", peer(10**6 + i % wallets), b32(), 10_100, HEIGHT + 5040, HEIGHT + 5000, NOW, FAR, "held",
+           NOW) for i in range(held)))
+    rebuild_counts(store)
+
+
+def resident(target: str) -> None:
+    """In a process of its own (``--rss-of``): open the store, start every role
+    as the plugin does, run their passes a few times, answer a few requests;
+    print the peak resident set (VmHWM)."""
+    store = Store(target, synchronous="FULL")
+    roles = Roles(store)
+    roles.lsp_setup()
+    for _ in range(3):
+        roles.hold_tick()
+        roles.wake_tick()
+        roles.mailbox_expire()
+        roles.purge_contexts()
+        roles.payer_tick()
+        roles.claim_expire()
+        roles.refresh_prune()
+        for _ in range(20):
+            roles.mailbox_intake()
+            roles.hold_decision()
+            roles.wake_decision()
+            try:
+                roles.invoice_request()
+            except Untimed:
+                pass
+    status = Path("/proc/self/status").read_text()
+    peak = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    print(f"RSS {peak / 1024:.0f} MB")
+
+
+def memory(kind: str, target: str, wallets: int, messages: int, held: int) -> float:
+    import subprocess
+
+    store = Store(target, synchronous="NORMAL")
+    Roles(store)  # every role's tables
+    t0 = time.perf_counter()
+    fill_memory(store, wallets, messages, held)
+    store.close()
+    print(f"  [{kind}] memory state filled in {time.perf_counter() - t0:.0f} s (not a figure)", flush=True)
+    out = subprocess.run([sys.executable, __file__, "--rss-of", target], capture_output=True, text=True, check=True)
+    return float(out.stdout.split("RSS ")[1].split()[0])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,10000,100000,1000000")
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=10.0, help="time cap per operation and size")
     ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--memory", default="100000,1000000,100000",
+                    help="wallets,messages,held for the memory figure ('' to skip it)")
+    ap.add_argument("--rss-of", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rss_of:
+        return resident(args.rss_of)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     wanted = args.backends.split(",")
     with tempfile.TemporaryDirectory() as d:
@@ -360,6 +445,7 @@ def main() -> None:
         print(f"PostgreSQL: {how}")
         kinds = [k for k in ("sqlite", "postgresql") if k in wanted and (k == "sqlite" or pg)]
         results: dict = {}
+        rss: dict[str, float] = {}
         try:
             for kind in kinds:
                 target = fresh(kind, tmp, pg, "scale")
@@ -367,11 +453,26 @@ def main() -> None:
                     run_backend(kind, target, sizes, args.iterations, args.seconds, results)
                 finally:
                     drop_fresh(kind, pg, "scale")
+                if args.memory:
+                    if kind == "sqlite":
+                        os.remove(target)
+                    wallets, messages, held = (int(x) for x in args.memory.split(","))
+                    target = fresh(kind, tmp, pg, "memory")
+                    try:
+                        rss[kind] = memory(kind, target, wallets, messages, held)
+                    finally:
+                        drop_fresh(kind, pg, "memory")
         finally:
             for cleanup in cleanups:
                 cleanup()
     print(f"load average at the end {os.getloadavg()}")
     table(kinds, sizes, results)
+    if rss:
+        wallets, messages, held = (int(x) for x in args.memory.split(","))
+        print(f"\nresident memory (peak, VmHWM) of a process that opens the store with {wallets:,} sleeping "
+              f"wallets, {messages:,} queued messages, {held:,} held HTLCs and as many wake holds, starts every "
+              f"role and runs their passes (goal <= 200 MB): "
+              + ", ".join(f"{'SQLite' if k == 'sqlite' else 'PostgreSQL'} {v:.0f} MB" for k, v in rss.items()))
 
 
 if __name__ == "__main__":
