@@ -347,6 +347,21 @@ class Store:
             args += (peer_id,)
         return self.conn.execute(q + " ORDER BY id LIMIT 1", args).fetchone()
 
+    def mailbox_peer_totals(self) -> list[tuple[str, int, int]]:
+        """(peer_id, messages, bytes) for every peer with mail."""
+        return self.conn.execute("SELECT peer_id, COUNT(*), CAST(SUM(size) AS BIGINT) FROM mailbox "
+                                 "GROUP BY peer_id").fetchall()
+
+    def mailbox_source_totals(self) -> list[tuple[str | None, int, int]]:
+        """(source, messages, bytes) for every source with mail queued, all peers together."""
+        return self.conn.execute("SELECT source, COUNT(*), CAST(SUM(size) AS BIGINT) FROM mailbox "
+                                 "GROUP BY source").fetchall()
+
+    def mailbox_sources_of(self, peer_id: str) -> list[tuple[str | None, int, int]]:
+        """(source, messages, bytes) of one peer's mail (its rows only, through the peer_id index)."""
+        return self.conn.execute("SELECT source, COUNT(*), CAST(SUM(size) AS BIGINT) FROM mailbox "
+                                 "WHERE peer_id = ? GROUP BY source", (peer_id,)).fetchall()
+
     def mailbox_sources(self) -> list[tuple[str, str | None, int, int]]:
         """(peer_id, source, messages, bytes) for every pair with mail."""
         return self.conn.execute("SELECT peer_id, source, COUNT(*), CAST(SUM(size) AS BIGINT) FROM mailbox "

@@ -13,7 +13,7 @@ so strangers cannot use our disk.
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from ..ratelimit import TokenBuckets
@@ -22,6 +22,7 @@ from .config import LspConfig
 
 log = logging.getLogger("asyncpay.lsp.mailbox")
 _NONE = object()  # no source at all (None is a source: our own messages)
+SOURCE_CACHE = 4096  # peers whose breakdown by source is kept in memory
 
 
 class Mailbox:
@@ -42,17 +43,42 @@ class Mailbox:
         store.migrate_component("mailbox", MAILBOX_MIGRATIONS)
         self.intake_limits = TokenBuckets(config.mailbox_intake_burst, config.mailbox_intake_rate)
         self.last_wakeup: dict[str, int] = {}
+        self.source_cache_size = SOURCE_CACHE
         self._load_totals()
 
     def _load_totals(self) -> None:
         # Kept in memory so intake never scans the table; the mailbox object
-        # is the only writer of the mailbox table.
+        # is the only writer of the mailbox table. Per peer and per source,
+        # not per (peer, source): a million messages for 100,000 sleeping
+        # wallets from ten sources each would be a million entries (~290 MB,
+        # issue 24). A peer's breakdown by source is read from the table when
+        # its intake needs it (its rows only, at most its quota) and kept in
+        # a bounded LRU (``per_source``).
         self.total = [0, 0]
         self.per_peer: dict[str, list[int]] = {}
-        self.per_source: dict[str, dict[str | None, list[int]]] = {}  # peer -> source -> [messages, bytes]
+        self.per_source: OrderedDict[str, dict[str | None, list[int]]] = OrderedDict()  # peer -> source -> [n, b]
         self.source_total: dict[str | None, list[int]] = {}  # source -> [messages, bytes], all peers
-        for peer, source, n, b in self.store.mailbox_sources():
-            self._account(peer, source, n, b)
+        for peer, n, b in self.store.mailbox_peer_totals():
+            self.per_peer[peer] = [n, b]
+            self.total[0] += n
+            self.total[1] += b
+        for source, n, b in self.store.mailbox_source_totals():
+            self.source_total[source] = [n, b]
+
+    def _sources(self, peer_id: str) -> dict[str | None, list[int]]:
+        """``peer_id``'s messages and bytes by source (cached, LRU)."""
+        hit = self.per_source.get(peer_id)
+        if hit is not None:
+            self.per_source.move_to_end(peer_id)
+            return hit
+        sources: dict[str | None, list[int]] = {}
+        if peer_id in self.per_peer:
+            for source, n, b in self.store.mailbox_sources_of(peer_id):
+                sources[source] = [n, b]
+        self.per_source[peer_id] = sources
+        while len(self.per_source) > self.source_cache_size:
+            self.per_source.popitem(last=False)
+        return sources
 
     def qualifies(self, peer_id: str, has_channel: bool) -> bool:
         return has_channel or self.store.is_recipient(peer_id)
@@ -112,7 +138,7 @@ class Mailbox:
             return "peer_bytes"
         if size > c.mailbox_max_bytes:
             return "full"
-        if self.per_source.get(peer_id, {}).get(source, (0, 0))[0] >= c.mailbox_max_messages_per_source_per_peer:
+        if self._sources(peer_id).get(source, (0, 0))[0] >= c.mailbox_max_messages_per_source_per_peer:
             return "source_quota"
         return None
 
@@ -121,7 +147,7 @@ class Mailbox:
         peer's (then the global) quota is full and that source holds more than
         ``source``; the reason for a refusal when that is not enough."""
         c = self.config
-        sources = self.per_source.get(peer_id, {})
+        sources = self._sources(peer_id)
         mine = sources.get(source, (0, 0))[0]
         while True:
             n, b = self.per_peer.get(peer_id, (0, 0))
@@ -153,15 +179,16 @@ class Mailbox:
     def _account(self, peer_id: str, source: str | None, dn: int, db: int) -> None:
         self.total[0] += dn
         self.total[1] += db
-        for table, key in ((self.per_peer, peer_id), (self.per_source.setdefault(peer_id, {}), source),
-                           (self.source_total, source)):
+        tables = [(self.per_peer, peer_id), (self.source_total, source)]
+        cached = self.per_source.get(peer_id)
+        if cached is not None:  # a breakdown not in the cache is read afresh when needed
+            tables.append((cached, source))
+        for table, key in tables:
             entry = table.setdefault(key, [0, 0])
             entry[0] += dn
             entry[1] += db
             if entry[0] <= 0:
                 del table[key]
-        if not self.per_source[peer_id]:
-            del self.per_source[peer_id]
 
     def pending(self, peer_id: str) -> list[MailboxRow]:
         return self.store.mailbox_pending(peer_id, self.config.mailbox_max_messages_per_peer)
