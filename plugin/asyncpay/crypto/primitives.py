@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac as _hmac
+from functools import lru_cache
 
 from coincurve import PublicKey
 from cryptography.exceptions import InvalidTag
@@ -40,9 +41,17 @@ def _scalar(secret: bytes, what: str = "private key") -> int:
     return v
 
 
+@lru_cache(maxsize=1024)
+def _parsed(point: bytes) -> PublicKey:
+    return PublicKey(point)
+
+
 def _pub(point: bytes) -> PublicKey:
+    # Parsed once per point: the same node ids (ours, the LSP's, its V) are
+    # in every path we mint. Safe to share: multiply() returns a new key.
+    # Bounded (an LRU of 1024 keys, ~0.2 MB); an invalid point is never cached.
     try:
-        return PublicKey(point)
+        return _parsed(bytes(point))
     except (ValueError, TypeError) as e:
         raise CryptoError(f"invalid public key: {e}") from None
 
