@@ -12,9 +12,14 @@ import pytest
 
 from asyncpay.crypto import pubkey_of
 from asyncpay.endpoint import Endpoint
+from asyncpay.hold import HoldConfig, Holder, HtlcToHold
+from asyncpay.hold.records import HeldRow
 from asyncpay.lsp import LspConfig, Mailbox
+from asyncpay.lsps.config import Lsps5Config
+from asyncpay.lsps.wake_hold import WakeHolder, WakeRow
 from asyncpay.payer import Payer, PayerConfig
 from asyncpay.payer.records import AWAITING_RELEASE, COMPLETE, PAYING, REQUESTING, PaymentRow
+from asyncpay.payment.hold_request import HoldRequest
 from asyncpay.recipient.claim import Claimer
 from asyncpay.recipient.config import RecipientConfig
 from asyncpay.store import MAILBOX_MIGRATIONS, Store
@@ -116,3 +121,80 @@ def test_recipient_prunes_use_their_indexes(store):
         assert records.prune_expected(NOW - 86400) == 20
         records.prune_offers(NOW)
     assert scans(store, rec) == {}
+
+
+# -- holds: limits from maintained counts, timers through indexes ------------------
+
+
+def hold_row(i: int, peer: str, **kw) -> HeldRow:
+    fields = dict(cltv_expiry=HEIGHT + 5040, outgoing_cltv=HEIGHT + 5000, since=NOW, updated_at=NOW, deadline=FAR,
+                  next_send_at=FAR, sends=1)
+    return HeldRow(f"1x1x1/{i}", os.urandom(32), 10_000, peer_id=peer, payload=b"p", **{**fields, **kw})
+
+
+def holder_of(store: Store) -> Holder:
+    endpoint = Endpoint(store, pubkey_of(bytes([3]) * 32), bytes([4]) * 32, os.urandom)
+    return Holder(store, endpoint, HoldConfig(hold_max_per_peer=1000, hold_max_total=10**6), lambda i: i.node_id)
+
+
+def test_hold_timer_reads_only_due_holds(store):
+    holder = holder_of(store)
+    with store.tx():
+        for i in range(200):
+            holder.records.put(hold_row(i, f"peer{i % 7}"))
+        holder.records.put(hold_row(900, "late", deadline=NOW - 1))  # past its hold_until
+        holder.records.put(hold_row(901, "near", cltv_expiry=HEIGHT + 40, outgoing_cltv=HEIGHT + 5))  # budget
+        holder.records.put(hold_row(902, "old", since=NOW - 10**6, deadline=0))  # held too long
+    with Recorder(store) as rec:
+        step = holder.tick(HEIGHT, NOW)
+    assert sorted(a.key for a in step.answers) == ["1x1x1/900", "1x1x1/901", "1x1x1/902"]
+    assert rec.rows_returned <= 3 * 5  # each due row, at most once per index it is due by
+    assert scans(store, rec) == {}
+    with Recorder(store) as rec:  # and once failed, a pass reads nothing
+        assert not holder.tick(HEIGHT, NOW).answers
+    assert rec.rows_returned == 0
+
+
+def test_a_hold_with_no_send_left_stops_being_due(store):
+    holder = holder_of(store)
+    holder.records.put(hold_row(1, "p", next_send_at=NOW - 5, sends=99, request=None))
+    holder.tick(HEIGHT, NOW)
+    with Recorder(store) as rec:
+        holder.tick(HEIGHT, NOW)
+    assert rec.rows_returned == 0 and holder.records.get("1x1x1/1").state == "held"
+
+
+def test_hold_decision_counts_nothing(store):
+    holder = holder_of(store)
+    with store.tx():
+        for i in range(100):
+            holder.records.put(hold_row(i, "busy"))
+    h = HtlcToHold("2x2x2/1", os.urandom(32), 10_100, HEIGHT + 5040, HEIGHT + 5000, "busy", b"p",
+                   HoldRequest(held_htlc_available_paths=[]), (True,))
+    with Recorder(store) as rec:
+        holder.accept(h, HEIGHT, NOW)
+    assert not [q for q, _ in rec.statements if "COUNT(" in q.upper()]
+    assert scans(store, rec) == {}
+    assert holder.records.count_held("busy") == 100 and holder.records.count_held() == 100
+
+
+def wake_row(i: int, peer: str, **kw) -> WakeRow:
+    fields = dict(cltv_expiry=HEIGHT + 5040, outgoing_cltv=HEIGHT + 5000, since=NOW, deadline=FAR, updated_at=NOW)
+    return WakeRow(f"{i % 3}x1x1/{i}", peer, os.urandom(32), 10_000, **{**fields, **kw})
+
+
+def test_wake_hold_timer_reads_only_due_holds(store):
+    wake = WakeHolder(store, Lsps5Config())
+    with store.tx():
+        for i in range(200):
+            wake.rows.put(wake_row(i, f"client{i % 7}"))
+        wake.rows.put(wake_row(900, "late", deadline=NOW))
+        wake.rows.put(wake_row(901, "near", cltv_expiry=HEIGHT + 40, outgoing_cltv=HEIGHT + 5))
+        wake.rows.put(wake_row(902, "gone", state="failed", updated_at=NOW - 10**6))  # answered long ago
+    with Recorder(store) as rec:
+        answers = wake.tick(HEIGHT, NOW)
+    assert sorted(a.key for a in answers) == ["0x1x1/900", "1x1x1/901"]
+    assert rec.rows_returned <= 2 * 3
+    assert scans(store, rec) == {}
+    assert wake.get("0x1x1/902") is None
+    assert wake.count_held() == 200 and wake.count_held("client0") == 29

@@ -45,7 +45,7 @@ from ..payment.hold_request import HoldRequest
 from ..store import Store
 from ..wire import WireError
 from .config import HoldConfig
-from .records import FAILED, FORWARDED, HELD, RELEASED, HeldRow, HoldRecords
+from .records import FAILED, FORWARDED, HELD, NEVER, RELEASED, HeldRow, HoldRecords
 
 log = logging.getLogger("asyncpay.hold")
 
@@ -222,11 +222,14 @@ class Holder:
         return [dataclasses.replace(a, cause=row.peer_id or None) for a in actions]
 
     def _resend(self, row: HeldRow, now: int) -> list[InjectOnion]:
-        if row.sends >= self.config.hold_resend_attempts or not row.request:
-            return []
         try:
+            if row.sends >= self.config.hold_resend_attempts or not row.request:
+                raise WireError("no send left")
             request = HoldRequest.decode(row.request)
         except WireError:
+            if row.next_send_at != NEVER:  # never due for a send again: the timer stops finding it
+                row.next_send_at = NEVER
+                self.records.put(row)
             return []
         actions = self._send(row, request, now)
         self.store.bump("hold_resent", len(actions))
@@ -268,8 +271,13 @@ class Holder:
         """Every block and every few seconds: holds past their budget or
         deadline failed back; held_htlc_available again for the rest when due."""
         step = Step()
+        c = self.config
+        # What can be due, never every held row (issue 24): budget(c, o) - height < min_blocks
+        # is c - delta < height + min_blocks or o < height + min_blocks.
+        due = self.records.due(height + c.hold_min_blocks + self.cltv_delta, height + c.hold_min_blocks, now,
+                               now - c.hold_max_seconds, now)
         with self.store.tx():
-            for row in self.records.by_state(HELD, RELEASED):
+            for row in due:
                 reason = self._end_reason(row, height, now)
                 if reason is not None:
                     step.answers.append(self._fail(row, reason, now))

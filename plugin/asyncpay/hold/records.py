@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..held_counts import PEER, TOTAL, CountedRows, HeldCounts
 from ..storage import SchemaEditor
-from ..store import RowTable, Store
+from ..store import Store
 
 
 def _v1(db: SchemaEditor) -> None:
@@ -34,7 +35,20 @@ def _v3(db: SchemaEditor) -> None:
     t.add_column("next_send_at", int, not_null_default=0)
 
 
-MIGRATIONS = [_v1, _v2, _v3]
+HELD_COUNTS = HeldCounts("hold_counts", "held_htlcs")
+
+
+def _v4(db: SchemaEditor) -> None:
+    # Issue 24: the limits from maintained counts, the timer from indexes on
+    # what makes a hold due (its CLTV budget, deadline, age, next send).
+    HELD_COUNTS.create(db)
+    t = db["held_htlcs"]
+    for column in ("cltv_expiry", "outgoing_cltv", "deadline", "since", "next_send_at"):
+        t.create_index(["state", column])
+
+
+MIGRATIONS = [_v1, _v2, _v3, _v4]
+NEVER = 2**62  # next_send_at of a hold with no send of held_htlc_available left
 
 # HELD: waiting for the release. RELEASED: released, to be continued (now, or
 # when lightningd replays it after a restart). FORWARDED, FAILED: answered.
@@ -71,7 +85,7 @@ class HoldRecords:
     def __init__(self, store: Store) -> None:
         self.store = store
         store.migrate_component("hold", MIGRATIONS)
-        self.rows = RowTable(store, "held_htlcs", HeldRow, "key")
+        self.rows = CountedRows(store, HELD_COUNTS, HeldRow, "key")
         self.put, self.get = self.rows.put, self.rows.get
 
     def by_state(self, *states: str) -> list[HeldRow]:
@@ -81,11 +95,23 @@ class HoldRecords:
         return self.rows.where("payment_hash = ?", (payment_hash,))
 
     def count_held(self, peer_id: str | None = None) -> int:
-        if peer_id is None:
-            q, args = "SELECT COUNT(*) FROM held_htlcs WHERE state = ?", (HELD,)
-        else:
-            q, args = "SELECT COUNT(*) FROM held_htlcs WHERE state = ? AND peer_id = ?", (HELD, peer_id)
-        return self.store.conn.execute(q, args).fetchone()[0]
+        """HTLCs held for ``peer_id``, or in all: from the maintained counts, never a count of the rows."""
+        return self.rows.count(TOTAL) if peer_id is None else self.rows.count(PEER, peer_id)
+
+    def due(self, height_in: int, height_out: int, deadline: int, since: int, send: int) -> list[HeldRow]:
+        """Holds the timer must look at, found through the (state, ...) indexes:
+        held or released with ``cltv_expiry`` below ``height_in`` or
+        ``outgoing_cltv`` below ``height_out`` (the budget), held with a
+        ``deadline`` (non-zero) at or before ``deadline``, held ``since`` at or
+        before ``since``, or held with its next send at or before ``send``."""
+        live = (HELD, RELEASED)
+        rows = self.rows.where("state IN (?, ?) AND cltv_expiry < ?", (*live, height_in))
+        rows += self.rows.where("state IN (?, ?) AND outgoing_cltv < ?", (*live, height_out))
+        rows += self.rows.where("state = ? AND deadline BETWEEN 1 AND ?", (HELD, deadline))
+        rows += self.rows.where("state = ? AND since <= ?", (HELD, since))
+        rows += self.rows.where("state = ? AND next_send_at <= ?", (HELD, send))
+        unique = {r.key: r for r in rows}
+        return sorted(unique.values(), key=lambda r: (r.since, r.key))
 
     def all(self) -> list[HeldRow]:
         return self.rows.where(order="since")

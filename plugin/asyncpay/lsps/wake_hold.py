@@ -28,9 +28,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..held_counts import PEER, TOTAL, CountedRows, HeldCounts
 from ..payment.forward_budget import CLN_CLTV_DELTA, forward_budget
 from ..storage import SchemaEditor
-from ..store import RowTable, Store
+from ..store import Store
 from .config import Lsps5Config
 
 HELD, RELEASED, FAILED = "held", "released", "failed"
@@ -46,7 +47,21 @@ def _v1(db: SchemaEditor) -> None:
     db["lsps5_wake_htlcs"].create_index(["state", "peer_id"])
 
 
-MIGRATIONS = [_v1]
+HELD_COUNTS = HeldCounts("lsps5_wake_counts", "lsps5_wake_htlcs", by_channel=True)
+
+
+def _v2(db: SchemaEditor) -> None:
+    # Issue 24: the bounds from maintained counts, the timer from indexes on
+    # what makes a hold due (its CLTV budget, its deadline), answered rows
+    # pruned through their age.
+    HELD_COUNTS.create(db)
+    t = db["lsps5_wake_htlcs"]
+    for column in ("cltv_expiry", "outgoing_cltv", "deadline"):
+        t.create_index(["state", column])
+    t.create_index(["updated_at"])
+
+
+MIGRATIONS = [_v1, _v2]
 
 
 @dataclass
@@ -110,7 +125,7 @@ class WakeHolder:
     def __init__(self, store: Store, config: Lsps5Config, cltv_delta: int = CLN_CLTV_DELTA) -> None:
         self.store, self.config, self.cltv_delta = store, config, cltv_delta
         store.migrate_component("lsps5_wake", MIGRATIONS)
-        self.rows = RowTable(store, "lsps5_wake_htlcs", WakeRow, "key")
+        self.rows = CountedRows(store, HELD_COUNTS, WakeRow, "key")
         self.get = self.rows.get
 
     def budget(self, cltv_expiry: int, outgoing_cltv: int) -> int:
@@ -181,13 +196,24 @@ class WakeHolder:
         """Every block and every few seconds: fail back what waited too long."""
         out: list[Answer] = []
         with self.store.tx():
-            for r in self.rows.where("state = ?", (HELD,), "since"):
+            for r in self.due(height, now):
                 reason = self._end_reason(r, height, now)
                 if reason is not None:
                     out.append(self._fail(r, reason, now))
-            self.store.conn.execute("DELETE FROM lsps5_wake_htlcs WHERE state != ? AND updated_at < ?",
-                                    (HELD, now - KEEP_ANSWERED))
+            self.store.conn.execute("DELETE FROM lsps5_wake_htlcs WHERE updated_at < ? AND state != ?",
+                                    (now - KEEP_ANSWERED, HELD))
         return out
+
+    def due(self, height: int, now: int) -> list[WakeRow]:
+        """Held rows that may have to fail, through the (state, ...) indexes, never
+        every held row (issue 24): budget - height < wake_min_blocks is
+        cltv_expiry - delta < height + min or outgoing_cltv < height + min."""
+        edge = height + self.config.wake_min_blocks
+        rows = self.rows.where("state = ? AND cltv_expiry < ?", (HELD, edge + self.cltv_delta))
+        rows += self.rows.where("state = ? AND outgoing_cltv < ?", (HELD, edge))
+        rows += self.rows.where("state = ? AND deadline <= ?", (HELD, now))
+        unique = {r.key: r for r in rows}
+        return sorted(unique.values(), key=lambda r: (r.since, r.key))
 
     def abort(self, key: str, now: int) -> list[Answer]:
         """Something failed after the HTLC was taken: fail it, never leave it held."""
@@ -209,11 +235,8 @@ class WakeHolder:
         return FailBack(row.key, reason)
 
     def count_held(self, peer_id: str | None = None) -> int:
-        if peer_id is None:
-            q, args = "SELECT COUNT(*) FROM lsps5_wake_htlcs WHERE state = ?", (HELD,)
-        else:
-            q, args = "SELECT COUNT(*) FROM lsps5_wake_htlcs WHERE state = ? AND peer_id = ?", (HELD, peer_id)
-        return self.store.conn.execute(q, args).fetchone()[0]
+        """Held for ``peer_id``, or in all: from the maintained counts, never a count of the rows."""
+        return self.rows.count(TOTAL) if peer_id is None else self.rows.count(PEER, peer_id)
 
     def all(self) -> list[WakeRow]:
         return self.rows.where(order="since")
