@@ -22,6 +22,7 @@ from asyncpay.payer.records import AWAITING_RELEASE, COMPLETE, PAYING, REQUESTIN
 from asyncpay.payment.hold_request import HoldRequest
 from asyncpay.recipient.claim import Claimer
 from asyncpay.recipient.config import RecipientConfig
+from asyncpay.recipient.records import Claim, Part
 from asyncpay.store import MAILBOX_MIGRATIONS, Store
 from query_plans import Recorder, full_scans
 
@@ -198,3 +199,25 @@ def test_wake_hold_timer_reads_only_due_holds(store):
     assert scans(store, rec) == {}
     assert wake.get("0x1x1/902") is None
     assert wake.count_held() == 200 and wake.count_held("client0") == 29
+
+
+def test_recipient_mpp_timer_reads_only_due_sets(store):
+    claimer = Claimer(store, RecipientConfig())
+    records = claimer.records
+    margin = claimer.margin
+    with store.tx():
+        for k in range(50):  # waiting, neither late nor near their expiry
+            h = k.to_bytes(32, "big")
+            records.claims.put(Claim(h, b"p", 0, "static", None, bytes(32), 2000, FAR, NOW))
+            records.parts.put(Part("1x1x1", k, h, 1000, HEIGHT + 500, NOW))
+        late, near = b"\xaa" * 32, b"\xbb" * 32
+        records.claims.put(Claim(late, b"p", 0, "static", None, bytes(32), 2000, NOW, NOW))
+        records.parts.put(Part("2x2x2", 1, late, 1000, HEIGHT + 500, NOW))
+        records.claims.put(Claim(near, b"p", 0, "static", None, bytes(32), 2000, FAR, NOW))
+        records.parts.put(Part("2x2x2", 2, near, 1000, HEIGHT + margin, NOW))
+    with Recorder(store) as rec:
+        failed = claimer.expire(HEIGHT, NOW)
+    assert sorted((k, f.reason) for k, f in failed) == [(("2x2x2", 1), "mpp_timeout"),
+                                                         (("2x2x2", 2), "mpp_expiry_near")]
+    assert rec.rows_returned <= 2 * 2 + 2  # the two due sets and their parts
+    assert scans(store, rec) == {}

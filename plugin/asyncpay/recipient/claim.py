@@ -210,7 +210,7 @@ class Claimer:
         """Fail every multi-part payment whose wait is over or one of whose parts
         came within the claim margin (LDK ``MppPart::check_onchain_timeout``)."""
         out: list[tuple[HtlcKey, Fail]] = []
-        for claim in self.records.claims.where():
+        for claim in self.records.due_claims(now, height + self.margin):
             out += self._check_set(claim, height, now)
         return out
 

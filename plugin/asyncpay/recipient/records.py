@@ -226,6 +226,18 @@ class RecipientRecords:
     def parts_of(self, payment_hash: bytes) -> list[Part]:
         return self.parts.where("payment_hash = ?", (payment_hash,), order="created_at, scid, htlc_id")
 
+    def due_claims(self, now: int, near: int) -> list[Claim]:
+        """Sets whose wait is over (``deadline`` <= ``now``) or with a part whose
+        ``cltv_expiry`` is at or below ``near``, through the deadline and
+        cltv_expiry indexes: a timer pass reads what is due (issue 24)."""
+        rows = self.claims.where("deadline <= ?", (now,))
+        hashes = {h for (h,) in self.conn.execute(
+            "SELECT payment_hash FROM recipient_parts WHERE cltv_expiry <= ?", (near,)).fetchall()}
+        if hashes:
+            rows += self.claims.where_in("payment_hash", tuple(hashes))
+        unique = {c.payment_hash: c for c in rows}
+        return sorted(unique.values(), key=lambda c: (c.created_at, c.payment_hash))
+
     def pending_counts(self) -> tuple[int, int]:
         """(sets, parts) waiting."""
         sets = self.conn.execute("SELECT COUNT(*) FROM recipient_claims").fetchone()[0]
