@@ -42,7 +42,7 @@ def status(node, now: int) -> dict:
     counters = node.store.counters()
     dropped = {k[len("dropped_"):]: v for k, v in counters.items() if k.startswith("dropped_")}
     mdropped = {k[len("mailbox_dropped_"):]: v for k, v in counters.items() if k.startswith("mailbox_dropped_")}
-    messages, size = node.store.mailbox_totals()
+    messages, size = node.lsp.mailbox.total  # kept by the mailbox: no count of its rows under the node lock
     return {
         "endpoint_id": node.endpoint.public_key.hex(),
         "database": node.db_path,
