@@ -23,6 +23,8 @@ import sqlite_utils
 
 from .base import LOCKS, Backend, HeldLock, Result, SchemaEditor, StoreLocked
 
+CACHE_KIB = 32 * 1024
+
 
 class SqliteBackend(Backend):
     kind = "sqlite"
@@ -43,6 +45,10 @@ class SqliteBackend(Backend):
                 raise
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")
+        # SQLite's default page cache is 2 MB: with a million rows the indexes a
+        # decision or a timer pass probes no longer fit, and each probe reads
+        # pages back from the OS (issue 24: bench/bench_scale.py). A bound, in KiB.
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Result:
         with self._lock:
