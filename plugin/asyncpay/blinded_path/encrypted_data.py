@@ -82,19 +82,25 @@ class EncryptedData(TlvMessage):
         if self.padding is not None and any(self.padding):
             raise WireError("encrypted_data_tlv: padding is not all zeros")
 
-    def padded_to(self, size: int) -> EncryptedData:
-        """A copy whose encoding is exactly ``size`` bytes long (padding added)."""
+    def padded_to(self, size: int, unpadded: int | None = None) -> EncryptedData:
+        """A copy whose encoding is exactly ``size`` bytes long (padding added);
+        ``unpadded``: the length of its encoding without padding, if known."""
         base = EncryptedData(**{**self.__dict__, "padding": None})
-        n = len(base.encode())
+        n = len(base.encode()) if unpadded is None else unpadded
         if n == size:
             return base
-        # One padding record costs 2 header bytes for values up to 252 bytes.
-        for header in (2, 4):
+        # The padding record (type 1) costs a one-byte type and a BigSize
+        # length: 2 header bytes for values up to 252 bytes, 4 up to 65535.
+        for header, fits in ((2, range(0, 253)), (4, range(253, 65536))):
             pad = size - n - header
-            if pad >= 0:
-                cand = EncryptedData(**{**self.__dict__, "padding": bytes(pad)})
-                if len(cand.encode()) == size:
-                    return cand
+            if pad in fits:
+                return EncryptedData(**{**self.__dict__, "padding": bytes(pad)})
         raise WireError(f"encrypted_data_tlv: cannot pad {n} bytes to {size}")
+
+    def unpadded_size(self) -> int:
+        """The length of its encoding without the padding record."""
+        if self.padding is None:
+            return len(self.encode())
+        return len(EncryptedData(**{**self.__dict__, "padding": None}).encode())
 
 

@@ -75,10 +75,11 @@ def _equal_padding(datas: list[EncryptedData]) -> list[EncryptedData]:
     """Pad every hop's data to one common length: the smallest length, at
     least the longest hop's, that each hop can reach (a padding record costs
     at least two bytes, so "one byte more" is not always reachable)."""
-    size = max(len(d.encode()) for d in datas)
+    lengths = [d.unpadded_size() for d in datas]  # each encoded once, not once per try
+    size = max(len(d.encode()) if d.padding is not None else n for d, n in zip(datas, lengths))
     while True:
         try:
-            return [d.padded_to(size) for d in datas]
+            return [d.padded_to(size, n) for d, n in zip(datas, lengths)]
         except WireError:
             size += 1
 

@@ -221,15 +221,16 @@ class Recipient:
         with self.store.tx():
             offer_id = self._issued(row, now)
             invoice = self._static_invoice(row, now, snap, expires_at, offer_id)
+            encoded = invoice.encode()  # once: the onion and the row carry the same bytes
             # Its owner names the offer: a request for it is answered after the slot moved on.
             fwd = self.endpoint.mint_path(INVREQ, offer_id.hex(), row.slot, expires_at, now, via=(lsp,))
             payload = OnionMessagePayload(
-                serve_static_invoice=ServeStaticInvoice(invoice=invoice.encode(), forward_invoice_request_path=fwd),
+                serve_static_invoice=ServeStaticInvoice(invoice=encoded, forward_invoice_request_path=fwd),
                 reply_path=self.endpoint.mint_path(PERSISTED, str(row.slot), row.slot, now + REPLY_TTL, now),
             )
             action = self.endpoint.send(BlindedPath.decode(row.serve_path), payload, "serve_static_invoice",
                                         self.resolve_intro)
-            row.invoice, row.invoice_expires_at = invoice.encode(), invoice.expires_at()
+            row.invoice, row.invoice_expires_at = encoded, invoice.expires_at()
             self.records.offer_valid_until(offer_id, max(invoice.expires_at(), expires_at))
             row.channel = snap.channel.fingerprint()
             row.state = READY if row.state == READY else PENDING
