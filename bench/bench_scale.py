@@ -68,7 +68,9 @@ from bench_store import drop_fresh, fresh, hardware, postgres_target  # noqa: E4
 from asyncpay.crypto import pubkey_of  # noqa: E402
 from asyncpay.endpoint import Endpoint  # noqa: E402
 from asyncpay.hold import HoldConfig, Holder, HtlcToHold  # noqa: E402
+from asyncpay.hold import records as hold_records  # noqa: E402
 from asyncpay.lsp import LspConfig, Mailbox  # noqa: E402
+from asyncpay.lsps import wake_hold  # noqa: E402
 from asyncpay.lsps.config import Lsps5Config  # noqa: E402
 from asyncpay.lsps.wake_hold import WakeCandidate, WakeHolder  # noqa: E402
 from asyncpay.payer.config import PayerConfig  # noqa: E402
@@ -158,12 +160,8 @@ def fill(store: Store, start: int, end: int) -> None:
 
 def rebuild_counts(store: Store) -> None:
     """The counts kept beside the held rows, recomputed after a bulk fill (as the migration that made them does)."""
-    import importlib
-
-    for module in ("asyncpay.hold.records", "asyncpay.lsps.wake_hold"):
-        counts = getattr(importlib.import_module(module), "HELD_COUNTS", None)
-        if counts is not None:
-            counts.rebuild(store)
+    for counts in (hold_records.HELD_COUNTS, wake_hold.HELD_COUNTS):
+        counts.rebuild(store)
 
 
 # -- the roles over the store -----------------------------------------------------

@@ -30,8 +30,9 @@ a burst of 4): L's replies count against the payer's limit the same way, so
 a payer node alone can never be served more than 4 a second by anyone; the
 total offered load is the rate times the payers. Printed: requests sent,
 answered, served per second (answers over the phase, from the first send to
-the last answer), p50/p99 latency, and the ratios to native. Only answers
-are asserted, never times.
+the last answer), p50/p99 latency, and the ratios to native; then 20
+requests one at a time, split at L's stamp (when L's lightningd told its
+plugins the request for V arrived). Only answers are asserted, never times.
 """
 
 from __future__ import annotations
@@ -164,6 +165,36 @@ def asyncpay_phase(payers, offers, invoices) -> Phase:
     return phase
 
 
+def split(lsp, payer, offers, invoices, n: int = 20) -> tuple[list[float], list[float]]:
+    """One request at a time from one payer (so that stamps pair up): (payer
+    -> L: the request's way to L's lightningd, as L's stamp plugin is told;
+    L -> payer: from there to the static invoice at the payer: the
+    notification to asyncpay, its handler, injectonionmessage and the way
+    back), in seconds."""
+    v = lsp.rpc.call("asyncpay-status")["endpoint_id"]
+    to_lsp, back = [], []
+    for k in range(n):
+        w = Wallet(node_id(payer))
+        _, onion = w.invoice_request(offers[k % len(offers)])
+        seen_l, seen_p = (len(x.rpc.call("stamp-list")["stamps"]) for x in (lsp, payer))
+        start = time.monotonic()
+        inject(payer, onion)
+        deadline = start + GRACE
+        while time.monotonic() < deadline:
+            got = [s for s in payer.rpc.call("stamp-list", {"since": seen_p})["stamps"]
+                   if s.get("next_node_id") == w.endpoint.hex()]
+            if got:
+                at_l = [s["at"] for s in lsp.rpc.call("stamp-list", {"since": seen_l})["stamps"]
+                        if s.get("next_node_id") == v]
+                assert w.open(bytes.fromhex(got[0]["outgoing"])).static_invoice == invoices[k % len(offers)].encode()
+                to_lsp.append(at_l[0] - start)
+                back.append(got[0]["at"] - at_l[0])
+                break
+            time.sleep(0.002)
+        time.sleep(PACE)
+    return to_lsp, back
+
+
 def native_phase(payers, bolt12: str) -> Phase:
     """Every payer node, on the schedule, calls fetchinvoice for L's own offer."""
     count = int(RATE * SECONDS)
@@ -230,6 +261,7 @@ def test_served_per_second_next_to_native(node_factory):
         load.append(os.getloadavg()[0])
         theirs.append(native_phase(payers, bolt12))
         load.append(os.getloadavg()[0])
+    to_lsp, back = split(lsp, payers[0], offers, invoices)
     served = lsp.rpc.call("asyncpay-status")["server"]["invoices_served"]
     a, n = merged(ours), merged(theirs)
     assert a[1] > 0 and n[1] > 0, (a, n)
@@ -242,3 +274,7 @@ def test_served_per_second_next_to_native(node_factory):
         print(f"{label:52} {sent:5} {got:8} {rate:9.2f} {p50:8.1f} {p99:8.1f}")
     print(f"asyncpay / native: served rate {a[2] / n[2]:.2f}x (aim >= 1.0), "
           f"p50 {a[3] / n[3]:.2f}x, p99 {a[4] / n[4]:.2f}x (aim <= 2)")
+    ms = lambda xs: f"p50 {statistics.median(xs) * 1000:.1f} ms, max {max(xs) * 1000:.1f} ms"  # noqa: E731
+    print(f"one at a time ({len(back)}): payer -> L's lightningd {ms(to_lsp)}; from there to the static "
+          f"invoice at the payer (notification to asyncpay, its handler, injectonionmessage, the way back) "
+          f"{ms(back)}")
