@@ -81,6 +81,41 @@ def test_lsps0_request_checks():
     assert e.code == -32602 and e.data == {"unrecognized": []}
 
 
+@pytest.mark.parametrize("payload", [
+    b'{"jsonrpc":"2.0","id":' + b"9" * 4301 + b',"method":"m","params":{}}',  # over int_max_str_digits
+    b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":' + b"1" * 5000 + b"}}",
+    b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":"\\ud800"}}',  # a lone surrogate escape is fine
+    b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":"\\uZZZZ"}}',
+    b"[" * 100_000,
+    b'{"a":NaN}',
+])
+def test_a_malformed_request_gets_its_json_rpc_error_never_an_exception(payload):
+    try:
+        lsps0.read_request(payload)
+    except lsps0.Lsps0Error as e:
+        assert e.code in (lsps0.PARSE_ERROR, lsps0.INVALID_REQUEST)
+        assert len(lsps0.error_response(e)) < 200
+
+
+def test_an_integer_id_of_more_than_4300_digits_is_a_parse_error():
+    payload = b'{"jsonrpc":"2.0","id":' + b"9" * 4301 + b',"method":"lsps0.list_protocols","params":{}}'
+    e = error_of(lambda: lsps0.read_request(payload))
+    assert (e.code, e.request_id) == (lsps0.PARSE_ERROR, None)
+
+
+def test_an_over_long_request_id_is_refused_with_an_answer_that_fits_a_message():
+    ok_id = "i" * (lsps0.MAX_ID_LENGTH - 2)  # its JSON text is MAX_ID_LENGTH long
+    r = lsps0.read_request(json.dumps({"jsonrpc": "2.0", "id": ok_id, "method": "m"}).encode())
+    # The longest answer we give echoes such an id and fits one custom message.
+    big = {"app_names": ["\u00e9" * 32] * 5, "max_webhooks": 5}
+    assert len(lsps0.response(r.id, big)) <= lsps0.MAX_PAYLOAD
+    for rid in ("x" * 65_000, '"' * 600, 10 ** 2000):  # '"' is two bytes once escaped
+        payload = json.dumps({"jsonrpc": "2.0", "id": rid, "method": "m"}).encode()
+        e = error_of(lambda p=payload: lsps0.read_request(p))
+        assert (e.code, e.request_id) == (lsps0.INVALID_REQUEST, None)
+        assert len(lsps0.error_response(e)) < 200
+
+
 # -- lsps5.set_webhook ---------------------------------------------------------
 
 
@@ -304,9 +339,38 @@ def test_the_queue_is_bounded_in_all_and_per_client():
     assert box.add(call(app="1"), 0) and box.add(call(app="2"), 0)
     assert not box.add(call(app="3"), 0)  # per client
     assert box.add(call(peer=OTHER), 0)
-    assert not box.add(call(peer="02" + "33" * 32), 0)  # in all
+    assert not box.add(call(peer=OTHER, app="2"), 0)  # in all, and PEER has no more than its share
     assert box.dropped == 2 and len(box) == 3
     assert box.add(call(app="1"), 0) and len(box) == 3  # the same call again is not queued twice
+
+
+def test_a_full_queue_cannot_crowd_out_a_client_with_few_calls():
+    """50 clients filling the whole queue leave room for the 51st: the
+    client with the most calls gives up its least urgent one."""
+    box = n.Outbox(Lsps5Config(lsps5_queue_max=100, lsps5_queue_max_per_client=20))
+    hostile = [f"02{i:064x}" for i in range(50)]
+    for i in range(20):
+        for p in hostile:
+            box.add(call(peer=p, app=f"{i}", method=n.ONION_MESSAGE_INCOMING), i)
+    assert len(box) == 100
+    honest = call(peer=PEER, method=n.ONION_MESSAGE_INCOMING)
+    assert box.add(honest, 30) and honest in box.calls and len(box) == 100
+    # A payment_incoming pushes out a call that is not one, even of a client with few calls.
+    box2 = n.Outbox(Lsps5Config(lsps5_queue_max=2, lsps5_queue_max_per_client=2))
+    box2.add(call(peer=OTHER, method=n.EXPIRY_SOON), 0)
+    box2.add(call(peer=OTHER, app="b", method=n.EXPIRY_SOON), 0)
+    assert box2.add(call(), 1) and [c.method for c in box2.calls].count(n.PAYMENT_INCOMING) == 1
+    # And within a client's own bound too.
+    assert box2.add(call(app="b"), 2) and {c.peer_id for c in box2.calls} == {PEER}
+
+
+def test_the_same_notification_to_a_new_url_is_queued():
+    """De-duplication is per webhook URL: after a URL change the new URL's
+    webhook_registered is not taken for the old one's."""
+    box = n.Outbox(Lsps5Config())
+    assert box.add(call(method=n.WEBHOOK_REGISTERED), 0)
+    assert box.add(call(method=n.WEBHOOK_REGISTERED, url=URL + "new"), 0)
+    assert [c.url for c in box.calls] == [URL, URL + "new"]
 
 
 def test_webhook_registered_goes_first_even_when_retried():

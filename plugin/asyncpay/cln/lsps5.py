@@ -7,11 +7,14 @@ HTTPS, and hold-for-wake-up in ``htlc_accepted`` (docs/lsps5.md).
   ``asyncpay-lsps0-server`` says we are the node's LSPS0 server: CLN's LSPS
   service plugin answers those too when it is enabled, and a client must
   not get two answers to one request. The hook itself always continues.
-* Webhook calls go through one sender thread: a fresh timestamp, CLN's
-  ``signmessage`` (the LSPS0 ``ln_signature`` by our node key), then a
-  POST with httpx to the address ``url_guard`` checked (no second DNS
-  lookup), TLS checked against the URL's host name, no redirects, no proxy
-  from the environment, a short timeout, and the response body never read.
+* Webhook calls go through ``lsps5-senders`` sender threads, in the order
+  and with the per-client and per-host limits of ``Outbox.take`` (fair:
+  payment_incoming first, no client ahead of another twice): a fresh
+  timestamp, CLN's ``signmessage`` (the LSPS0 ``ln_signature`` by our node
+  key), then one POST (``webhook_http``) to the address ``url_guard``
+  checked (no second DNS lookup), TLS checked against the URL's host name,
+  no redirects, no proxy, the whole call (look-up included) bounded by
+  ``lsps5-http-timeout``, and the response body never read.
 * ``on_htlc``: an HTLC to forward to an offline client with a webhook (or
   listed in ``asyncpay-wake-wallets``) is held (``lsps/wake_hold.py``), its
   webhooks get ``lsps5.payment_incoming``, and it is continued when the
@@ -29,9 +32,8 @@ import ssl
 import threading
 import time
 import traceback
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import httpx
 from pyln.client import RpcError
 
 from ..lsps import lsps0
@@ -41,6 +43,7 @@ from ..lsps.url_guard import UrlRefused, checked_addresses, parse_webhook
 from ..lsps.wake_hold import FailBack, Hold, Release, WakeCandidate, WakeHolder
 from ..lsps.webhooks import PROTOCOL_NUMBER, WebhookService
 from ..ratelimit import TokenBuckets
+from . import webhook_http
 from .convert import msat
 from .role import Host, Respond, Role
 
@@ -50,6 +53,7 @@ CLN_LSPS_SERVICE_OPTION = "experimental-lsps2-service"  # CLN's LSPS service plu
 TICK_SECONDS = 5
 USER_AGENT = "asyncpay-lsps5"
 MAX_ADDRESSES = 3  # addresses of one webhook tried per call
+LOOKUPS_PER_SENDER = 4  # name look-ups running at once, per sender (see webhook_http.BoundedLookup)
 
 
 class Lsps5Role(Role):
@@ -65,17 +69,20 @@ class Lsps5Role(Role):
             self.config.lsps0_server == AUTO and not self._cln_lsps_service_on())
         self.wallets = self.config.wallet_ids()
         self.height = 0
-        self._wake_sender = threading.Event()
+        self._work = threading.Condition(node.lock)  # a call may be due: senders look
         self._stop = threading.Event()
         self._ssl: ssl.SSLContext | None = None
         self.resolve = _resolve
+        self.lookup = webhook_http.BoundedLookup(lambda h, p: self.resolve(h, p),
+                                                 LOOKUPS_PER_SENDER * self.config.lsps5_senders)
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
         self.node.log(f"lsps5: webhook service on; answering LSPS0 itself: {'yes' if self.lsps0_server else 'no'}",
                       level="info")
-        threading.Thread(target=self._sender, daemon=True, name="lsps5-sender").start()
+        for i in range(self.config.lsps5_senders):
+            threading.Thread(target=self._sender, daemon=True, name=f"lsps5-sender-{i}").start()
         threading.Thread(target=self._timer, daemon=True, name="lsps5-tick").start()
 
     def _cln_lsps_service_on(self) -> bool:
@@ -165,10 +172,14 @@ class Lsps5Role(Role):
             return
         now = time.monotonic()
         with self.node.lock:
+            before = self.outbox.dropped
             for c in calls:
-                if not self.outbox.add(c, now):
-                    self.node.store.bump("lsps5_dropped_queue_full")
-        self._wake_sender.set()
+                if c.method == n.WEBHOOK_REGISTERED:  # the URL it replaces gets nothing more
+                    self.outbox.forget(c.peer_id, c.app_name, keep_url=c.url)
+                self.outbox.add(c, now)
+            if self.outbox.dropped > before:
+                self.node.store.bump("lsps5_dropped_queue_full", self.outbox.dropped - before)
+            self._work.notify_all()
 
     def notify(self, peer_id: str, method: str, params: dict | None = None) -> None:
         with self.node.lock:
@@ -181,32 +192,32 @@ class Lsps5Role(Role):
             self.notify(peer_id, n.ONION_MESSAGE_INCOMING)
 
     def _sender(self) -> None:
+        """One of the senders: take the next call the outbox gives, make it, repeat."""
         while not self._stop.is_set():
-            with self.node.lock:
-                due = self.outbox.due(time.monotonic())
-            for call in due:
-                try:
-                    self.deliver(call)
-                except Exception:
-                    self.node.log(f"lsps5 webhook call failed: {traceback.format_exc()}", level="warn")
-            with self.node.lock:
-                nxt = self.outbox.next_due()
-            wait = 1.0 if nxt is None else min(1.0, max(0.0, nxt - time.monotonic()))
-            if self._wake_sender.wait(wait):
-                self._wake_sender.clear()
+            with self._work:
+                call = self.outbox.take(time.monotonic())
+                if call is None:
+                    nxt = self.outbox.next_due()
+                    self._work.wait(1.0 if nxt is None else min(1.0, max(0.01, nxt - time.monotonic())))
+                    continue
+            try:
+                self.deliver(call)
+            except Exception:
+                self.node.log(f"lsps5 webhook call failed: {traceback.format_exc()}", level="warn")
+                with self._work:
+                    self.outbox.result(call, False, time.monotonic())
 
     def deliver(self, call: n.Call) -> str:
         """Make one webhook call now; record and schedule its retry."""
         status = self.post(call)
         ok = status == "200"
-        with self.node.lock:
+        with self._work:
             self.service.sent(call, status, int(time.time()))
             again = self.outbox.result(call, ok, time.monotonic())
             self.node.store.bump("lsps5_sent_ok" if ok else "lsps5_sent_failed")
             if not ok and not again:
                 self.node.store.bump("lsps5_given_up")
-        if again:
-            self._wake_sender.set()
+            self._work.notify_all()  # its client or host may take another call now
         self.node.log(f"lsps5: {call.method} to {call.peer_id} ({call.app_name!r}): {status}",
                       level="debug" if ok else "info")
         return status
@@ -215,40 +226,41 @@ class Lsps5Role(Role):
         return self.node.rpc.call("signmessage", {"message": text})["zbase"]
 
     def post(self, call: n.Call) -> str:
-        """POST one signed notification: "200", another status, or why not."""
-        try:
-            url = parse_webhook(call.url)
-            addresses = checked_addresses(url, self.service.allow, self.resolve)
-        except UrlRefused as e:
-            with self.node.lock:
-                self.node.store.bump(f"lsps5_refused_{e.kind}")
-            return f"refused: {e.reason}"[:200]
+        """POST one signed notification: "200", another status, or why not.
+        Look-up, connect, TLS, request and response head together take at
+        most ``lsps5-http-timeout`` (``webhook_http``)."""
         ts = n.timestamp(int(time.time() * 1000), self.config.lsps5_timestamp_style)
         try:
             signature = self.sign(n.signed_text(ts, call.body))
         except (RpcError, KeyError) as e:
             return f"not signed: {e}"[:200]
-        headers = {"Content-Type": "application/json", "x-lsps5-timestamp": ts, "x-lsps5-signature": signature,
-                   "Host": url.host if url.port == 443 else f"{_bracket(url.host)}:{url.port}",
-                   "User-Agent": USER_AGENT}
+        deadline = time.monotonic() + self.config.lsps5_http_timeout
+        try:
+            url = parse_webhook(call.url)
+            addresses = checked_addresses(url, self.service.allow, lambda h, p: self.lookup(h, p, deadline))
+        except UrlRefused as e:
+            with self.node.lock:
+                self.node.store.bump(f"lsps5_refused_{e.kind}")
+            return f"refused: {e.reason}"[:200]
+        except webhook_http.CallFailed as e:
+            return e.status
+        if call.cancelled:  # removed while we looked it up
+            return "cancelled"
+        headers = {"Host": webhook_http.host_header(url.host, url.port), "User-Agent": USER_AGENT,
+                   "Content-Type": "application/json", "x-lsps5-timestamp": ts, "x-lsps5-signature": signature}
         parts = urlsplit(url.url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         status = "no address"
         # The next checked address only when one cannot be reached (an IPv6
-        # address on a host without IPv6); a few at most, each time-bounded.
+        # address on a host without IPv6); a few at most, all within the deadline.
         for address in addresses[:MAX_ADDRESSES]:
-            target = urlunsplit(("https", f"{_bracket(address)}:{url.port}", parts.path or "/", parts.query, ""))
             try:
-                with httpx.Client(verify=self._tls(), follow_redirects=False, trust_env=False,
-                                  timeout=httpx.Timeout(self.config.lsps5_http_timeout)) as client:
-                    with client.stream("POST", target, content=call.body, headers=headers,
-                                       extensions={"sni_hostname": url.host}) as r:
-                        return str(r.status_code)  # the body is never read (LSPS5: ignore the response)
-            except httpx.ConnectError as e:
-                status = f"error: {type(e).__name__}: {e}"[:200]
-            except httpx.TimeoutException:
-                return "timeout"
-            except (httpx.HTTPError, ssl.SSLError, OSError) as e:
-                return f"error: {type(e).__name__}: {e}"[:200]
+                return str(webhook_http.post(address, url.port, url.host, target, headers, call.body, self._tls(),
+                                             deadline))
+            except webhook_http.CallFailed as e:
+                status = e.status
+                if not status.startswith(webhook_http.CONNECT_FAILED):
+                    return status
         return status
 
     def _tls(self) -> ssl.SSLContext:
@@ -355,10 +367,6 @@ class Lsps5Role(Role):
             "held_for_wake": self.wake.count_held(),
             "counters": {k: v for k, v in c.items() if k.startswith(pick)},
         }}
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def _resolve(host: str, port: int) -> list[str]:

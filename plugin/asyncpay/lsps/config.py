@@ -43,7 +43,12 @@ class Lsps5Config:
     lsps5_retry_attempts: int = option(5, "Tries of one webhook call, at most (the first included).")
     lsps5_queue_max: int = option(1000, "Webhook calls waiting to be made, at most, in all; more are dropped.")
     lsps5_queue_max_per_client: int = option(20, "Webhook calls waiting for one client, at most; more are dropped.")
-    lsps5_http_timeout: int = option(5, "Seconds a webhook call may take (connect, send, read), at most.")
+    lsps5_http_timeout: int = option(
+        5, "Seconds one webhook call may take in all (name lookup, connect, TLS, request, response head), at most.")
+    # Fair delivery (docs/lsps5.md, "How long an honest client waits").
+    lsps5_senders: int = option(16, "Webhook calls made at once, at most (threads sending them).")
+    lsps5_senders_per_client: int = option(1, "Webhook calls to one client's webhooks made at once, at most.")
+    lsps5_senders_per_host: int = option(4, "Webhook calls to one host name made at once, at most.")
     lsps5_allow_hosts: str = option(
         "", "Comma-separated host names or CIDRs a webhook may reach even when the address is loopback, "
             "private, link-local or otherwise refused (tests and private deployments).")
@@ -77,6 +82,9 @@ class Lsps5Config:
             raise ValueError(f"asyncpay-lsps5-timestamp-style: must be spec or ldk, got {self.lsps5_timestamp_style!r}")
         if self.lsps5_retry_max_interval < self.lsps5_retry_first:
             raise ValueError("asyncpay-lsps5-retry-max-interval must be at least asyncpay-lsps5-retry-first")
+        for name in ("lsps5_http_timeout", "lsps5_senders", "lsps5_senders_per_client", "lsps5_senders_per_host"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"asyncpay-{name.replace('_', '-')}: must be at least 1")
         AllowList.parse(self.lsps5_allow_hosts)
         self.wallet_ids()
 
