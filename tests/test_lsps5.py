@@ -423,18 +423,50 @@ def test_global_addresses_pass(address):
 def test_after_dns_every_address_must_pass():
     url = parse_webhook("https://push.example.org:8443/x")
     assert (url.host, url.port) == ("push.example.org", 8443)
-    assert pick_address(url, AllowList(), lambda h, p: ["8.8.8.8"]) == "8.8.8.8"
+    assert pick_address(url, AllowList(ports=None), lambda h, p: ["8.8.8.8"]) == "8.8.8.8"
     for answer in (["10.0.0.1"], ["8.8.8.8", "127.0.0.1"], ["169.254.169.254"], ["fe80::1%eth0"]):
         with pytest.raises(UrlRefused) as e:
-            pick_address(url, AllowList(), lambda h, p, a=answer: a)
+            pick_address(url, AllowList(ports=None), lambda h, p, a=answer: a)
         assert e.value.kind.startswith("address_")
 
     def fails(h, p):
         raise OSError("no such host")
 
     with pytest.raises(UrlRefused) as e:
-        pick_address(url, AllowList(), fails)
+        pick_address(url, AllowList(ports=None), fails)
     assert e.value.kind == "resolve"
+
+
+def test_a_webhook_port_is_443_unless_the_operator_allows_more():
+    """A client must not make us send TLS to port 25 or 6379 of a public host."""
+    refused = error_of_url("https://push.example.org:25/x", AllowList())
+    assert refused.kind == "port"
+    assert error_of_url("https://8.8.8.8:6379/", AllowList()).kind == "port"
+    assert pick_address(parse_webhook("https://push.example.org/x"), AllowList(), lambda h, p: ["8.8.8.8"])
+    # The operator's list, or any.
+    listed = AllowList.parse("", "443, 8443")
+    assert pick_address(parse_webhook("https://push.example.org:8443/x"), listed, lambda h, p: ["8.8.8.8"])
+    assert error_of_url("https://push.example.org:25/x", listed).kind == "port"
+    assert pick_address(parse_webhook("https://a.org:25/"), AllowList.parse("", "any"), lambda h, p: ["8.8.8.8"])
+    # Exempt hosts and networks may use any port (tests, a private push service).
+    exempt = AllowList.parse("push.internal, 10.0.0.0/8")
+    assert pick_address(parse_webhook("https://push.internal:8080/"), exempt, lambda h, p: ["10.1.1.1"])
+    assert pick_address(parse_webhook("https://10.2.2.2:8080/"), exempt, lambda h, p: [])
+    assert error_of_url("https://a.org:8080/", exempt, ["10.1.1.1"]).kind == "port"  # a name: only by name
+    with pytest.raises(ValueError, match="allow-ports"):
+        Lsps5Config(lsps5_allow_ports="443,http").validate()
+
+
+def error_of_url(url: str, allow: AllowList, answer=("8.8.8.8",)) -> UrlRefused:
+    with pytest.raises(UrlRefused) as e:
+        pick_address(parse_webhook(url), allow, lambda h, p: list(answer))
+    return e.value
+
+
+def test_set_webhook_to_a_port_not_allowed_is_url_parse_error(store):
+    e = error_of(lambda: set_hook(service(store), url="https://push.example.org:6379/x"))
+    assert e.code == 501 and "port 6379" in e.message
+    assert set_hook(service(store, lsps5_allow_ports="443,8443"), url="https://push.example.org:8443/x")[1]
 
 
 def test_the_allow_list_exempts_hosts_and_cidrs():

@@ -61,7 +61,8 @@ class FakeHost:
         self.height = 800_000
         self.cltv_delta = 34  # lightningd's default
         self.configs_shown: dict = {}
-        self.channels = [{"peer_id": CLIENT, "short_channel_id": SCID, "htlcs": []}]
+        self.channels = [{"peer_id": CLIENT, "short_channel_id": SCID, "state": "CHANNELD_NORMAL",
+                          "spendable_msat": 10_000_000, "htlcs": []}]
         self.logged: list[str] = []
         self.config = Lsps5Config(**cfg)
         self.rpc = FakeRpc(self)
@@ -78,6 +79,9 @@ class FakeHost:
 
     def channel_peers(self) -> dict[str, set[str]]:
         return {c["peer_id"]: {c["short_channel_id"]} for c in self.channels}
+
+    def peer_channels(self) -> list[dict]:
+        return self.channels
 
     def connected_peers(self) -> frozenset[str]:
         return frozenset(self.online)

@@ -41,7 +41,7 @@ from ..lsps import notifications as n
 from ..lsps.config import AUTO, ON, Lsps5Config
 from ..lsps.url_guard import UrlRefused, checked_addresses, parse_webhook
 from ..lsps.wake_hold import FailBack, Hold, Release, WakeCandidate, WakeHolder
-from ..lsps.webhooks import PROTOCOL_NUMBER, WebhookService
+from ..lsps.webhooks import PROTOCOL_NUMBER, REMOVE_WEBHOOK, WebhookService
 from ..ratelimit import TokenBuckets
 from . import webhook_http
 from .convert import msat
@@ -143,8 +143,10 @@ class Lsps5Role(Role):
         try:
             if request.method.startswith("lsps5."):
                 with self.node.lock:
-                    has_channel = peer_id in self.node.channel_peers()
+                    has_channel = bool(usable_channels(self.node.peer_channels(), peer_id))
                     result, calls = self.service.handle(peer_id, request, now, has_channel)
+                    if request.method == REMOVE_WEBHOOK:  # no call to it after its removal
+                        self.outbox.forget(peer_id, request.params["app_name"])
                 self.queue(calls)
                 return lsps0.response(request.id, result)
             if not self.lsps0_server:
@@ -281,8 +283,10 @@ class Lsps5Role(Role):
         if not peer or "payment_hash" not in h or "cltv_expiry" not in h:
             return False  # not a forward to one of our peers
         key = f"{h.get('short_channel_id')}/{h.get('id')}"
+        slots, receivable = self._capacity(str(h.get("short_channel_id")), peer)
         candidate = WakeCandidate(key, peer, bytes.fromhex(h["payment_hash"]), msat(h.get("amount_msat")),
-                                  int(h["cltv_expiry"]), int(onion.get("outgoing_cltv_value") or 0))
+                                  int(h["cltv_expiry"]), int(onion.get("outgoing_cltv_value") or 0), slots,
+                                  msat(onion["forward_msat"]) if "forward_msat" in onion else None, receivable)
         height = int(h["cltv_expiry"]) - int(h.get("cltv_expiry_relative", 0))
         self.height = max(self.height, height)
         now = int(time.time())
@@ -310,6 +314,18 @@ class Lsps5Role(Role):
                 answers = self.wake.abort(key, now)
             self._answer(answers)
             raise
+
+    def _capacity(self, incoming_scid: str, peer: str) -> tuple[int, int | None]:
+        """The incoming channel's HTLC slots (our ``max_accepted_htlcs`` on it;
+        0 if not known) and what the client's usable channels can take from
+        us (sum of ``spendable_msat``; None if lightningd does not say)."""
+        channels = self.node.peer_channels()
+        slots = next((int(c.get("max_accepted_htlcs") or 0) for c in channels
+                      if incoming_scid in (c.get("short_channel_id"), *(c.get("alias") or {}).values())), 0)
+        usable = usable_channels(channels, peer)
+        if any("spendable_msat" not in c for c in usable):
+            return slots, None
+        return slots, sum(msat(c["spendable_msat"]) for c in usable)
 
     def _answer(self, answers: list[Release | FailBack]) -> None:
         ready = []
@@ -344,7 +360,7 @@ class Lsps5Role(Role):
         except RpcError:
             return
         with self.node.lock:
-            gone = self.service.retain({c["peer_id"] for c in channels if c.get("peer_id")}, now)
+            gone = self.service.retain({c["peer_id"] for c in channels if _usable(c)}, now)
             for peer in gone:
                 self.outbox.forget(peer)
         for peer, expiries in _htlc_expiries(channels).items():
@@ -367,6 +383,23 @@ class Lsps5Role(Role):
             "held_for_wake": self.wake.count_held(),
             "counters": {k: v for k, v in c.items() if k.startswith(pick)},
         }}
+
+
+# Channel states in which a channel counts for LSPS5 ("has a channel"; the
+# client's receivable amount): funded, locked in and not closing, as LDK's
+# service asks of ChannelDetails::is_usable (lightning-liquidity
+# src/lsps5/service.rs client_has_open_channel; lightning/src/ln/
+# channel_state.rs: confirmed, channel_ready exchanged, not shutting down).
+# CHANNELD_AWAITING_SPLICE: a splice pending on a channel that works on.
+USABLE_STATES = frozenset({"CHANNELD_NORMAL", "CHANNELD_AWAITING_SPLICE"})
+
+
+def _usable(channel: dict) -> bool:
+    return bool(channel.get("peer_id")) and channel.get("state") in USABLE_STATES
+
+
+def usable_channels(channels: list[dict], peer_id: str) -> list[dict]:
+    return [c for c in channels if c.get("peer_id") == peer_id and _usable(c)]
 
 
 def _resolve(host: str, port: int) -> list[str]:
