@@ -71,6 +71,7 @@ class Lsps5Role(Role):
         self.height = 0
         self._work = threading.Condition(node.lock)  # a call may be due: senders look
         self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
         self._ssl: ssl.SSLContext | None = None
         self.resolve = _resolve
         self.lookup = webhook_http.BoundedLookup(lambda h, p: self.resolve(h, p),
@@ -81,9 +82,22 @@ class Lsps5Role(Role):
     def start(self) -> None:
         self.node.log(f"lsps5: webhook service on; answering LSPS0 itself: {'yes' if self.lsps0_server else 'no'}",
                       level="info")
-        for i in range(self.config.lsps5_senders):
-            threading.Thread(target=self._sender, daemon=True, name=f"lsps5-sender-{i}").start()
-        threading.Thread(target=self._timer, daemon=True, name="lsps5-tick").start()
+        self._threads = [threading.Thread(target=self._sender, daemon=True, name=f"lsps5-sender-{i}")
+                         for i in range(self.config.lsps5_senders)]
+        self._threads.append(threading.Thread(target=self._timer, daemon=True, name="lsps5-tick"))
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the senders and the timer; True if all ended within ``timeout``
+        (a call in progress ends by its own deadline)."""
+        self._stop.set()
+        with self._work:
+            self._work.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
 
     def _cln_lsps_service_on(self) -> bool:
         try:
@@ -231,12 +245,12 @@ class Lsps5Role(Role):
         """POST one signed notification: "200", another status, or why not.
         Look-up, connect, TLS, request and response head together take at
         most ``lsps5-http-timeout`` (``webhook_http``)."""
+        deadline = time.monotonic() + self.config.lsps5_http_timeout  # signing counts too: one call, one time
         ts = n.timestamp(int(time.time() * 1000), self.config.lsps5_timestamp_style)
         try:
             signature = self.sign(n.signed_text(ts, call.body))
         except (RpcError, KeyError) as e:
             return f"not signed: {e}"[:200]
-        deadline = time.monotonic() + self.config.lsps5_http_timeout
         try:
             url = parse_webhook(call.url)
             addresses = checked_addresses(url, self.service.allow, lambda h, p: self.lookup(h, p, deadline))

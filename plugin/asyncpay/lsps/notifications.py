@@ -79,8 +79,11 @@ class Call:
 
     @property
     def urgent(self) -> bool:
-        """payment_incoming: an HTLC is held for the client, money is waiting."""
-        return self.method == PAYMENT_INCOMING
+        """payment_incoming: an HTLC is held for the client, money is waiting.
+        And webhook_registered: everything else to its webhook waits behind it
+        (LSPS5), a payment_incoming too; a client makes one only by
+        set_webhook, which is rate-limited (``lsps5-set-burst``, ``-set-per-hour``)."""
+        return self.method in (PAYMENT_INCOMING, WEBHOOK_REGISTERED)
 
 
 @dataclass
@@ -89,7 +92,8 @@ class Outbox:
 
     Fairness (docs/lsps5.md, "How long an honest client waits"): ``take``
     gives a sender the due call with the least key (not urgent, the client's
-    last start, due time) among the clients under
+    last start, due time; urgent: payment_incoming and webhook_registered)
+    among the clients under
     ``lsps5-senders-per-client`` calls running and the hosts under
     ``lsps5-senders-per-host``. So payment_incoming goes before anything
     else, and a client that just had a call started queues behind every
@@ -213,7 +217,7 @@ class Outbox:
 
 
 def _least_urgent(calls: list[Call]) -> Call:
-    """The call to give up first: the newest that is not a payment_incoming."""
+    """The call to give up first: the newest that is not urgent."""
     return max(calls, key=lambda c: (not c.urgent, c.next_at))
 
 
