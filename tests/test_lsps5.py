@@ -537,3 +537,52 @@ def test_every_lsps5_option_is_registered_documented_and_checked():
         opts.load({"asyncpay-lsps5-allow-hosts": "not a host"})
     rpc = (root / "docs" / "rpc.md").read_text()
     assert "## `asyncpay-listwebhooks [peer_id]`" in rpc and "## `asyncpay-delwebhook peer_id app_name`" in rpc
+
+
+# -- the outbox: who a free sender serves ------------------------------------------
+
+
+def test_a_sender_takes_payment_incoming_before_anything_else():
+    box = n.Outbox(Lsps5Config())
+    box.add(call(peer=OTHER, method=n.ONION_MESSAGE_INCOMING), 0)
+    box.add(call(peer=OTHER, app="b", method=n.EXPIRY_SOON), 0)
+    box.add(call(), 1)
+    assert box.take(2).method == n.PAYMENT_INCOMING
+
+
+def test_one_clients_many_calls_delay_another_by_one_call_at_most():
+    """A client with 20 calls waiting holds one sender; once it had a call
+    started, a client waiting since before goes first."""
+    box = n.Outbox(Lsps5Config(lsps5_senders_per_client=1))
+    for i in range(20):
+        box.add(call(peer=OTHER, app=f"h{i}", url=f"https://h{i}.example.org/"), 0)
+    box.add(call(), 1)
+    first = box.take(2)
+    assert first.peer_id == OTHER and box.take(2).peer_id == PEER  # OTHER is at its limit
+    assert box.take(2) is None  # both at their limit
+    box.result(first, ok=True, now=3)
+    nxt = box.take(3)
+    assert nxt.peer_id == OTHER  # PEER has its call running
+    # Two clients waiting: the one whose last start is older goes first.
+    box2 = n.Outbox(Lsps5Config())
+    for i in range(3):
+        box2.add(call(peer=OTHER, app=f"{i}"), 0)
+    box2.add(call(peer=PEER), 1)
+    c = box2.take(2)
+    assert c.peer_id == OTHER  # waiting since 0
+    box2.result(c, ok=True, now=3)
+    assert box2.take(3).peer_id == PEER  # due at 1, before OTHER's last start (2)
+
+
+def test_calls_to_one_host_are_limited_and_a_removed_webhook_running_is_not_retried():
+    box = n.Outbox(Lsps5Config(lsps5_senders_per_host=2))
+    peers = [f"02{i:064x}" for i in range(4)]
+    for p in peers:
+        box.add(call(peer=p, url="https://push.example.org/x"), 0)
+    box.add(call(peer=OTHER, url="https://other.example.org/x"), 0)
+    taken = [box.take(1), box.take(1), box.take(1)]
+    assert [c.host for c in taken] == ["push.example.org", "push.example.org", "other.example.org"]
+    assert box.take(1) is None
+    box.forget(taken[0].peer_id)
+    assert taken[0].cancelled and box.result(taken[0], ok=False, now=2) is False
+    assert box.take(2).host == "push.example.org"  # its slot is free again
