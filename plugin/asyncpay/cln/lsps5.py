@@ -221,7 +221,8 @@ class Lsps5Role(Role):
             except Exception:
                 self.node.log(f"lsps5 webhook call failed: {traceback.format_exc()}", level="warn")
                 with self._work:
-                    self.outbox.result(call, False, time.monotonic())
+                    if call in self.outbox.running:  # not recorded yet: free its client's and host's slot
+                        self.outbox.result(call, False, time.monotonic())
 
     def deliver(self, call: n.Call) -> str:
         """Make one webhook call now; record and schedule its retry."""
