@@ -34,7 +34,7 @@ from ..store import RowTable, Store
 from .config import Lsps5Config
 
 HELD, RELEASED, FAILED = "held", "released", "failed"
-CLN_MAX_ACCEPTED_HTLCS = 30  # lightningd's max-concurrent-htlcs default (common/configdir.c)
+CLN_MAX_ACCEPTED_HTLCS = 30  # lightningd's max-concurrent-htlcs on mainnet (lightningd/options.c mainnet_config)
 TEMPORARY_NODE_FAILURE = "2002"  # BOLT 4 NODE|2: the client did not wake in time
 KEEP_ANSWERED = 86400  # answered rows stay a day (a replay after a restart finds its verdict)
 
@@ -80,8 +80,8 @@ class WakeCandidate:
     amount_msat: int
     cltv_expiry: int
     outgoing_cltv: int
-    # What the admission bounds need (docs/security.md, "slot and liquidity
-    # jamming"): the HTLC slots of the incoming channel (our
+    # What the admission bounds need (docs/security.md, LSPS5: slots of an
+    # upstream channel, liquidity held): the HTLC slots of the incoming channel (our
     # max_accepted_htlcs on it; 0: not known, CLN's default then), the
     # amount the client is to get, and what the client's usable channels can
     # take from us (sum of spendable_msat; None: not known, not checked).
