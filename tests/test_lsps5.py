@@ -81,6 +81,41 @@ def test_lsps0_request_checks():
     assert e.code == -32602 and e.data == {"unrecognized": []}
 
 
+@pytest.mark.parametrize("payload", [
+    b'{"jsonrpc":"2.0","id":' + b"9" * 4301 + b',"method":"m","params":{}}',  # over int_max_str_digits
+    b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":' + b"1" * 5000 + b"}}",
+    b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":"\\ud800"}}',  # a lone surrogate escape is fine
+    b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":"\\uZZZZ"}}',
+    b"[" * 100_000,
+    b'{"a":NaN}',
+])
+def test_a_malformed_request_gets_its_json_rpc_error_never_an_exception(payload):
+    try:
+        lsps0.read_request(payload)
+    except lsps0.Lsps0Error as e:
+        assert e.code in (lsps0.PARSE_ERROR, lsps0.INVALID_REQUEST)
+        assert len(lsps0.error_response(e)) < 200
+
+
+def test_an_integer_id_of_more_than_4300_digits_is_a_parse_error():
+    payload = b'{"jsonrpc":"2.0","id":' + b"9" * 4301 + b',"method":"lsps0.list_protocols","params":{}}'
+    e = error_of(lambda: lsps0.read_request(payload))
+    assert (e.code, e.request_id) == (lsps0.PARSE_ERROR, None)
+
+
+def test_an_over_long_request_id_is_refused_with_an_answer_that_fits_a_message():
+    ok_id = "i" * (lsps0.MAX_ID_LENGTH - 2)  # its JSON text is MAX_ID_LENGTH long
+    r = lsps0.read_request(json.dumps({"jsonrpc": "2.0", "id": ok_id, "method": "m"}).encode())
+    # The longest answer we give echoes such an id and fits one custom message.
+    big = {"app_names": ["\u00e9" * 32] * 5, "max_webhooks": 5}
+    assert len(lsps0.response(r.id, big)) <= lsps0.MAX_PAYLOAD
+    for rid in ("x" * 65_000, '"' * 600, 10 ** 2000):  # '"' is two bytes once escaped
+        payload = json.dumps({"jsonrpc": "2.0", "id": rid, "method": "m"}).encode()
+        e = error_of(lambda p=payload: lsps0.read_request(p))
+        assert (e.code, e.request_id) == (lsps0.INVALID_REQUEST, None)
+        assert len(lsps0.error_response(e)) < 200
+
+
 # -- lsps5.set_webhook ---------------------------------------------------------
 
 
@@ -304,9 +339,38 @@ def test_the_queue_is_bounded_in_all_and_per_client():
     assert box.add(call(app="1"), 0) and box.add(call(app="2"), 0)
     assert not box.add(call(app="3"), 0)  # per client
     assert box.add(call(peer=OTHER), 0)
-    assert not box.add(call(peer="02" + "33" * 32), 0)  # in all
+    assert not box.add(call(peer=OTHER, app="2"), 0)  # in all, and PEER has no more than its share
     assert box.dropped == 2 and len(box) == 3
     assert box.add(call(app="1"), 0) and len(box) == 3  # the same call again is not queued twice
+
+
+def test_a_full_queue_cannot_crowd_out_a_client_with_few_calls():
+    """50 clients filling the whole queue leave room for the 51st: the
+    client with the most calls gives up its least urgent one."""
+    box = n.Outbox(Lsps5Config(lsps5_queue_max=100, lsps5_queue_max_per_client=20))
+    hostile = [f"02{i:064x}" for i in range(50)]
+    for i in range(20):
+        for p in hostile:
+            box.add(call(peer=p, app=f"{i}", method=n.ONION_MESSAGE_INCOMING), i)
+    assert len(box) == 100
+    honest = call(peer=PEER, method=n.ONION_MESSAGE_INCOMING)
+    assert box.add(honest, 30) and honest in box.calls and len(box) == 100
+    # A payment_incoming pushes out a call that is not one, even of a client with few calls.
+    box2 = n.Outbox(Lsps5Config(lsps5_queue_max=2, lsps5_queue_max_per_client=2))
+    box2.add(call(peer=OTHER, method=n.EXPIRY_SOON), 0)
+    box2.add(call(peer=OTHER, app="b", method=n.EXPIRY_SOON), 0)
+    assert box2.add(call(), 1) and [c.method for c in box2.calls].count(n.PAYMENT_INCOMING) == 1
+    # And within a client's own bound too.
+    assert box2.add(call(app="b"), 2) and {c.peer_id for c in box2.calls} == {PEER}
+
+
+def test_the_same_notification_to_a_new_url_is_queued():
+    """De-duplication is per webhook URL: after a URL change the new URL's
+    webhook_registered is not taken for the old one's."""
+    box = n.Outbox(Lsps5Config())
+    assert box.add(call(method=n.WEBHOOK_REGISTERED), 0)
+    assert box.add(call(method=n.WEBHOOK_REGISTERED, url=URL + "new"), 0)
+    assert [c.url for c in box.calls] == [URL, URL + "new"]
 
 
 def test_webhook_registered_goes_first_even_when_retried():
@@ -359,18 +423,50 @@ def test_global_addresses_pass(address):
 def test_after_dns_every_address_must_pass():
     url = parse_webhook("https://push.example.org:8443/x")
     assert (url.host, url.port) == ("push.example.org", 8443)
-    assert pick_address(url, AllowList(), lambda h, p: ["8.8.8.8"]) == "8.8.8.8"
+    assert pick_address(url, AllowList(ports=None), lambda h, p: ["8.8.8.8"]) == "8.8.8.8"
     for answer in (["10.0.0.1"], ["8.8.8.8", "127.0.0.1"], ["169.254.169.254"], ["fe80::1%eth0"]):
         with pytest.raises(UrlRefused) as e:
-            pick_address(url, AllowList(), lambda h, p, a=answer: a)
+            pick_address(url, AllowList(ports=None), lambda h, p, a=answer: a)
         assert e.value.kind.startswith("address_")
 
     def fails(h, p):
         raise OSError("no such host")
 
     with pytest.raises(UrlRefused) as e:
-        pick_address(url, AllowList(), fails)
+        pick_address(url, AllowList(ports=None), fails)
     assert e.value.kind == "resolve"
+
+
+def test_a_webhook_port_is_443_unless_the_operator_allows_more():
+    """A client must not make us send TLS to port 25 or 6379 of a public host."""
+    refused = error_of_url("https://push.example.org:25/x", AllowList())
+    assert refused.kind == "port"
+    assert error_of_url("https://8.8.8.8:6379/", AllowList()).kind == "port"
+    assert pick_address(parse_webhook("https://push.example.org/x"), AllowList(), lambda h, p: ["8.8.8.8"])
+    # The operator's list, or any.
+    listed = AllowList.parse("", "443, 8443")
+    assert pick_address(parse_webhook("https://push.example.org:8443/x"), listed, lambda h, p: ["8.8.8.8"])
+    assert error_of_url("https://push.example.org:25/x", listed).kind == "port"
+    assert pick_address(parse_webhook("https://a.org:25/"), AllowList.parse("", "any"), lambda h, p: ["8.8.8.8"])
+    # Exempt hosts and networks may use any port (tests, a private push service).
+    exempt = AllowList.parse("push.internal, 10.0.0.0/8")
+    assert pick_address(parse_webhook("https://push.internal:8080/"), exempt, lambda h, p: ["10.1.1.1"])
+    assert pick_address(parse_webhook("https://10.2.2.2:8080/"), exempt, lambda h, p: [])
+    assert error_of_url("https://a.org:8080/", exempt, ["10.1.1.1"]).kind == "port"  # a name: only by name
+    with pytest.raises(ValueError, match="allow-ports"):
+        Lsps5Config(lsps5_allow_ports="443,http").validate()
+
+
+def error_of_url(url: str, allow: AllowList, answer=("8.8.8.8",)) -> UrlRefused:
+    with pytest.raises(UrlRefused) as e:
+        pick_address(parse_webhook(url), allow, lambda h, p: list(answer))
+    return e.value
+
+
+def test_set_webhook_to_a_port_not_allowed_is_url_parse_error(store):
+    e = error_of(lambda: set_hook(service(store), url="https://push.example.org:6379/x"))
+    assert e.code == 501 and "port 6379" in e.message
+    assert set_hook(service(store, lsps5_allow_ports="443,8443"), url="https://push.example.org:8443/x")[1]
 
 
 def test_the_allow_list_exempts_hosts_and_cidrs():
@@ -441,3 +537,52 @@ def test_every_lsps5_option_is_registered_documented_and_checked():
         opts.load({"asyncpay-lsps5-allow-hosts": "not a host"})
     rpc = (root / "docs" / "rpc.md").read_text()
     assert "## `asyncpay-listwebhooks [peer_id]`" in rpc and "## `asyncpay-delwebhook peer_id app_name`" in rpc
+
+
+# -- the outbox: who a free sender serves ------------------------------------------
+
+
+def test_a_sender_takes_payment_incoming_before_anything_else():
+    box = n.Outbox(Lsps5Config())
+    box.add(call(peer=OTHER, method=n.ONION_MESSAGE_INCOMING), 0)
+    box.add(call(peer=OTHER, app="b", method=n.EXPIRY_SOON), 0)
+    box.add(call(), 1)
+    assert box.take(2).method == n.PAYMENT_INCOMING
+
+
+def test_one_clients_many_calls_delay_another_by_one_call_at_most():
+    """A client with 20 calls waiting holds one sender; once it had a call
+    started, a client waiting since before goes first."""
+    box = n.Outbox(Lsps5Config(lsps5_senders_per_client=1))
+    for i in range(20):
+        box.add(call(peer=OTHER, app=f"h{i}", url=f"https://h{i}.example.org/"), 0)
+    box.add(call(), 1)
+    first = box.take(2)
+    assert first.peer_id == OTHER and box.take(2).peer_id == PEER  # OTHER is at its limit
+    assert box.take(2) is None  # both at their limit
+    box.result(first, ok=True, now=3)
+    nxt = box.take(3)
+    assert nxt.peer_id == OTHER  # PEER has its call running
+    # Two clients waiting: the one whose last start is older goes first.
+    box2 = n.Outbox(Lsps5Config())
+    for i in range(3):
+        box2.add(call(peer=OTHER, app=f"{i}"), 0)
+    box2.add(call(peer=PEER), 1)
+    c = box2.take(2)
+    assert c.peer_id == OTHER  # waiting since 0
+    box2.result(c, ok=True, now=3)
+    assert box2.take(3).peer_id == PEER  # due at 1, before OTHER's last start (2)
+
+
+def test_calls_to_one_host_are_limited_and_a_removed_webhook_running_is_not_retried():
+    box = n.Outbox(Lsps5Config(lsps5_senders_per_host=2))
+    peers = [f"02{i:064x}" for i in range(4)]
+    for p in peers:
+        box.add(call(peer=p, url="https://push.example.org/x"), 0)
+    box.add(call(peer=OTHER, url="https://other.example.org/x"), 0)
+    taken = [box.take(1), box.take(1), box.take(1)]
+    assert [c.host for c in taken] == ["push.example.org", "push.example.org", "other.example.org"]
+    assert box.take(1) is None
+    box.forget(taken[0].peer_id)
+    assert taken[0].cancelled and box.result(taken[0], ok=False, now=2) is False
+    assert box.take(2).host == "push.example.org"  # its slot is free again

@@ -13,80 +13,14 @@ import time
 
 import pytest
 import trustme
-from coincurve import PrivateKey
 
 import ln_message
+from asyncpay.cln import webhook_http
 from asyncpay.cln.lsps5 import Lsps5Role
 from asyncpay.lsps import lsps0
 from asyncpay.lsps import notifications as n
-from asyncpay.lsps.config import Lsps5Config
-from asyncpay.store import Store
-
-SECRET = bytes([5]) * 32
-LSP_ID = PrivateKey(SECRET).public_key.format()
-CLIENT = "02" + "44" * 32
-STRANGER = "03" + "55" * 32
-SCID = "103x1x0"
-
-
-class FakeRpc:
-    def __init__(self, host: FakeHost) -> None:
-        self.host, self.sent = host, []
-
-    def getinfo(self) -> dict:
-        return {"id": LSP_ID.hex(), "blockheight": self.host.height}
-
-    def call(self, method: str, params: dict | None = None) -> dict:
-        params = params or {}
-        if method == "listconfigs":
-            return {"configs": self.host.configs_shown}
-        if method == "sendcustommsg":
-            self.sent.append((params["node_id"], bytes.fromhex(params["msg"])))
-            return {"status": "sent"}
-        if method == "signmessage":
-            return {"zbase": ln_message.sign(SECRET, params["message"])}
-        if method == "listpeerchannels":
-            return {"channels": self.host.channels}
-        raise AssertionError(f"unexpected RPC {method}")
-
-
-class FakeHost:
-    """What Lsps5Role sees of the node (role.Host)."""
-
-    def __init__(self, db: str, **cfg) -> None:
-        self.store = Store(db)
-        self.lock = threading.RLock()
-        self.node_id = LSP_ID
-        self.online: set[str] = set()
-        self.height = 800_000
-        self.cltv_delta = 34  # lightningd's default
-        self.configs_shown: dict = {}
-        self.channels = [{"peer_id": CLIENT, "short_channel_id": SCID, "htlcs": []}]
-        self.logged: list[str] = []
-        self.config = Lsps5Config(**cfg)
-        self.rpc = FakeRpc(self)
-
-    def log(self, msg: str, level: str = "info") -> None:
-        self.logged.append(msg)
-
-    def notify(self, topic: str, params: dict) -> None:
-        pass
-
-    def config_for(self, cls):
-        assert cls is Lsps5Config
-        return self.config
-
-    def channel_peers(self) -> dict[str, set[str]]:
-        return {c["peer_id"]: {c["short_channel_id"]} for c in self.channels}
-
-    def connected_peers(self) -> frozenset[str]:
-        return frozenset(self.online)
-
-    def is_connected(self, peer_id: str) -> bool:
-        return peer_id in self.online
-
-    def peer_for_scid(self, scid: str) -> str | None:
-        return next((p for p, s in self.channel_peers().items() if scid.split("/")[0] in s), None)
+from lsps5_host import CLIENT, LSP_ID, SCID, STRANGER, FakeHost
+from push_servers import PushServer
 
 
 class Hook(http.server.BaseHTTPRequestHandler):
@@ -367,3 +301,160 @@ def test_a_restart_keeps_the_deadline(tmp_path):
     third = Answers()
     assert Lsps5Role(host).on_htlc(htlc(), third) is True
     assert third.got == [{"result": "fail", "failure_message": "2002"}]
+
+
+# -- one call, bounded as a whole (webhook_http) ------------------------------------------
+
+
+@pytest.fixture
+def push(ca):
+    srv = PushServer(ca, names=("127.0.0.1", "push.test"))
+    yield srv
+    srv.close()
+
+
+def timed_call(role: Lsps5Role, url: str) -> tuple[str, float]:
+    request(role, CLIENT, "lsps5.set_webhook", {"app_name": "w", "webhook": url})
+    (call,) = role.outbox.due(float("inf"))
+    t = time.monotonic()
+    status = role.post(call)
+    return status, time.monotonic() - t
+
+
+@pytest.mark.parametrize("path", ["/trickle", "/102", "/hang"])
+def test_a_push_service_cannot_hold_a_call_past_the_http_timeout(tmp_path, push, ca_file, path):
+    """A head sent one byte at a time, or 102 Processing again and again,
+    resets a per-read timeout each time; the call's own deadline does not move."""
+    host, role = make(tmp_path, lsps5_allow_hosts="127.0.0.1", lsps5_ca_file=ca_file, lsps5_http_timeout=1)
+    status, took = timed_call(role, push.url(path))
+    assert status == "timeout" and 1.0 <= took < 1.5
+    assert len(push.got) == 1  # it got the call, it just never answered in time
+
+
+def test_a_slow_name_lookup_counts_against_the_same_timeout(tmp_path, push, ca_file):
+    host, role = make(tmp_path, lsps5_allow_hosts="push.test", lsps5_ca_file=ca_file, lsps5_http_timeout=1)
+    release = threading.Event()
+    role.resolve = lambda h, p: release.wait(20) and ["127.0.0.1"]
+    try:
+        status, took = timed_call(role, f"https://push.test:{push.port}/x")
+        assert status == "timeout" and took < 1.5 and push.got == []
+        # The hung look-up holds one thread, however often the name is called.
+        for _ in range(3):
+            assert role.post(n.Call(CLIENT, "w", f"https://push.test:{push.port}/x", n.PAYMENT_INCOMING,
+                                    b"{}")) == "timeout"
+        assert role.lookup.pending() == 1
+    finally:
+        release.set()
+    # Once the resolver answers, the next call goes through.
+    deadline = time.monotonic() + 5
+    while role.lookup.pending() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert role.post(n.Call(CLIENT, "w", f"https://push.test:{push.port}/x", n.PAYMENT_INCOMING, b"{}")) == "200"
+
+
+def test_an_honest_push_service_still_answers_within_the_timeout(tmp_path, push, ca_file):
+    host, role = make(tmp_path, lsps5_allow_hosts="127.0.0.1", lsps5_ca_file=ca_file, lsps5_http_timeout=1)
+    assert timed_call(role, push.url("/slow300"))[0] == "200"
+    assert timed_call(role, push.url("/ok"))[0] == "200"
+
+
+def test_an_ipv6_webhook_host_goes_out_in_brackets(tmp_path, ca, ca_file, monkeypatch):
+    """RFC 3986 host form: Host: [::1]:port, and [2001:db8::1] alone on 443."""
+    srv = PushServer(ca, names=("::1",), address="::1")
+    try:
+        host, role = make(tmp_path, lsps5_allow_hosts="::1", lsps5_ca_file=ca_file)
+        assert timed_call(role, f"https://[::1]:{srv.port}/v6")[0] == "200"
+        assert srv.got[0][1]["Host"] == f"[::1]:{srv.port}"
+    finally:
+        srv.close()
+    sent = []
+    monkeypatch.setattr(webhook_http, "post", lambda address, port, name, target, headers, *a: sent.append(
+        (address, port, name, target, headers["Host"])) or 200)
+    host, role = make(tmp_path, lsps5_allow_hosts="2001:db8::/32")
+    assert timed_call(role, "https://[2001:DB8::1]/x?a=1")[0] == "200"
+    assert sent == [("2001:db8::1", 443, "2001:db8::1", "/x?a=1", "[2001:db8::1]")]
+    assert webhook_http.host_header("push.example.org", 443) == "push.example.org"
+    assert webhook_http.host_header("push.example.org", 8443) == "push.example.org:8443"
+
+
+# -- removed and replaced webhooks ----------------------------------------------------------
+
+
+def test_a_removed_webhook_is_never_called_again(tmp_path, push, ca_file):
+    host, role = make(tmp_path, lsps5_allow_hosts="127.0.0.1", lsps5_ca_file=ca_file, lsps5_retry_first=1)
+    request(role, CLIENT, "lsps5.set_webhook", {"app_name": "w", "webhook": push.url("/a")})
+    running = role.outbox.take(time.monotonic())  # webhook_registered on its way
+    role.notify(CLIENT, n.PAYMENT_INCOMING)  # waits behind it
+    assert len(role.outbox) == 1
+    answer = request(role, CLIENT, "lsps5.remove_webhook", {"app_name": "w"})
+    assert answer["result"] == {} and len(role.outbox) == 0
+    # The call that was running when it went is not tried again.
+    assert role.outbox.result(running, ok=False, now=time.monotonic()) is False
+    assert deliver_all(role) == [] and push.got == []
+
+
+def test_after_a_url_change_only_the_new_url_is_called(tmp_path, push, ca_file):
+    """LSPS5: webhook_registered goes to the webhook just set; the replaced URL gets nothing more."""
+    host, role = make(tmp_path, lsps5_allow_hosts="127.0.0.1", lsps5_ca_file=ca_file)
+    request(role, CLIENT, "lsps5.set_webhook", {"app_name": "w", "webhook": push.url("/old")})
+    role.notify(CLIENT, n.ONION_MESSAGE_INCOMING)
+    request(role, CLIENT, "lsps5.set_webhook", {"app_name": "w", "webhook": push.url("/new")})
+    while role.outbox.calls:
+        deliver_all(role)
+    got = [(path, json.loads(body)["method"]) for path, _, body, _ in push.got]
+    assert got == [("/new", n.WEBHOOK_REGISTERED)]
+
+
+# -- who has a channel ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state,counts", [
+    ("CHANNELD_NORMAL", True), ("CHANNELD_AWAITING_SPLICE", True), ("CHANNELD_AWAITING_LOCKIN", False),
+    ("DUALOPEND_AWAITING_LOCKIN", False), ("OPENINGD", False), ("CHANNELD_SHUTTING_DOWN", False),
+    ("CLOSINGD_COMPLETE", False), ("AWAITING_UNILATERAL", False), ("ONCHAIN", False)])
+def test_only_a_usable_channel_lets_a_peer_register(tmp_path, state, counts):
+    """As LDK's service (ChannelDetails::is_usable): an unconfirmed funding or a
+    closing channel costs nothing on chain to keep, so it does not count."""
+    host, role = make(tmp_path)
+    host.channels[0]["state"] = state
+    answer = request(role, CLIENT, "lsps5.set_webhook", {"app_name": "w", "webhook": "https://push.example.org/x"})
+    assert ("result" in answer) is counts and (answer.get("error", {}).get("code") == 1003) is not counts
+
+
+def test_a_closed_channel_starts_the_retention_clock(tmp_path):
+    host, role = make(tmp_path)
+    request(role, CLIENT, "lsps5.set_webhook", {"app_name": "w", "webhook": "https://push.example.org/x"})
+    host.channels[0]["state"] = "ONCHAIN"
+    role.on_block(800_001, 1_000)
+    assert role.service.clients.get(CLIENT).no_channel_since == 1_000
+
+
+# -- what the wake hold admits -------------------------------------------------------------
+
+
+def test_held_htlcs_take_only_a_share_of_the_incoming_channels_slots(tmp_path):
+    host, role = make(tmp_path, wake_channel_share=25)
+    host.channels.append({"peer_id": STRANGER, "short_channel_id": "200x1x0", "state": "CHANNELD_NORMAL",
+                          "max_accepted_htlcs": 8, "htlcs": []})
+    register(role)
+    answers = Answers()
+    assert [role.on_htlc(htlc(i), answers) for i in range(3)] == [True, True, False]  # 25% of 8
+    assert host.store.counters()["wake_not_held_channel_slots"] == 1
+    # Another incoming channel has its own share (CLN's 30 slots when it does not say: 7).
+    other = [htlc(10 + i) for i in range(8)]
+    for h in other:
+        h["htlc"]["short_channel_id"] = "300x1x0"
+    assert sum(role.on_htlc(h, answers) for h in other) == 7
+
+
+def test_an_htlc_the_client_could_never_receive_is_not_held(tmp_path):
+    host, role = make(tmp_path)
+    host.channels[0]["spendable_msat"] = 2500
+    register(role)
+    answers = Answers()
+    assert role.on_htlc(htlc(0), answers) is True  # 1000 msat forwarded of 2500
+    assert role.on_htlc(htlc(1), answers) is True  # 1100 held + 1000 = 2100
+    assert role.on_htlc(htlc(2), answers) is False  # 2200 + 1000 > 2500
+    host.channels[0]["state"] = "CHANNELD_AWAITING_LOCKIN"  # no usable channel: nothing can reach it
+    assert role.on_htlc(htlc(3), answers) is False
+    assert host.store.counters()["wake_not_held_not_receivable"] == 2 and answers.got == []

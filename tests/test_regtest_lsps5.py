@@ -198,3 +198,49 @@ def test_a_client_that_never_wakes_gets_its_htlc_failed_at_the_timeout(node_fact
     wait_for(lambda: calls(srv, n.PAYMENT_INCOMING), TIMEOUT, what="payment_incoming")
     # The channel is not closed by any of this.
     assert [c["state"] for c in l2.rpc.listpeerchannels(l3.info["id"])["channels"]] == ["CHANNELD_NORMAL"]
+
+
+def raw_request(client, lsp, payload: bytes) -> None:
+    client.rpc.sendcustommsg(lsp.info["id"], ((37913).to_bytes(2, "big") + payload).hex())
+
+
+def null_id_errors(client) -> list[int]:
+    return [r["message"]["error"]["code"] for r in client.rpc.call("lsps-replies")["replies"]
+            if r["message"].get("id") is None and "error" in r["message"]]
+
+
+def test_only_a_usable_channel_counts_and_bad_requests_get_their_errors(node_factory, bitcoind, push_service):
+    """On real CLN: a channel whose funding is unconfirmed does not let its
+    peer register (LDK's is_usable); once locked in it does. A request with an
+    integer of 5,000 digits or an id of 60 KB gets its JSON-RPC error, and a
+    webhook on port 6379 is refused."""
+    srv, ca_file = push_service
+    l2, l3 = node_factory.get_nodes(2, opts=[
+        {"plugin": ASYNCPAY, "may_reconnect": True, "asyncpay-lsps5-allow-hosts": "127.0.0.1",
+         "asyncpay-lsps5-ca-file": ca_file, "asyncpay-lsps0-server": "on"},
+        {"plugin": LSPS_CLIENT, "may_reconnect": True}])
+    l3.rpc.connect(l2.info["id"], "localhost", l2.port)
+    l2.fundwallet(10**7)
+    l2.rpc.fundchannel(l3.info["id"], 10**6)
+    wait_for(lambda: [c["state"] for c in l2.rpc.listpeerchannels(l3.info["id"])["channels"]]
+             == ["CHANNELD_AWAITING_LOCKIN"], TIMEOUT, what="funding sent, not confirmed")
+    url = f"https://127.0.0.1:{srv.server_address[1]}/push?device=l3"
+    reply = lsps_request(l3, l2, "lsps5.set_webhook", {"app_name": "w", "webhook": url})
+    assert reply["error"]["code"] == 1003  # no usable channel yet
+
+    bitcoind.generate_block(6)
+    wait_for(lambda: [c["state"] for c in l2.rpc.listpeerchannels(l3.info["id"])["channels"]]
+             == ["CHANNELD_NORMAL"], TIMEOUT, what="channel locked in")
+    reply = lsps_request(l3, l2, "lsps5.set_webhook", {"app_name": "w", "webhook": url})
+    assert reply["result"]["num_webhooks"] == 1
+    wait_for(lambda: calls(srv, n.WEBHOOK_REGISTERED), TIMEOUT, what="webhook_registered")
+
+    bad_port = lsps_request(l3, l2, "lsps5.set_webhook", {"app_name": "x", "webhook": "https://push.example.org:6379/"})
+    assert bad_port["error"]["code"] == 501 and "port 6379" in bad_port["error"]["message"]
+
+    raw_request(l3, l2, b'{"jsonrpc":"2.0","id":' + b"9" * 5000 + b',"method":"lsps0.list_protocols","params":{}}')
+    wait_for(lambda: null_id_errors(l3) == [-32700], TIMEOUT, what="-32700 for a 5,000-digit integer")
+    raw_request(l3, l2, json.dumps({"jsonrpc": "2.0", "id": "x" * 60_000, "method": "lsps0.list_protocols",
+                                    "params": {}}).encode())
+    wait_for(lambda: null_id_errors(l3) == [-32700, -32600], TIMEOUT, what="-32600 for a 60 KB id")
+    assert not l2.daemon.is_in_log("Traceback")

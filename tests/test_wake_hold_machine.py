@@ -14,7 +14,9 @@ After every step:
   margin, once a tick ran;
 * an HTLC continued by us was continued while its client was connected
   and its budget outside the margin;
-* nothing is held for a client that is connected, once its connect ran.
+* nothing is held for a client that is connected, once its connect ran;
+* no incoming channel has more held HTLCs than its share of its slots, and
+  no client more held than its channels can take.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ CI = os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci"
 ON_POSTGRES = os.environ.get("ASYNCPAY_TEST_STORE") == "postgresql"  # the logic ran on SQLite already
 HEIGHT, NOW, DELTA, MARGIN, TIMEOUT = 800_000, 1_800_000_000, 34, 6, 60
 PEERS = ["02" + "a1" * 32, "02" + "b2" * 32, "03" + "c3" * 32]
+CHANNELS = {"1x1x1": 8, "2x2x2": 0}  # incoming channel -> its HTLC slots (0: not known, CLN's 30)
+RECEIVABLE = {PEERS[0]: 5_000, PEERS[1]: None, PEERS[2]: 100_000}  # msat the client's channels can take
 
 
 class WakeMachine(RuleBasedStateMachine):
@@ -45,7 +49,7 @@ class WakeMachine(RuleBasedStateMachine):
         self.dir = tempfile.TemporaryDirectory()
         self.store = Store(os.path.join(self.dir.name, "w.sqlite3"))
         self.config = Lsps5Config(wake_timeout=TIMEOUT, wake_min_blocks=MARGIN, wake_max_per_peer=3,
-                                  wake_max_total=5)
+                                  wake_max_total=5, wake_channel_share=25)
         self.holder = WakeHolder(self.store, self.config, DELTA)
         self.height, self.now = HEIGHT, NOW
         self.online: set[str] = set()
@@ -100,11 +104,13 @@ class WakeMachine(RuleBasedStateMachine):
 
     # -- events ------------------------------------------------------------------
 
-    @rule(peer=st.sampled_from(PEERS), budget=st.integers(0, 60), slack=st.integers(-3, 10))
-    def htlc(self, peer, budget, slack):
-        key = f"1x1x1/{len(self.htlcs)}"
+    @rule(peer=st.sampled_from(PEERS), budget=st.integers(0, 60), slack=st.integers(-3, 10),
+          channel=st.sampled_from(sorted(CHANNELS)), amount=st.integers(1, 3000))
+    def htlc(self, peer, budget, slack, channel, amount):
+        key = f"{channel}/{len(self.htlcs)}"
         outgoing = self.height + budget
-        self.htlcs[key] = WakeCandidate(key, peer, os.urandom(32), 1000, outgoing + DELTA + slack, outgoing)
+        self.htlcs[key] = WakeCandidate(key, peer, os.urandom(32), amount + 10, outgoing + DELTA + slack, outgoing,
+                                        CHANNELS[channel], amount, RECEIVABLE[peer])
         self.unanswered.add(key)
         self._hook(key)
 
@@ -159,6 +165,21 @@ class WakeMachine(RuleBasedStateMachine):
         assert self.holder.count_held() <= self.config.wake_max_total
         for p in PEERS:
             assert self.holder.count_held(p) <= self.config.wake_max_per_peer
+
+    @invariant()
+    def bounded_per_incoming_channel(self):
+        """A sleeping client is no lever to fill an upstream channel's HTLC slots."""
+        for channel, slots in CHANNELS.items():
+            held = sum(1 for k in self.open if k.startswith(channel + "/"))
+            assert held <= max(1, (slots or 30) * 25 // 100)
+            assert self.holder.count_held_on_channel(channel) <= max(1, (slots or 30) * 25 // 100)
+
+    @invariant()
+    def held_within_what_the_client_can_receive(self):
+        for p, receivable in RECEIVABLE.items():
+            held = [self.htlcs[r.key] for r in self.holder.all() if r.state == "held" and r.peer_id == p]
+            if receivable is not None:
+                assert sum(h.forward_msat for h in held) <= receivable
 
 
 WakeMachine.TestCase.settings = settings(

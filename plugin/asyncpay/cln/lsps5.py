@@ -7,11 +7,14 @@ HTTPS, and hold-for-wake-up in ``htlc_accepted`` (docs/lsps5.md).
   ``asyncpay-lsps0-server`` says we are the node's LSPS0 server: CLN's LSPS
   service plugin answers those too when it is enabled, and a client must
   not get two answers to one request. The hook itself always continues.
-* Webhook calls go through one sender thread: a fresh timestamp, CLN's
-  ``signmessage`` (the LSPS0 ``ln_signature`` by our node key), then a
-  POST with httpx to the address ``url_guard`` checked (no second DNS
-  lookup), TLS checked against the URL's host name, no redirects, no proxy
-  from the environment, a short timeout, and the response body never read.
+* Webhook calls go through ``lsps5-senders`` sender threads, in the order
+  and with the per-client and per-host limits of ``Outbox.take`` (fair:
+  payment_incoming first, no client ahead of another twice): a fresh
+  timestamp, CLN's ``signmessage`` (the LSPS0 ``ln_signature`` by our node
+  key), then one POST (``webhook_http``) to the address ``url_guard``
+  checked (no second DNS lookup), TLS checked against the URL's host name,
+  no redirects, no proxy, the whole call (look-up included) bounded by
+  ``lsps5-http-timeout``, and the response body never read.
 * ``on_htlc``: an HTLC to forward to an offline client with a webhook (or
   listed in ``asyncpay-wake-wallets``) is held (``lsps/wake_hold.py``), its
   webhooks get ``lsps5.payment_incoming``, and it is continued when the
@@ -29,9 +32,8 @@ import ssl
 import threading
 import time
 import traceback
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import httpx
 from pyln.client import RpcError
 
 from ..lsps import lsps0
@@ -39,8 +41,9 @@ from ..lsps import notifications as n
 from ..lsps.config import AUTO, ON, Lsps5Config
 from ..lsps.url_guard import UrlRefused, checked_addresses, parse_webhook
 from ..lsps.wake_hold import FailBack, Hold, Release, WakeCandidate, WakeHolder
-from ..lsps.webhooks import PROTOCOL_NUMBER, WebhookService
+from ..lsps.webhooks import PROTOCOL_NUMBER, REMOVE_WEBHOOK, WebhookService
 from ..ratelimit import TokenBuckets
+from . import webhook_http
 from .convert import msat
 from .role import Host, Respond, Role
 
@@ -50,6 +53,7 @@ CLN_LSPS_SERVICE_OPTION = "experimental-lsps2-service"  # CLN's LSPS service plu
 TICK_SECONDS = 5
 USER_AGENT = "asyncpay-lsps5"
 MAX_ADDRESSES = 3  # addresses of one webhook tried per call
+LOOKUPS_PER_SENDER = 4  # name look-ups running at once, per sender (see webhook_http.BoundedLookup)
 
 
 class Lsps5Role(Role):
@@ -65,18 +69,35 @@ class Lsps5Role(Role):
             self.config.lsps0_server == AUTO and not self._cln_lsps_service_on())
         self.wallets = self.config.wallet_ids()
         self.height = 0
-        self._wake_sender = threading.Event()
+        self._work = threading.Condition(node.lock)  # a call may be due: senders look
         self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
         self._ssl: ssl.SSLContext | None = None
         self.resolve = _resolve
+        self.lookup = webhook_http.BoundedLookup(lambda h, p: self.resolve(h, p),
+                                                 LOOKUPS_PER_SENDER * self.config.lsps5_senders)
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
         self.node.log(f"lsps5: webhook service on; answering LSPS0 itself: {'yes' if self.lsps0_server else 'no'}",
                       level="info")
-        threading.Thread(target=self._sender, daemon=True, name="lsps5-sender").start()
-        threading.Thread(target=self._timer, daemon=True, name="lsps5-tick").start()
+        self._threads = [threading.Thread(target=self._sender, daemon=True, name=f"lsps5-sender-{i}")
+                         for i in range(self.config.lsps5_senders)]
+        self._threads.append(threading.Thread(target=self._timer, daemon=True, name="lsps5-tick"))
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the senders and the timer; True if all ended within ``timeout``
+        (a call in progress ends by its own deadline)."""
+        self._stop.set()
+        with self._work:
+            self._work.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
 
     def _cln_lsps_service_on(self) -> bool:
         try:
@@ -136,8 +157,10 @@ class Lsps5Role(Role):
         try:
             if request.method.startswith("lsps5."):
                 with self.node.lock:
-                    has_channel = peer_id in self.node.channel_peers()
+                    has_channel = bool(usable_channels(self.node.peer_channels(), peer_id))
                     result, calls = self.service.handle(peer_id, request, now, has_channel)
+                    if request.method == REMOVE_WEBHOOK:  # no call to it after its removal
+                        self.outbox.forget(peer_id, request.params["app_name"])
                 self.queue(calls)
                 return lsps0.response(request.id, result)
             if not self.lsps0_server:
@@ -165,10 +188,14 @@ class Lsps5Role(Role):
             return
         now = time.monotonic()
         with self.node.lock:
+            before = self.outbox.dropped
             for c in calls:
-                if not self.outbox.add(c, now):
-                    self.node.store.bump("lsps5_dropped_queue_full")
-        self._wake_sender.set()
+                if c.method == n.WEBHOOK_REGISTERED:  # the URL it replaces gets nothing more
+                    self.outbox.forget(c.peer_id, c.app_name, keep_url=c.url)
+                self.outbox.add(c, now)
+            if self.outbox.dropped > before:
+                self.node.store.bump("lsps5_dropped_queue_full", self.outbox.dropped - before)
+            self._work.notify_all()
 
     def notify(self, peer_id: str, method: str, params: dict | None = None) -> None:
         with self.node.lock:
@@ -181,32 +208,33 @@ class Lsps5Role(Role):
             self.notify(peer_id, n.ONION_MESSAGE_INCOMING)
 
     def _sender(self) -> None:
+        """One of the senders: take the next call the outbox gives, make it, repeat."""
         while not self._stop.is_set():
-            with self.node.lock:
-                due = self.outbox.due(time.monotonic())
-            for call in due:
-                try:
-                    self.deliver(call)
-                except Exception:
-                    self.node.log(f"lsps5 webhook call failed: {traceback.format_exc()}", level="warn")
-            with self.node.lock:
-                nxt = self.outbox.next_due()
-            wait = 1.0 if nxt is None else min(1.0, max(0.0, nxt - time.monotonic()))
-            if self._wake_sender.wait(wait):
-                self._wake_sender.clear()
+            with self._work:
+                call = self.outbox.take(time.monotonic())
+                if call is None:
+                    nxt = self.outbox.next_due()
+                    self._work.wait(1.0 if nxt is None else min(1.0, max(0.01, nxt - time.monotonic())))
+                    continue
+            try:
+                self.deliver(call)
+            except Exception:
+                self.node.log(f"lsps5 webhook call failed: {traceback.format_exc()}", level="warn")
+                with self._work:
+                    if call in self.outbox.running:  # not recorded yet: free its client's and host's slot
+                        self.outbox.result(call, False, time.monotonic())
 
     def deliver(self, call: n.Call) -> str:
         """Make one webhook call now; record and schedule its retry."""
         status = self.post(call)
         ok = status == "200"
-        with self.node.lock:
+        with self._work:
             self.service.sent(call, status, int(time.time()))
             again = self.outbox.result(call, ok, time.monotonic())
             self.node.store.bump("lsps5_sent_ok" if ok else "lsps5_sent_failed")
             if not ok and not again:
                 self.node.store.bump("lsps5_given_up")
-        if again:
-            self._wake_sender.set()
+            self._work.notify_all()  # its client or host may take another call now
         self.node.log(f"lsps5: {call.method} to {call.peer_id} ({call.app_name!r}): {status}",
                       level="debug" if ok else "info")
         return status
@@ -215,40 +243,41 @@ class Lsps5Role(Role):
         return self.node.rpc.call("signmessage", {"message": text})["zbase"]
 
     def post(self, call: n.Call) -> str:
-        """POST one signed notification: "200", another status, or why not."""
-        try:
-            url = parse_webhook(call.url)
-            addresses = checked_addresses(url, self.service.allow, self.resolve)
-        except UrlRefused as e:
-            with self.node.lock:
-                self.node.store.bump(f"lsps5_refused_{e.kind}")
-            return f"refused: {e.reason}"[:200]
+        """POST one signed notification: "200", another status, or why not.
+        Look-up, connect, TLS, request and response head together take at
+        most ``lsps5-http-timeout`` (``webhook_http``)."""
+        deadline = time.monotonic() + self.config.lsps5_http_timeout  # signing counts too: one call, one time
         ts = n.timestamp(int(time.time() * 1000), self.config.lsps5_timestamp_style)
         try:
             signature = self.sign(n.signed_text(ts, call.body))
         except (RpcError, KeyError) as e:
             return f"not signed: {e}"[:200]
-        headers = {"Content-Type": "application/json", "x-lsps5-timestamp": ts, "x-lsps5-signature": signature,
-                   "Host": url.host if url.port == 443 else f"{_bracket(url.host)}:{url.port}",
-                   "User-Agent": USER_AGENT}
+        try:
+            url = parse_webhook(call.url)
+            addresses = checked_addresses(url, self.service.allow, lambda h, p: self.lookup(h, p, deadline))
+        except UrlRefused as e:
+            with self.node.lock:
+                self.node.store.bump(f"lsps5_refused_{e.kind}")
+            return f"refused: {e.reason}"[:200]
+        except webhook_http.CallFailed as e:
+            return e.status
+        if call.cancelled:  # removed while we looked it up
+            return "cancelled"
+        headers = {"Host": webhook_http.host_header(url.host, url.port), "User-Agent": USER_AGENT,
+                   "Content-Type": "application/json", "x-lsps5-timestamp": ts, "x-lsps5-signature": signature}
         parts = urlsplit(url.url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         status = "no address"
         # The next checked address only when one cannot be reached (an IPv6
-        # address on a host without IPv6); a few at most, each time-bounded.
+        # address on a host without IPv6); a few at most, all within the deadline.
         for address in addresses[:MAX_ADDRESSES]:
-            target = urlunsplit(("https", f"{_bracket(address)}:{url.port}", parts.path or "/", parts.query, ""))
             try:
-                with httpx.Client(verify=self._tls(), follow_redirects=False, trust_env=False,
-                                  timeout=httpx.Timeout(self.config.lsps5_http_timeout)) as client:
-                    with client.stream("POST", target, content=call.body, headers=headers,
-                                       extensions={"sni_hostname": url.host}) as r:
-                        return str(r.status_code)  # the body is never read (LSPS5: ignore the response)
-            except httpx.ConnectError as e:
-                status = f"error: {type(e).__name__}: {e}"[:200]
-            except httpx.TimeoutException:
-                return "timeout"
-            except (httpx.HTTPError, ssl.SSLError, OSError) as e:
-                return f"error: {type(e).__name__}: {e}"[:200]
+                return str(webhook_http.post(address, url.port, url.host, target, headers, call.body, self._tls(),
+                                             deadline))
+            except webhook_http.CallFailed as e:
+                status = e.status
+                if not status.startswith(webhook_http.CONNECT_FAILED):
+                    return status
         return status
 
     def _tls(self) -> ssl.SSLContext:
@@ -269,8 +298,10 @@ class Lsps5Role(Role):
         if not peer or "payment_hash" not in h or "cltv_expiry" not in h:
             return False  # not a forward to one of our peers
         key = f"{h.get('short_channel_id')}/{h.get('id')}"
+        slots, receivable = self._capacity(str(h.get("short_channel_id")), peer)
         candidate = WakeCandidate(key, peer, bytes.fromhex(h["payment_hash"]), msat(h.get("amount_msat")),
-                                  int(h["cltv_expiry"]), int(onion.get("outgoing_cltv_value") or 0))
+                                  int(h["cltv_expiry"]), int(onion.get("outgoing_cltv_value") or 0), slots,
+                                  msat(onion["forward_msat"]) if "forward_msat" in onion else None, receivable)
         height = int(h["cltv_expiry"]) - int(h.get("cltv_expiry_relative", 0))
         self.height = max(self.height, height)
         now = int(time.time())
@@ -298,6 +329,18 @@ class Lsps5Role(Role):
                 answers = self.wake.abort(key, now)
             self._answer(answers)
             raise
+
+    def _capacity(self, incoming_scid: str, peer: str) -> tuple[int, int | None]:
+        """The incoming channel's HTLC slots (our ``max_accepted_htlcs`` on it;
+        0 if not known) and what the client's usable channels can take from
+        us (sum of ``spendable_msat``; None if lightningd does not say)."""
+        channels = self.node.peer_channels()
+        slots = next((int(c.get("max_accepted_htlcs") or 0) for c in channels
+                      if incoming_scid in (c.get("short_channel_id"), *(c.get("alias") or {}).values())), 0)
+        usable = usable_channels(channels, peer)
+        if any("spendable_msat" not in c for c in usable):
+            return slots, None
+        return slots, sum(msat(c["spendable_msat"]) for c in usable)
 
     def _answer(self, answers: list[Release | FailBack]) -> None:
         ready = []
@@ -332,7 +375,7 @@ class Lsps5Role(Role):
         except RpcError:
             return
         with self.node.lock:
-            gone = self.service.retain({c["peer_id"] for c in channels if c.get("peer_id")}, now)
+            gone = self.service.retain({c["peer_id"] for c in channels if _usable(c)}, now)
             for peer in gone:
                 self.outbox.forget(peer)
         for peer, expiries in _htlc_expiries(channels).items():
@@ -357,8 +400,21 @@ class Lsps5Role(Role):
         }}
 
 
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+# Channel states in which a channel counts for LSPS5 ("has a channel"; the
+# client's receivable amount): funded, locked in and not closing, as LDK's
+# service asks of ChannelDetails::is_usable (lightning-liquidity
+# src/lsps5/service.rs client_has_open_channel; lightning/src/ln/
+# channel_state.rs: confirmed, channel_ready exchanged, not shutting down).
+# CHANNELD_AWAITING_SPLICE: a splice pending on a channel that works on.
+USABLE_STATES = frozenset({"CHANNELD_NORMAL", "CHANNELD_AWAITING_SPLICE"})
+
+
+def _usable(channel: dict) -> bool:
+    return bool(channel.get("peer_id")) and channel.get("state") in USABLE_STATES
+
+
+def usable_channels(channels: list[dict], peer_id: str) -> list[dict]:
+    return [c for c in channels if c.get("peer_id") == peer_id and _usable(c)]
 
 
 def _resolve(host: str, port: int) -> list[str]:

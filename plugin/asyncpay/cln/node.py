@@ -118,6 +118,7 @@ class Node:
                                  self.route_to)
         self.started_at = int(time.time())
         self._channel_peers: dict[str, set[str]] | None = None
+        self._peer_channels: list[dict] | None = None
         self._connected: tuple[float, frozenset[str]] | None = None  # (fetched at, peers)
         self._peers_generation = 0  # bumped by every connect/disconnect: a fetch begun before is not kept
         self._graph: TtlCache[str, list[str]] = TtlCache(GRAPH_CACHE_SIZE, GRAPH_CACHE_TTL)
@@ -216,7 +217,7 @@ class Node:
         if cached is not None:
             return cached
         out: dict[str, set[str]] = {}
-        for ch in self.rpc.call("listpeerchannels").get("channels", []):
+        for ch in self.peer_channels():
             scids = out.setdefault(ch["peer_id"], set())
             for s in (ch.get("short_channel_id"), *(ch.get("alias") or {}).values()):
                 if s:
@@ -224,8 +225,16 @@ class Node:
         self._channel_peers = out
         return out
 
+    def peer_channels(self) -> list[dict]:
+        """listpeerchannels' channels, cached and dropped with ``channel_peers``."""
+        cached = self._peer_channels
+        if cached is None:
+            cached = self._peer_channels = self.rpc.call("listpeerchannels").get("channels", [])
+        return cached
+
     def channels_changed(self) -> None:
         self._channel_peers = None
+        self._peer_channels = None
         self._peers_generation += 1
         self._connected = None
         self._routes.clear()

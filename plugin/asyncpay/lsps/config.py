@@ -43,10 +43,18 @@ class Lsps5Config:
     lsps5_retry_attempts: int = option(5, "Tries of one webhook call, at most (the first included).")
     lsps5_queue_max: int = option(1000, "Webhook calls waiting to be made, at most, in all; more are dropped.")
     lsps5_queue_max_per_client: int = option(20, "Webhook calls waiting for one client, at most; more are dropped.")
-    lsps5_http_timeout: int = option(5, "Seconds a webhook call may take (connect, send, read), at most.")
+    lsps5_http_timeout: int = option(
+        5, "Seconds one webhook call may take in all (name lookup, connect, TLS, request, response head), at most.")
+    # Fair delivery (docs/lsps5.md, "How long an honest client waits").
+    lsps5_senders: int = option(16, "Webhook calls made at once, at most (threads sending them).")
+    lsps5_senders_per_client: int = option(1, "Webhook calls to one client's webhooks made at once, at most.")
+    lsps5_senders_per_host: int = option(4, "Webhook calls to one host name made at once, at most.")
     lsps5_allow_hosts: str = option(
         "", "Comma-separated host names or CIDRs a webhook may reach even when the address is loopback, "
             "private, link-local or otherwise refused (tests and private deployments).")
+    lsps5_allow_ports: str = option(
+        "443", "Comma-separated ports a webhook may use, or any; hosts and networks in asyncpay-lsps5-allow-hosts "
+               "may use any port.")
     lsps5_ca_file: str = option(None, "File of extra CA certificates (PEM) trusted for webhook HTTPS.")
     # LSPS0.datetime is "YYYY-MM-DDThh:mm:ss.uuuZ"; LDK's service and its
     # LSPS5Validator sign chrono's to_rfc3339 ("...+00:00"), and the
@@ -64,6 +72,9 @@ class Lsps5Config:
         6, "Blocks an HTLC held for wake-up must keep before its CLTV budget; one closer is not held (or failed).")
     wake_max_per_peer: int = option(30, "HTLCs held for wake-up at once for one client.")
     wake_max_total: int = option(1000, "HTLCs held for wake-up at once in all.")
+    wake_channel_share: int = option(
+        25, "Percent of an incoming channel's HTLC slots (its max_accepted_htlcs, CLN's default 30) that HTLCs "
+            "held for wake-up may take at once.")
     wake_wallets: str = option(
         "", "Comma-separated node ids held for wake-up even without a webhook (wallets woken another way).")
 
@@ -77,7 +88,12 @@ class Lsps5Config:
             raise ValueError(f"asyncpay-lsps5-timestamp-style: must be spec or ldk, got {self.lsps5_timestamp_style!r}")
         if self.lsps5_retry_max_interval < self.lsps5_retry_first:
             raise ValueError("asyncpay-lsps5-retry-max-interval must be at least asyncpay-lsps5-retry-first")
-        AllowList.parse(self.lsps5_allow_hosts)
+        if not 1 <= self.wake_channel_share <= 100:
+            raise ValueError(f"asyncpay-wake-channel-share: must be 1 to 100, got {self.wake_channel_share}")
+        for name in ("lsps5_http_timeout", "lsps5_senders", "lsps5_senders_per_client", "lsps5_senders_per_host"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"asyncpay-{name.replace('_', '-')}: must be at least 1")
+        AllowList.parse(self.lsps5_allow_hosts, self.lsps5_allow_ports)
         self.wallet_ids()
 
     def wallet_ids(self) -> frozenset[str]:

@@ -16,6 +16,10 @@ from typing import Any
 
 MESSAGE_TYPE = 37913  # lsps0_message_id
 MAX_PAYLOAD = 65533  # BOLT 8 payload less the 2-byte type
+# Longest request id we echo (its JSON text): every answer of ours is a few
+# hundred bytes besides the id, so with this bound it always fits MAX_PAYLOAD.
+# LDK's client sends 16 random bytes as 32 hex characters (lsps0/ser.rs).
+MAX_ID_LENGTH = 1024
 
 # JSON-RPC 2.0 error codes (jsonrpc.org/specification#error_object).
 PARSE_ERROR = -32700
@@ -62,7 +66,10 @@ def _one_object(payload: bytes) -> dict:
     try:
         text = payload.decode("utf-8")
         obj, end = json.JSONDecoder().raw_decode(text.lstrip(" \t\r\n"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
+        # ValueError covers JSONDecodeError, bad UTF-8 and an integer longer
+        # than Python's int_max_str_digits (4300): a peer's bytes never make
+        # a traceback, only -32700.
         raise Lsps0Error(PARSE_ERROR, "Parse error") from None
     if not isinstance(obj, dict) or text.lstrip(" \t\r\n")[end:].strip(" \t\r\n"):
         raise Lsps0Error(PARSE_ERROR, "Parse error")
@@ -76,6 +83,8 @@ def read_request(payload: bytes) -> Request:
     rid = obj.get("id")
     if isinstance(rid, bool) or not isinstance(rid, str | int):
         raise Lsps0Error(INVALID_REQUEST, "Invalid Request")
+    if len(_dump({"id": rid})) - 7 > MAX_ID_LENGTH:  # an answer echoing it might not fit a message
+        raise Lsps0Error(INVALID_REQUEST, f"Invalid Request: id longer than {MAX_ID_LENGTH} bytes")
     if obj.get("jsonrpc") != "2.0" or not isinstance(obj.get("method"), str):
         raise Lsps0Error(INVALID_REQUEST, "Invalid Request", request_id=rid)
     params = obj.get("params", {})

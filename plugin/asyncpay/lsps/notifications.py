@@ -24,6 +24,7 @@ import json
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 from .config import LDK, Lsps5Config
 
@@ -59,7 +60,7 @@ def signed_text(ts: str, notification: bytes) -> str:
     return TEMPLATE.format(timestamp=ts, body=notification.decode())
 
 
-@dataclass
+@dataclass(eq=False)
 class Call:
     """One POST of one notification to one webhook."""
 
@@ -70,59 +71,154 @@ class Call:
     body: bytes
     attempts: int = 0
     next_at: float = 0.0
+    cancelled: bool = False  # its webhook was removed or replaced while it ran: no retry
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.url).hostname or "").lower()
+
+    @property
+    def urgent(self) -> bool:
+        """payment_incoming: an HTLC is held for the client, money is waiting.
+        And webhook_registered: everything else to its webhook waits behind it
+        (LSPS5), a payment_incoming too; a client makes one only by
+        set_webhook, which is rate-limited (``lsps5-set-burst``, ``-set-per-hour``)."""
+        return self.method in (PAYMENT_INCOMING, WEBHOOK_REGISTERED)
 
 
 @dataclass
 class Outbox:
+    """Calls waiting, and the order and concurrency in which senders take them.
+
+    Fairness (docs/lsps5.md, "How long an honest client waits"): ``take``
+    gives a sender the due call with the least key (not urgent, the client's
+    last start, due time; urgent: payment_incoming and webhook_registered)
+    among the clients under
+    ``lsps5-senders-per-client`` calls running and the hosts under
+    ``lsps5-senders-per-host``. So payment_incoming goes before anything
+    else, and a client that just had a call started queues behind every
+    client waiting since before: while one client's call waits, each other
+    client starts at most one call ahead of it, however many it queued.
+    """
+
     config: Lsps5Config
     calls: deque[Call] = field(default_factory=deque)
-    dropped: int = 0  # turned away by the bounds (the adapter also counts them in the store)
+    dropped: int = 0  # turned away or pushed out by the bounds (the adapter also counts them in the store)
+    running: list[Call] = field(default_factory=list)
+    last_start: dict[str, float] = field(default_factory=dict)  # client -> when its last call started
 
     def __len__(self) -> int:
         return len(self.calls)
 
     def add(self, call: Call, now: float) -> bool:
         """Queue a call; False (and not queued) when a bound is reached. The
-        same notification already waiting for the same webhook is not added twice."""
-        if any(c.peer_id == call.peer_id and c.app_name == call.app_name and c.body == call.body
-               for c in self.calls):
+        same notification already waiting for the same webhook URL is not
+        added twice. A full queue makes room by the client's own least
+        urgent call, or by the client with the most calls (never below the
+        newcomer's share), so other clients cannot crowd one out; a
+        payment_incoming pushes out any call that is not one."""
+        if any(c.peer_id == call.peer_id and c.app_name == call.app_name and c.url == call.url
+               and c.body == call.body for c in self.calls):
             return True
-        per_client = sum(1 for c in self.calls if c.peer_id == call.peer_id)
-        if len(self.calls) >= self.config.lsps5_queue_max or per_client >= self.config.lsps5_queue_max_per_client:
-            self.dropped += 1
-            return False
+        mine = [c for c in self.calls if c.peer_id == call.peer_id]
+        if len(mine) >= self.config.lsps5_queue_max_per_client:
+            victim = _least_urgent(mine)
+            if not (call.urgent and not victim.urgent):
+                self.dropped += 1
+                return False
+            self._drop(victim)
+            mine.remove(victim)
+        if len(self.calls) >= self.config.lsps5_queue_max:
+            counts: dict[str, int] = {}
+            for c in self.calls:
+                counts[c.peer_id] = counts.get(c.peer_id, 0) + 1
+            largest = max(counts, key=lambda p: (counts[p], p))
+            victim = _least_urgent([c for c in self.calls if c.peer_id == largest])
+            if not (counts[largest] > len(mine) + 1 or (call.urgent and not victim.urgent)):
+                self.dropped += 1
+                return False
+            self._drop(victim)
         call.next_at = now
         self.calls.append(call)
         return True
 
-    def due(self, now: float) -> list[Call]:
-        """Calls to make now, taken out of the queue (``result`` puts a failed one back)."""
+    def _drop(self, victim: Call) -> None:
+        self.calls.remove(victim)
+        self.dropped += 1
+
+    def _registering(self) -> set[tuple[str, str, str]]:
         # LSPS5: webhook_registered goes to a webhook before anything else
-        # does; a retried one holds back the others for the same webhook.
-        registering = {(c.peer_id, c.app_name, c.url) for c in self.calls if c.method == WEBHOOK_REGISTERED}
+        # does; a retried (or running) one holds back the others for the same webhook.
+        return {(c.peer_id, c.app_name, c.url) for c in (*self.calls, *self.running) if c.method == WEBHOOK_REGISTERED}
+
+    def due(self, now: float) -> list[Call]:
+        """Every call to make now, taken out of the queue, ignoring the
+        sender limits (``result`` puts a failed one back)."""
+        registering = self._registering()
         ready = [c for c in self.calls if c.next_at <= now
                  and (c.method == WEBHOOK_REGISTERED or (c.peer_id, c.app_name, c.url) not in registering)]
         for c in ready:
             self.calls.remove(c)
         return ready
 
+    def take(self, now: float) -> Call | None:
+        """The next call for a free sender (see the class), counted as
+        running until ``result``; None when nothing may start now."""
+        registering = self._registering()
+        per_client: dict[str, int] = {}
+        per_host: dict[str, int] = {}
+        for c in self.running:
+            per_client[c.peer_id] = per_client.get(c.peer_id, 0) + 1
+            per_host[c.host] = per_host.get(c.host, 0) + 1
+        best, best_key = None, None
+        for c in self.calls:
+            if c.next_at > now or (c.method != WEBHOOK_REGISTERED and (c.peer_id, c.app_name, c.url) in registering):
+                continue
+            if per_client.get(c.peer_id, 0) >= self.config.lsps5_senders_per_client:
+                continue
+            if per_host.get(c.host, 0) >= self.config.lsps5_senders_per_host:
+                continue
+            key = (not c.urgent, self.last_start.get(c.peer_id, c.next_at), c.next_at)
+            if best_key is None or key < best_key:
+                best, best_key = c, key
+        if best is not None:
+            self.calls.remove(best)
+            self.running.append(best)
+            self.last_start[best.peer_id] = now
+        return best
+
     def next_due(self) -> float | None:
         return min((c.next_at for c in self.calls), default=None)
 
     def result(self, call: Call, ok: bool, now: float) -> bool:
         """After a try: True if the call will be tried again."""
+        if call in self.running:
+            self.running.remove(call)
+        if not any(c.peer_id == call.peer_id for c in (*self.calls, *self.running)):
+            self.last_start.pop(call.peer_id, None)  # bounded by the clients with calls
         call.attempts += 1
-        if ok or call.attempts >= self.config.lsps5_retry_attempts:
+        if ok or call.cancelled or call.attempts >= self.config.lsps5_retry_attempts:
             return False
         wait = min(self.config.lsps5_retry_first << min(call.attempts - 1, 30), self.config.lsps5_retry_max_interval)
         call.next_at = now + wait
         self.calls.append(call)
         return True
 
-    def forget(self, peer_id: str, app_name: str | None = None) -> None:
-        """A removed webhook (or client) gets no more calls."""
-        self.calls = deque(c for c in self.calls
-                           if not (c.peer_id == peer_id and (app_name is None or c.app_name == app_name)))
+    def forget(self, peer_id: str, app_name: str | None = None, keep_url: str | None = None) -> None:
+        """A removed webhook (or client) gets no more calls, nor does the URL
+        a new one replaced (``keep_url``: the webhook's URL now): waiting
+        ones are dropped, running ones are not tried again."""
+        def gone(c: Call) -> bool:
+            return c.peer_id == peer_id and (app_name is None or c.app_name == app_name) and c.url != keep_url
+        self.calls = deque(c for c in self.calls if not gone(c))
+        for c in self.running:
+            if gone(c):
+                c.cancelled = True
+
+
+def _least_urgent(calls: list[Call]) -> Call:
+    """The call to give up first: the newest that is not urgent."""
+    return max(calls, key=lambda c: (not c.urgent, c.next_at))
 
 
 def expiry_soon_timeout(expiries: list[int], height: int, window: int) -> int | None:

@@ -11,7 +11,10 @@ own machine or network (server-side request forgery).
   unspecified, shared (CGNAT) and cloud metadata addresses are refused,
   including IPv4 inside IPv6 (mapped, 6to4, Teredo, NAT64).
 * ``AllowList``: host names and CIDRs the operator exempts
-  (``asyncpay-lsps5-allow-hosts``: tests, a push service on a private network).
+  (``asyncpay-lsps5-allow-hosts``: tests, a push service on a private network),
+  and the ports a webhook may use (``asyncpay-lsps5-allow-ports``, 443: a
+  TLS ClientHello to a mail or database port of a public host is not ours
+  to send).
 
 The adapter connects to the checked address itself (no second lookup that a
 rebinding DNS server could answer differently), never follows redirects,
@@ -116,13 +119,35 @@ def address_refusal(ip: IpAddress) -> str | None:
     return None
 
 
+HTTPS_PORT = 443
+ANY_PORT = "any"
+
+
+def parse_ports(text: str | None) -> frozenset[int] | None:
+    """``asyncpay-lsps5-allow-ports``: comma-separated ports, or ``any`` (None)."""
+    if (text or "").strip().lower() == ANY_PORT:
+        return None
+    ports = set()
+    for item in (x.strip() for x in (text or "").split(",")):
+        if not item:
+            continue
+        if not item.isdigit() or not 1 <= int(item) <= 65535:
+            raise ValueError(f"asyncpay-lsps5-allow-ports: {item!r} is not a port (1-65535) nor 'any'")
+        ports.add(int(item))
+    return frozenset(ports)
+
+
 @dataclass(frozen=True)
 class AllowList:
     hosts: frozenset[str] = frozenset()
     networks: tuple[IpNetwork, ...] = ()
+    # Ports a webhook may use (None: any). The operator's exempt host names,
+    # and literal addresses in its exempt networks, may use any port
+    # (docs/security.md, "Webhook ports").
+    ports: frozenset[int] | None = frozenset({HTTPS_PORT})
 
     @classmethod
-    def parse(cls, text: str | None) -> AllowList:
+    def parse(cls, text: str | None, ports: str | None = str(HTTPS_PORT)) -> AllowList:
         hosts, nets = set(), []
         for item in (x.strip() for x in (text or "").split(",")):
             if not item:
@@ -136,7 +161,10 @@ class AllowList:
             if not name or any(c in name for c in "/ @:[]") or not name.isascii():
                 raise ValueError(f"asyncpay-lsps5-allow-hosts: {item!r} is neither a host name nor a CIDR")
             hosts.add(name)
-        return cls(frozenset(hosts), tuple(nets))
+        return cls(frozenset(hosts), tuple(nets), parse_ports(ports))
+
+    def allows_port(self, port: int) -> bool:
+        return self.ports is None or port in self.ports
 
     def allows_host(self, host: str) -> bool:
         return host.lower().rstrip(".") in self.hosts
@@ -150,13 +178,15 @@ def check_static(url: WebhookUrl, allow: AllowList) -> None:
     refuse anyway is refused now (the client hears it in its answer)."""
     if allow.allows_host(url.host):
         return
+    ip = url.ip_literal
     if url.host in LOCAL_NAMES or url.host.endswith(".localhost"):
         raise UrlRefused("address_loopback", f"webhook host {url.host} is this machine")
-    ip = url.ip_literal
     if ip is not None and not allow.allows_ip(ip):
         why = address_refusal(ip)
         if why is not None:
             raise UrlRefused(f"address_{why}", f"webhook address {ip} is {why.replace('_', '-')}")
+    if not allow.allows_port(url.port) and not (ip is not None and allow.allows_ip(ip)):
+        raise UrlRefused("port", f"webhook port {url.port} is not one this LSP calls (asyncpay-lsps5-allow-ports)")
 
 
 Resolver = Callable[[str, int], Iterable[str]]  # (host, port) -> addresses as text

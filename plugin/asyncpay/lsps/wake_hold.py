@@ -35,6 +35,7 @@ from ..store import Store
 from .config import Lsps5Config
 
 HELD, RELEASED, FAILED = "held", "released", "failed"
+CLN_MAX_ACCEPTED_HTLCS = 30  # lightningd's max-concurrent-htlcs on mainnet (lightningd/options.c mainnet_config)
 TEMPORARY_NODE_FAILURE = "2002"  # BOLT 4 NODE|2: the client did not wake in time
 KEEP_ANSWERED = 86400  # answered rows stay a day (a replay after a restart finds its verdict)
 
@@ -88,12 +89,24 @@ class WakeRow:
 class WakeCandidate:
     """An HTLC to forward to ``peer_id`` (the adapter read it from the hook)."""
 
-    key: str
+    key: str  # "<incoming scid>/<htlc id>"
     peer_id: str
     payment_hash: bytes
     amount_msat: int
     cltv_expiry: int
     outgoing_cltv: int
+    # What the admission bounds need (docs/security.md, LSPS5: slots of an
+    # upstream channel, liquidity held): the HTLC slots of the incoming channel (our
+    # max_accepted_htlcs on it; 0: not known, CLN's default then), the
+    # amount the client is to get, and what the client's usable channels can
+    # take from us (sum of spendable_msat; None: not known, not checked).
+    incoming_slots: int = 0
+    forward_msat: int | None = None
+    receivable_msat: int | None = None
+
+    @property
+    def incoming_channel(self) -> str:
+        return self.key.rsplit("/", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,10 @@ class WakeHolder:
         if self._too_close(h.cltv_expiry, h.outgoing_cltv, height):
             self.store.bump("wake_not_held_cltv_budget")
             return None
+        refusal = self.admission_refusal(h)
+        if refusal is not None:
+            self.store.bump(f"wake_not_held_{refusal}")
+            return None
         if self.count_held(h.peer_id) >= self.config.wake_max_per_peer:
             self.store.bump("wake_not_held_peer_limit")
             return None
@@ -156,6 +173,35 @@ class WakeHolder:
                                   now, deadline, HELD, None, now))
             self.store.bump("wake_held")
         return Hold(deadline)
+
+    def channel_bound(self, slots: int) -> int:
+        """HTLCs held for wake-up at once arriving on one incoming channel
+        with ``slots`` HTLC slots: ``wake-channel-share`` percent of them, at
+        least one. A sleeping client is no lever to fill an upstream
+        channel's slots: the rest stay for other forwards."""
+        return max(1, (slots or CLN_MAX_ACCEPTED_HTLCS) * self.config.wake_channel_share // 100)
+
+    def admission_refusal(self, h: WakeCandidate) -> str | None:
+        """Why a new HTLC is not held although its client sleeps: its incoming
+        channel has its share of held HTLCs ("channel_slots"), or the client
+        could never receive it with what it has held already ("not_receivable")."""
+        if self.count_held_on_channel(h.incoming_channel) >= self.channel_bound(h.incoming_slots):
+            return "channel_slots"
+        if h.receivable_msat is not None:
+            amount = h.amount_msat if h.forward_msat is None else h.forward_msat
+            if self.held_amount(h.peer_id) + amount > h.receivable_msat:
+                return "not_receivable"
+        return None
+
+    def count_held_on_channel(self, incoming_channel: str) -> int:
+        q = "SELECT COUNT(*) FROM lsps5_wake_htlcs WHERE state = ? AND key LIKE ? ESCAPE '!'"
+        pattern = incoming_channel.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "/%"
+        return self.store.conn.execute(q, (HELD, pattern)).fetchone()[0]
+
+    def held_amount(self, peer_id: str) -> int:
+        """msat held for the client (incoming amounts: a bound above what it gets)."""
+        q = "SELECT COALESCE(SUM(amount_msat), 0) FROM lsps5_wake_htlcs WHERE state = ? AND peer_id = ?"
+        return int(self.store.conn.execute(q, (HELD, peer_id)).fetchone()[0])
 
     def _replay(self, row: WakeRow, online: bool, height: int, now: int) -> Hold | Answer:
         """lightningd restarted and asks again. A failure stands; a release

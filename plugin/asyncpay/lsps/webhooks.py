@@ -99,7 +99,7 @@ class WebhookService:
         self.webhooks = RowTable(store, "lsps5_webhooks", WebhookRow, "key")
         self.clients = RowTable(store, "lsps5_clients", ClientRow, "peer_id")
         self.cooldowns = RowTable(store, "lsps5_cooldowns", CooldownRow, "key")
-        self.allow = AllowList.parse(config.lsps5_allow_hosts)
+        self.allow = AllowList.parse(config.lsps5_allow_hosts, config.lsps5_allow_ports)
         self.writes = TokenBuckets(config.lsps5_set_burst, config.lsps5_set_per_hour / 3600)
 
     # -- the client's requests ----------------------------------------------
