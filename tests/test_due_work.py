@@ -16,7 +16,7 @@ from asyncpay.hold import HoldConfig, Holder, HtlcToHold
 from asyncpay.hold.records import HeldRow
 from asyncpay.lsp import LspConfig, Mailbox
 from asyncpay.lsps.config import Lsps5Config
-from asyncpay.lsps.wake_hold import WakeHolder, WakeRow
+from asyncpay.lsps.wake_hold import WakeCandidate, WakeHolder, WakeRow
 from asyncpay.payer import Payer, PayerConfig
 from asyncpay.payer.records import AWAITING_RELEASE, COMPLETE, PAYING, REQUESTING, PaymentRow
 from asyncpay.payment.hold_request import HoldRequest
@@ -221,3 +221,18 @@ def test_recipient_mpp_timer_reads_only_due_sets(store):
                                                          (("2x2x2", 2), "mpp_expiry_near")]
     assert rec.rows_returned <= 2 * 2 + 2  # the two due sets and their parts
     assert scans(store, rec) == {}
+
+
+def test_wake_hold_decision_counts_nothing(store):
+    """Per client, per incoming channel and in all, and the amount held for the client: all from the counts."""
+    wake = WakeHolder(store, Lsps5Config(wake_max_per_peer=1000, wake_max_total=10**6))
+    with store.tx():
+        for i in range(60):
+            wake.rows.put(wake_row(i, "sleepy"))
+    h = WakeCandidate("1x1x1/999", "sleepy", os.urandom(32), 10_000, HEIGHT + 5040, HEIGHT + 5000,
+                      incoming_slots=10**4, receivable_msat=10**9)
+    with Recorder(store) as rec:
+        assert wake.accept(h, False, True, HEIGHT, NOW) is not None
+    assert not [q for q, _ in rec.statements if "COUNT(" in q.upper() or "SUM(" in q.upper()]
+    assert scans(store, rec) == {}
+    assert wake.count_held_on_channel("1x1x1") == 21 and wake.held_amount("sleepy") == 61 * 10_000

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..held_counts import PEER, TOTAL, CountedRows, HeldCounts
+from ..held_counts import CHANNEL, PEER, TOTAL, CountedRows, HeldCounts, incoming_channel
 from ..payment.forward_budget import CLN_CLTV_DELTA, forward_budget
 from ..storage import SchemaEditor
 from ..store import Store
@@ -106,7 +106,7 @@ class WakeCandidate:
 
     @property
     def incoming_channel(self) -> str:
-        return self.key.rsplit("/", 1)[0]
+        return incoming_channel(self.key)
 
 
 @dataclass(frozen=True)
@@ -194,14 +194,12 @@ class WakeHolder:
         return None
 
     def count_held_on_channel(self, incoming_channel: str) -> int:
-        q = "SELECT COUNT(*) FROM lsps5_wake_htlcs WHERE state = ? AND key LIKE ? ESCAPE '!'"
-        pattern = incoming_channel.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "/%"
-        return self.store.conn.execute(q, (HELD, pattern)).fetchone()[0]
+        """Held HTLCs that came in on ``incoming_channel`` (maintained counts, issue 24)."""
+        return self.rows.count(CHANNEL, incoming_channel)
 
     def held_amount(self, peer_id: str) -> int:
-        """msat held for the client (incoming amounts: a bound above what it gets)."""
-        q = "SELECT COALESCE(SUM(amount_msat), 0) FROM lsps5_wake_htlcs WHERE state = ? AND peer_id = ?"
-        return int(self.store.conn.execute(q, (HELD, peer_id)).fetchone()[0])
+        """msat held for the client (incoming amounts: a bound above what it gets; maintained counts)."""
+        return self.rows.amount(PEER, peer_id)
 
     def _replay(self, row: WakeRow, online: bool, height: int, now: int) -> Hold | Answer:
         """lightningd restarted and asks again. A failure stands; a release
