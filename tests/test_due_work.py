@@ -17,6 +17,7 @@ from asyncpay.hold.records import HeldRow
 from asyncpay.lsp import LspConfig, Mailbox
 from asyncpay.lsps.config import Lsps5Config
 from asyncpay.lsps.wake_hold import WakeCandidate, WakeHolder, WakeRow
+from asyncpay.lsps.webhooks import ClientRow, WebhookService
 from asyncpay.payer import Payer, PayerConfig
 from asyncpay.payer.records import AWAITING_RELEASE, COMPLETE, PAYING, REQUESTING, PaymentRow
 from asyncpay.payment.hold_request import HoldRequest
@@ -31,7 +32,7 @@ FAR = NOW + 10**6
 # The tables that grow with the LSP's load (the small ones: counters, versions, a recipient's own slots).
 STATE = {"held_htlcs", "lsps5_wake_htlcs", "mailbox", "path_contexts", "issued_offer_paths", "invoices",
          "payer_payments", "recipient_payments", "recipient_issued_offers", "recipient_claims", "recipient_parts",
-         "hold_counts", "lsps5_wake_counts", "recipients"}
+         "hold_counts", "lsps5_wake_counts", "recipients", "lsps5_clients", "lsps5_webhooks", "lsps5_cooldowns"}
 
 
 def scans(store: Store, recorder: Recorder) -> dict[str, set[str]]:
@@ -236,3 +237,19 @@ def test_wake_hold_decision_counts_nothing(store):
     assert not [q for q, _ in rec.statements if "COUNT(" in q.upper() or "SUM(" in q.upper()]
     assert scans(store, rec) == {}
     assert wake.count_held_on_channel("1x1x1") == 21 and wake.held_amount("sleepy") == 61 * 10_000
+
+
+def test_a_block_looks_only_at_clients_whose_channel_came_or_went(store):
+    svc = WebhookService(store, Lsps5Config())
+    peers = [f"02{i:064x}" for i in range(60)]
+    with store.tx():
+        for p in peers:
+            svc.clients.put(ClientRow(p, NOW - 100, 0))
+    assert svc.retain(set(peers), NOW) == []  # the first pass after a start looks at every client
+    with Recorder(store) as rec:
+        assert svc.retain(set(peers[1:]), NOW + 1) == []  # one channel gone
+    assert rec.rows_returned == 1 and scans(store, rec) == {}
+    assert svc.clients.get(peers[0]).no_channel_since == NOW + 1
+    with Recorder(store) as rec:
+        assert svc.retain(set(peers[1:]), NOW + 1 + svc.config.lsps5_retention) == [peers[0]]
+    assert scans(store, rec) == {}

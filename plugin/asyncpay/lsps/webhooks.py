@@ -53,7 +53,14 @@ def _v1(db: SchemaEditor) -> None:
     db["lsps5_cooldowns"].create_index(["peer_id"])
 
 
-MIGRATIONS = [_v1]
+def _v2(db: SchemaEditor) -> None:
+    # Issue 24: each block finds the clients to look at through their no-channel
+    # time and their registration time, not by reading every client.
+    db["lsps5_clients"].create_index(["no_channel_since"])
+    db["lsps5_clients"].create_index(["created_at"])
+
+
+MIGRATIONS = [_v1, _v2]
 
 
 @dataclass
@@ -99,6 +106,8 @@ class WebhookService:
         self.webhooks = RowTable(store, "lsps5_webhooks", WebhookRow, "key")
         self.clients = RowTable(store, "lsps5_clients", ClientRow, "peer_id")
         self.cooldowns = RowTable(store, "lsps5_cooldowns", CooldownRow, "key")
+        self._channel_peers: frozenset[str] | None = None  # at the last retain (None: not yet)
+        self._retained_at = 0
         self.allow = AllowList.parse(config.lsps5_allow_hosts, config.lsps5_allow_ports)
         self.writes = TokenBuckets(config.lsps5_set_burst, config.lsps5_set_per_hour / 3600)
 
@@ -220,7 +229,7 @@ class WebhookService:
         channel with the client is closed"); returns their ids."""
         gone = []
         with self.store.tx():
-            for c in self.clients.where(order="peer_id"):
+            for c in self._retain_candidates(channel_peers, now):
                 if c.peer_id in channel_peers:
                     if c.no_channel_since:
                         c.no_channel_since = 0
@@ -231,9 +240,26 @@ class WebhookService:
                 elif now - c.no_channel_since >= self.config.lsps5_retention:
                     self.forget(c.peer_id)
                     gone.append(c.peer_id)
+        self._channel_peers, self._retained_at = frozenset(channel_peers), now
         if gone:
             self.store.bump("lsps5_expired_clients", len(gone))
         return gone
+
+    def _retain_candidates(self, channel_peers: set[str], now: int) -> list[ClientRow]:
+        """The clients ``retain`` may change: every one on the first call, then
+        only those whose channel came or went since the last call, those
+        registered since, and those whose retention ran out (indexes on
+        no_channel_since and created_at): a block's work is what changed, not
+        the clients registered (issue 24)."""
+        if self._channel_peers is None:
+            return self.clients.where(order="peer_id")
+        changed = sorted(set(channel_peers) ^ self._channel_peers)
+        rows = {c.peer_id: c for c in self.clients.where(
+            "no_channel_since BETWEEN 1 AND ?", (now - self.config.lsps5_retention,))}
+        rows.update((c.peer_id, c) for c in self.clients.where("created_at >= ?", (self._retained_at,)))
+        for i in range(0, len(changed), 500):
+            rows.update((c.peer_id, c) for c in self.clients.where_in("peer_id", tuple(changed[i:i + 500])))
+        return [rows[p] for p in sorted(rows)]
 
     # -- the operator's view --------------------------------------------------
 
