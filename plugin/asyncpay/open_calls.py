@@ -66,6 +66,17 @@ class OpenCalls(Generic[K]):
         with self._lock:
             return self._calls.get(key)
 
+    def take_one(self, key: K) -> OpenCall | None:
+        """Take the call out to answer it (None: answered already, or not ours)."""
+        with self._lock:
+            return self._calls.pop(key, None)
+
+    def set_by(self, key: K, by: AnswerBy) -> None:
+        with self._lock:
+            call = self._calls.get(key)
+            if call is not None:
+                call.by = by
+
     def overdue(self, height: int, now: int) -> list[tuple[K, OpenCall]]:
         """Take out every call whose time came."""
         with self._lock:

@@ -70,6 +70,7 @@ class Host(Protocol):
         ...
 
     cltv_delta: int  # lightningd's cltv-delta, read once (payment/forward_budget.py)
+    height: int  # the tip as far as we know it (0 before the first block or HTLC; current_height asks)
 
     def current_height(self) -> int:
         """The highest block height lightningd told us of (block_added, an HTLC's
