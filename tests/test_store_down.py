@@ -11,13 +11,12 @@ import os
 import sqlite3
 import time
 
+from asyncpay.storage import StoreError
 from store_faults import LOCK_LOST, SERVER_GONE, faulty
 from test_hold import FAIL, HEIGHT, hook_params, release_of
 from test_lsps5_adapter import CLIENT, Answers, htlc, make, register
 from test_recipient_claim import ready  # noqa: F401 (a fixture)
 from test_recipient_flow import Flow, attach
-
-from asyncpay.storage import StoreError
 
 KEY = "1x2x3/4"
 CONTINUE_WAKE = {"result": "continue"}
