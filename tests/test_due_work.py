@@ -7,6 +7,7 @@ give the figures; these tests keep the structure."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -253,3 +254,25 @@ def test_a_block_looks_only_at_clients_whose_channel_came_or_went(store):
     with Recorder(store) as rec:
         assert svc.retain(set(peers[1:]), NOW + 1 + svc.config.lsps5_retention) == [peers[0]]
     assert scans(store, rec) == {}
+
+
+def test_the_hold_adapter_reads_its_open_calls_rows_only_after_a_store_failure(tmp_path, monkeypatch):
+    """Each held HTLC has an open call: answering them from their rows on every pass
+    would cost what is held. Only a pass after a failed commit does it."""
+    from store_faults import LOCK_LOST, faulty
+    from test_store_down import KEY, held
+
+    flow, answers = held(tmp_path)
+    role, seen = flow.lsp.hold, []
+    real = role.core.tick
+    monkeypatch.setattr(role.core, "tick", lambda h, n, open_calls=(): seen.append(set(open_calls)) or real(
+        h, n, open_calls))
+    now = int(time.time())
+    role.tick(now)
+    assert seen == [set()]
+    faulty(flow.lsp.store).down = LOCK_LOST
+    role.tick(now)  # fails: the next pass settles every open call
+    faulty(flow.lsp.store).down = None
+    role.tick(now)
+    role.tick(now)
+    assert seen == [set(), {KEY}, set()] and answers == []

@@ -72,6 +72,11 @@ class HoldRole(Role):
         self.waiting: OpenCalls[str] = OpenCalls()  # HTLC key -> its open htlc_accepted call
         # Releases whose commit raised (it may have landed): tried again by the timer.
         self.releases: dict[str, Delivered] = {}
+        # A commit raised since the last pass that settled the open calls: the
+        # next pass answers every open call from its row. Only then: reading
+        # each open call's row on every pass would cost what is held, not
+        # what is due (issue 24).
+        self.unsure = False
         self._stop = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------
@@ -92,6 +97,7 @@ class HoldRole(Role):
         height = self.node.current_height()
         step = store_pass(self.node, lambda: self._store_tick(height, now), "hold tick")
         if step is None:
+            self.unsure = True
             self._fail_overdue(height, now)
             return
         self._run(step, now)
@@ -106,9 +112,11 @@ class HoldRole(Role):
                     except Dropped:
                         pass
             answered = {a.key for a in step.answers}
-            step += self.core.tick(height, now, self.waiting.keys() - answered)
+            settle = self.unsure or bool(self.releases)
+            step += self.core.tick(height, now, self.waiting.keys() - answered if settle else ())
             self._mark_forwarded(step, now)
         self.releases.clear()
+        self.unsure = False  # committed: every open call was answered from its row, or is held
         return step
 
     def _fail_overdue(self, height: int, now: int) -> None:
@@ -243,6 +251,7 @@ class HoldRole(Role):
             if d.owner in self.waiting:
                 with self.node.lock:
                     self.releases[d.owner] = d
+                    self.unsure = True
                 self.tick(now)  # the truth re-read now; if the store is still gone, at every tick
             return []
         self._run(step, now)  # after the commit: a failed one leaves the calls open
@@ -251,7 +260,11 @@ class HoldRole(Role):
     def fail(self, payment_hash: bytes) -> list[HeldRow]:
         now = int(time.time())
         with self.node.lock:
-            step = self.core.fail(payment_hash, now)
+            try:
+                step = self.core.fail(payment_hash, now)
+            except Exception:
+                self.unsure = True  # the failure may have landed: the next pass answers from the rows
+                raise
             rows = [self.core.records.get(a.key) for a in step.answers]
         self._run(step, now)
         return [r for r in rows if r is not None]

@@ -69,6 +69,10 @@ class Lsps5Role(Role):
         self.outbox = n.Outbox(self.config)
         self.waiting: OpenCalls[str] = OpenCalls()  # held HTLC key -> its open htlc_accepted call
         self.reconnected: set[str] = set()  # clients whose release was not recorded: tried again by the timer
+        # A commit raised since the last pass that settled the open calls: the next
+        # pass answers every open call from its row (only then: issue 24, a pass
+        # costs what is due, not what is held).
+        self.unsure = False
         self.requests = TokenBuckets(REQUEST_BURST, REQUEST_RATE)
         self.lsps0_server = self.config.lsps0_server == ON or (
             self.config.lsps0_server == AUTO and not self._cln_lsps_service_on())
@@ -124,6 +128,7 @@ class Lsps5Role(Role):
         back = [p for p in sorted(self.reconnected) if self.node.is_connected(p)]
         answers = store_pass(self.node, lambda: self._store_tick(back, height, now), "lsps5 wake tick")
         if answers is None:
+            self.unsure = True
             for key, call in self.waiting.overdue(height, now):
                 self.node.log(f"lsps5: failing HTLC {key} held for wake-up: the store cannot be used and its "
                               "deadline came", level="warn")
@@ -137,8 +142,10 @@ class Lsps5Role(Role):
             for peer in back:
                 answers += self.wake.connected(peer, height, now)
             answered = {a.key for a in answers}
-            answers += self.wake.tick(height, now, self.waiting.keys() - answered)
+            settle = self.unsure or bool(self.reconnected)
+            answers += self.wake.tick(height, now, self.waiting.keys() - answered if settle else ())
         self.reconnected.clear()
+        self.unsure = False  # committed: every open call was answered from its row, or is held
         return answers
 
     # -- LSPS0 over custom messages ------------------------------------------
@@ -389,6 +396,7 @@ class Lsps5Role(Role):
         except Exception:
             with self.node.lock:
                 self.reconnected.add(peer_id)
+                self.unsure = True
             self.node.log(f"lsps5: release for {peer_id} not recorded, tried again: {traceback.format_exc()}",
                           level="warn")
             return
