@@ -102,3 +102,13 @@ def store_target(request, tmp_path, monkeypatch):
     schemas.track(monkeypatch)  # a failing test's stores are closed too
     yield schemas.fresh()
     schemas.close()
+
+
+@pytest.fixture
+def backend_store(store_target):
+    """A Store opened on ``store_target`` (each backend), closed after the test."""
+    from asyncpay.store import Store
+
+    s = Store(store_target)
+    yield s
+    s.close()

@@ -48,10 +48,8 @@ def scans(store: Store, recorder: Recorder) -> dict[str, set[str]]:
 
 
 @pytest.fixture
-def store(store_target):
-    s = Store(store_target)
-    yield s
-    s.close()
+def store(backend_store):
+    return backend_store
 
 
 def test_query_plans_see_a_full_scan(store):

@@ -46,10 +46,8 @@ def kept(store: Store, table: str, by_channel: bool = True) -> dict[tuple[str, s
 
 
 @pytest.fixture
-def store(store_target):
-    s = Store(store_target)
-    yield s
-    s.close()
+def store(backend_store):
+    return backend_store
 
 
 OPS = st.lists(st.tuples(st.integers(0, 7), st.sampled_from(["held", "released", "failed"]),
