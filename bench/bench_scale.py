@@ -201,7 +201,8 @@ class Roles:
 
     def wake_decision(self) -> None:
         i = self.next()
-        h = WakeCandidate(f"3x3x3/{i}", peer(i % PEERS), os.urandom(32), 10_100, HEIGHT + 5040, HEIGHT + 5000)
+        h = WakeCandidate(f"3x3x3/{i}", peer(i % PEERS), os.urandom(32), 10_100, HEIGHT + 5040, HEIGHT + 5000,
+                          incoming_slots=10**9)  # the per-channel bound is not what is measured
         assert self.wake.accept(h, False, True, HEIGHT, NOW) is not None
 
     def wake_tick(self) -> None:
