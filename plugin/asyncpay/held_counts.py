@@ -103,7 +103,7 @@ class CountedRows(RowTable):
     def put(self, row) -> None:
         held = self.counts.held
         with self.store.tx():
-            before = self.store.conn.execute(self._before, (row.key,)).fetchone()
+            before = self.store.conn.execute(self._before, (getattr(row, self.key),)).fetchone()
             super().put(row)
             was = before is not None and before[0] == held
             now = row.state == held
