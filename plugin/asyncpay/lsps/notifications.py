@@ -194,15 +194,15 @@ class Outbox:
         """After a try: True if the call will be tried again."""
         if call in self.running:
             self.running.remove(call)
-        if not any(c.peer_id == call.peer_id for c in (*self.calls, *self.running)):
-            self.last_start.pop(call.peer_id, None)  # bounded by the clients with calls
         call.attempts += 1
-        if ok or call.cancelled or call.attempts >= self.config.lsps5_retry_attempts:
-            return False
-        wait = min(self.config.lsps5_retry_first << min(call.attempts - 1, 30), self.config.lsps5_retry_max_interval)
-        call.next_at = now + wait
-        self.calls.append(call)
-        return True
+        again = not (ok or call.cancelled or call.attempts >= self.config.lsps5_retry_attempts)
+        if again:
+            wait = min(self.config.lsps5_retry_first << min(call.attempts - 1, 30),
+                       self.config.lsps5_retry_max_interval)
+            again = self.add(call, now + wait)  # within the same bounds as a new call
+        if not any(c.peer_id == call.peer_id for c in (*self.calls, *self.running)):
+            self.last_start.pop(call.peer_id, None)  # kept while the client has calls: bounded by them
+        return again
 
     def forget(self, peer_id: str, app_name: str | None = None, keep_url: str | None = None) -> None:
         """A removed webhook (or client) gets no more calls, nor does the URL
@@ -214,6 +214,8 @@ class Outbox:
         for c in self.running:
             if gone(c):
                 c.cancelled = True
+        if not any(c.peer_id == peer_id for c in (*self.calls, *self.running)):
+            self.last_start.pop(peer_id, None)
 
 
 def _least_urgent(calls: list[Call]) -> Call:
