@@ -92,13 +92,13 @@ class Outbox:
 
     Fairness (docs/lsps5.md, "How long an honest client waits"): ``take``
     gives a sender the due call with the least key (not urgent, the client's
-    last start, due time; urgent: payment_incoming and webhook_registered)
-    among the clients under
-    ``lsps5-senders-per-client`` calls running and the hosts under
-    ``lsps5-senders-per-host``. So payment_incoming goes before anything
-    else, and a client that just had a call started queues behind every
-    client waiting since before: while one client's call waits, each other
-    client starts at most one call ahead of it, however many it queued.
+    last start, due time) among the clients with fewer than
+    ``lsps5-senders-per-client`` calls running and the hosts with fewer than
+    ``lsps5-senders-per-host``. So payment_incoming (and webhook_registered)
+    go before anything else, and a client that just had a call started
+    queues behind every client waiting since before: while one client's
+    urgent call may start, each other client starts at most one call ahead
+    of it, however many it queued (``tests/test_outbox_machine.py``).
     """
 
     config: Lsps5Config
@@ -115,8 +115,8 @@ class Outbox:
         same notification already waiting for the same webhook URL is not
         added twice. A full queue makes room by the client's own least
         urgent call, or by the client with the most calls (never below the
-        newcomer's share), so other clients cannot crowd one out; a
-        payment_incoming pushes out any call that is not one."""
+        newcomer's share), so other clients cannot crowd one out; an urgent
+        call (``Call.urgent``) pushes out any call that is not."""
         if any(c.peer_id == call.peer_id and c.app_name == call.app_name and c.url == call.url
                and c.body == call.body for c in self.calls):
             return True
