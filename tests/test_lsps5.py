@@ -9,6 +9,8 @@ import json
 
 import pytest
 from coincurve import PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
 
 import ln_message
 from asyncpay.lsps import lsps0
@@ -95,6 +97,29 @@ def test_a_malformed_request_gets_its_json_rpc_error_never_an_exception(payload)
     except lsps0.Lsps0Error as e:
         assert e.code in (lsps0.PARSE_ERROR, lsps0.INVALID_REQUEST)
         assert len(lsps0.error_response(e)) < 200
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
+
+
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.dictionaries(st.sampled_from(["jsonrpc", "id", "method", "params", "x"]), json_values, max_size=5).map(
+        lambda d: json.dumps(d).encode()),
+    st.integers(4000, 6000).map(lambda k: b'{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":' + b"7" * k + b"}}"),
+))
+def test_any_bytes_give_a_request_or_a_json_rpc_error_that_fits(payload):
+    try:
+        r = lsps0.read_request(payload)
+    except lsps0.Lsps0Error as e:
+        assert e.code in (lsps0.PARSE_ERROR, lsps0.INVALID_REQUEST, lsps0.INVALID_PARAMS)
+        assert len(lsps0.error_response(e)) <= lsps0.MAX_PAYLOAD
+        return
+    assert isinstance(r.method, str) and isinstance(r.params, dict)
+    assert len(lsps0.response(r.id, {"app_names": [], "max_webhooks": 5})) <= lsps0.MAX_PAYLOAD
 
 
 def test_an_integer_id_of_more_than_4300_digits_is_a_parse_error():
