@@ -86,7 +86,7 @@ def test_lsps0_request_checks():
 @pytest.mark.parametrize("payload", [
     b'{"jsonrpc":"2.0","id":' + b"9" * 4301 + b',"method":"m","params":{}}',  # over int_max_str_digits
     b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":' + b"1" * 5000 + b"}}",
-    b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":"\\ud800"}}',  # a lone surrogate escape is fine
+    b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":"\\ud800"}}',  # JSON, but no UTF-8
     b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":"\\uZZZZ"}}',
     b"[" * 100_000,
     b'{"a":NaN}',
@@ -120,6 +120,17 @@ def test_any_bytes_give_a_request_or_a_json_rpc_error_that_fits(payload):
         return
     assert isinstance(r.method, str) and isinstance(r.params, dict)
     assert len(lsps0.response(r.id, {"app_names": [], "max_webhooks": 5})) <= lsps0.MAX_PAYLOAD
+
+
+def test_a_lone_surrogate_escape_is_a_parse_error_not_a_store_failure():
+    """"\ud800" is valid JSON text but no Unicode character: as an app_name it
+    made the store raise (a traceback and -32603)."""
+    for payload in (b'{"jsonrpc":"2.0","id":"a","method":"lsps5.set_webhook","params":{"app_name":"\\ud800"}}',
+                    b'{"jsonrpc":"2.0","id":"\\udfff","method":"m"}'):
+        e = error_of(lambda p=payload: lsps0.read_request(p))
+        assert (e.code, e.request_id) == (lsps0.PARSE_ERROR, None)
+    ok = lsps0.read_request(b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":"\\ud83d\\ude00"}}')
+    assert ok.params == {"x": "\U0001f600"}  # a surrogate pair is one character
 
 
 def test_an_integer_id_of_more_than_4300_digits_is_a_parse_error():

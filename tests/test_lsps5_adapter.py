@@ -458,3 +458,15 @@ def test_an_htlc_the_client_could_never_receive_is_not_held(tmp_path):
     host.channels[0]["state"] = "CHANNELD_AWAITING_LOCKIN"  # no usable channel: nothing can reach it
     assert role.on_htlc(htlc(3), answers) is False
     assert host.store.counters()["wake_not_held_not_receivable"] == 2 and answers.got == []
+
+
+def test_a_malformed_request_is_answered_without_a_traceback(tmp_path):
+    host, role = make(tmp_path, lsps0_server="on")
+    for raw in (b'{"jsonrpc":"2.0","id":' + b"1" * 4301 + b',"method":"lsps5.list_webhooks","params":{}}',
+                b'{"jsonrpc":"2.0","id":"a","method":"lsps5.set_webhook","params":{"app_name":"\\ud800",'
+                b'"webhook":"https://push.example.org/x"}}',
+                json.dumps({"jsonrpc": "2.0", "id": "i" * 70_000, "method": "lsps5.list_webhooks"}).encode()):
+        role.on_custommsg(CLIENT, lsps0.frame(raw).hex())
+        answer = json.loads(lsps0.unframe(host.rpc.sent[-1][1]))
+        assert answer["id"] is None and answer["error"]["code"] in (-32700, -32600)
+    assert not [line for line in host.logged if "Traceback" in line] and role.service.all() == []

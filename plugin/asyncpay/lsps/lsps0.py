@@ -73,6 +73,10 @@ def _one_object(payload: bytes) -> dict:
         raise Lsps0Error(PARSE_ERROR, "Parse error") from None
     if not isinstance(obj, dict) or text.lstrip(" \t\r\n")[end:].strip(" \t\r\n"):
         raise Lsps0Error(PARSE_ERROR, "Parse error")
+    try:  # a "\ud800" escape is JSON but no UTF-8: nothing we store or echo may carry one
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        raise Lsps0Error(PARSE_ERROR, "Parse error") from None
     return obj
 
 
