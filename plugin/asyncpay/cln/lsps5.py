@@ -371,8 +371,11 @@ class Lsps5Role(Role):
     # -- events -----------------------------------------------------------------
 
     def on_connect(self, peer_id: str) -> None:
-        with self.node.lock:
-            self.service.connected(peer_id)
+        try:
+            with self.node.lock:
+                self.service.connected(peer_id)
+        except Exception:  # its held HTLCs go on all the same (release keeps them if the store fails)
+            self.node.log(f"lsps5: recording {peer_id}'s connect failed: {traceback.format_exc()}", level="warn")
         self.release(peer_id)
 
     def release(self, peer_id: str) -> None:

@@ -474,8 +474,11 @@ class Node:
                 role.on_block(height, now)
             except Exception:
                 self.log(f"block_added in {type(role).__name__} failed: {traceback.format_exc()}", level="warn")
-        with self.lock:
-            self.store.purge_contexts(now)
+        try:
+            with self.lock:
+                self.store.purge_contexts(now)
+        except Exception:
+            self.log(f"purging path contexts failed: {traceback.format_exc()}", level="warn")
 
     def on_htlc_accepted(self, params: dict, respond: Respond) -> None:
         """The roles in turn; only an HTLC none of them recognised continues.
