@@ -586,6 +586,17 @@ def test_a_sender_takes_payment_incoming_before_anything_else():
     assert box.take(2).method == n.PAYMENT_INCOMING
 
 
+def test_a_notification_waiting_behind_a_flood_of_payment_incoming_is_late_not_lost():
+    box = n.Outbox(Lsps5Config(wake_timeout=60, lsps5_senders_per_client=5))
+    box.add(call(peer=PEER, method=n.ONION_MESSAGE_INCOMING), 0)
+    for i in range(5):
+        box.add(call(peer=OTHER, app=f"{i}"), 0)
+    assert box.take(10).method == n.PAYMENT_INCOMING  # urgent first
+    for i in range(5):
+        box.add(call(peer=OTHER, app=f"late{i}"), 59)
+    assert box.take(60).method == n.ONION_MESSAGE_INCOMING  # due 60 s: urgent too, and its client waited longest
+
+
 def test_one_clients_many_calls_delay_another_by_one_call_at_most():
     """A client with 20 calls waiting holds one sender; once it had a call
     started, a client waiting since before goes first."""

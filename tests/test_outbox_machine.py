@@ -9,7 +9,8 @@ After every step:
   host more than ``lsps5-senders-per-host``, the queue stays within its bounds;
 * a sender takes only a call that may start (due, its client and host under
   their limits, behind no webhook_registered of its webhook), and a
-  non-urgent one only when no urgent one may start;
+  non-urgent one only when no urgent one may start (a call due for
+  ``wake-timeout`` counts as urgent);
 * while a client's urgent call may start, any other client starts at most
   one urgent call ahead of it before this client starts one: one client's
   calls delay another's by one call time at most (docs/lsps5.md).
@@ -36,7 +37,7 @@ class OutboxMachine(RuleBasedStateMachine):
         super().__init__()
         self.config = Lsps5Config(lsps5_queue_max=12, lsps5_queue_max_per_client=5, lsps5_senders_per_client=1,
                                   lsps5_senders_per_host=2, lsps5_retry_first=2, lsps5_retry_max_interval=4,
-                                  lsps5_retry_attempts=3)
+                                  lsps5_retry_attempts=3, wake_timeout=20)
         self.box = n.Outbox(self.config)
         self.now = 0.0
         # (waiting urgent call, its client, another client) -> starts of the other ahead of it
@@ -68,8 +69,8 @@ class OutboxMachine(RuleBasedStateMachine):
             assert startable == [], "a call could start but none was taken"
             return
         assert any(c is s for s in startable), "a call taken that may not start"
-        waiting_urgent = [w for w in startable if w.urgent and w is not c]
-        if not c.urgent:
+        waiting_urgent = [w for w in startable if self.box.urgent(w, self.now) and w is not c]
+        if not self.box.urgent(c, self.now):
             assert waiting_urgent == [], "a non-urgent call before an urgent one"
         for w in waiting_urgent:
             if w.peer_id != c.peer_id:

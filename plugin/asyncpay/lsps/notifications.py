@@ -95,7 +95,8 @@ class Outbox:
     last start, due time) among the clients with fewer than
     ``lsps5-senders-per-client`` calls running and the hosts with fewer than
     ``lsps5-senders-per-host``. So payment_incoming (and webhook_registered)
-    go before anything else, and a client that just had a call started
+    go before anything else (a call due for ``wake-timeout`` seconds counts
+    as urgent too: nothing starves), and a client that just had a call started
     queues behind every client waiting since before: while one client's
     urgent call may start, each other client starts at most one call ahead
     of it, however many it queued (``tests/test_outbox_machine.py``).
@@ -178,7 +179,7 @@ class Outbox:
                 continue
             if per_host.get(c.host, 0) >= self.config.lsps5_senders_per_host:
                 continue
-            key = (not c.urgent, self.last_start.get(c.peer_id, c.next_at), c.next_at)
+            key = (not self.urgent(c, now), self.last_start.get(c.peer_id, c.next_at), c.next_at)
             if best_key is None or key < best_key:
                 best, best_key = c, key
         if best is not None:
@@ -186,6 +187,11 @@ class Outbox:
             self.running.append(best)
             self.last_start[best.peer_id] = now
         return best
+
+    def urgent(self, call: Call, now: float) -> bool:
+        """Urgent (``Call.urgent``), or due for ``wake-timeout`` seconds already:
+        under a flood of payment_incoming, other notifications are late, never lost."""
+        return call.urgent or now - call.next_at >= self.config.wake_timeout
 
     def next_due(self) -> float | None:
         return min((c.next_at for c in self.calls), default=None)
