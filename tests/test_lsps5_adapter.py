@@ -327,7 +327,7 @@ def test_a_push_service_cannot_hold_a_call_past_the_http_timeout(tmp_path, push,
     resets a per-read timeout each time; the call's own deadline does not move."""
     host, role = make(tmp_path, lsps5_allow_hosts="127.0.0.1", lsps5_ca_file=ca_file, lsps5_http_timeout=1)
     status, took = timed_call(role, push.url(path))
-    assert status == "timeout" and 1.0 <= took < 1.5
+    assert status == "timeout" and 1.0 <= took < 2.5  # the server would go on for 30 s
     assert len(push.got) == 1  # it got the call, it just never answered in time
 
 
@@ -337,7 +337,7 @@ def test_a_slow_name_lookup_counts_against_the_same_timeout(tmp_path, push, ca_f
     role.resolve = lambda h, p: release.wait(20) and ["127.0.0.1"]
     try:
         status, took = timed_call(role, f"https://push.test:{push.port}/x")
-        assert status == "timeout" and took < 1.5 and push.got == []
+        assert status == "timeout" and took < 2.5 and push.got == []
         # The hung look-up holds one thread, however often the name is called.
         for _ in range(3):
             assert role.post(n.Call(CLIENT, "w", f"https://push.test:{push.port}/x", n.PAYMENT_INCOMING,
