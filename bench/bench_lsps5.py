@@ -10,8 +10,9 @@ synchronous=FULL), already holding ``--clients`` clients with webhooks.
   (limits, budget, row committed), then ``connected`` releasing it;
 * webhook call: ``Lsps5Role.deliver`` to a local HTTPS server (trustme CA):
   URL guard, timestamp, signature (coincurve, as CLN's signmessage would),
-  a fresh TLS connection, the POST and its status. The sender thread makes
-  these one after another, so this bounds its calls per second.
+  a fresh TLS connection, the POST and its status. Each sender thread makes
+  these one after another, so this bounds its calls per second
+  (bench_lsps5_fairness.py: the wait of an honest client under attack).
 
 Run ``python bench/bench_lsps5.py [--clients N] [--iterations N]``.
 """
@@ -109,7 +110,7 @@ def bench_calls(d: str, iterations: int) -> None:
         print("webhook call: skipped (trustme, a test dependency, is not installed)")
         return
     from asyncpay.cln.lsps5 import Lsps5Role
-    from test_lsps5_adapter import CLIENT, FakeHost
+    from lsps5_host import CLIENT, FakeHost
 
     ca = trustme.CA()
     ca_file = os.path.join(d, "ca.pem")

@@ -9,6 +9,8 @@ import json
 
 import pytest
 from coincurve import PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
 
 import ln_message
 from asyncpay.lsps import lsps0
@@ -84,7 +86,7 @@ def test_lsps0_request_checks():
 @pytest.mark.parametrize("payload", [
     b'{"jsonrpc":"2.0","id":' + b"9" * 4301 + b',"method":"m","params":{}}',  # over int_max_str_digits
     b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":' + b"1" * 5000 + b"}}",
-    b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":"\\ud800"}}',  # a lone surrogate escape is fine
+    b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":"\\ud800"}}',  # JSON, but no UTF-8
     b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":"\\uZZZZ"}}',
     b"[" * 100_000,
     b'{"a":NaN}',
@@ -95,6 +97,40 @@ def test_a_malformed_request_gets_its_json_rpc_error_never_an_exception(payload)
     except lsps0.Lsps0Error as e:
         assert e.code in (lsps0.PARSE_ERROR, lsps0.INVALID_REQUEST)
         assert len(lsps0.error_response(e)) < 200
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
+
+
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.dictionaries(st.sampled_from(["jsonrpc", "id", "method", "params", "x"]), json_values, max_size=5).map(
+        lambda d: json.dumps(d).encode()),
+    st.integers(4000, 6000).map(lambda k: b'{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":' + b"7" * k + b"}}"),
+))
+def test_any_bytes_give_a_request_or_a_json_rpc_error_that_fits(payload):
+    try:
+        r = lsps0.read_request(payload)
+    except lsps0.Lsps0Error as e:
+        assert e.code in (lsps0.PARSE_ERROR, lsps0.INVALID_REQUEST, lsps0.INVALID_PARAMS)
+        assert len(lsps0.error_response(e)) <= lsps0.MAX_PAYLOAD
+        return
+    assert isinstance(r.method, str) and isinstance(r.params, dict)
+    assert len(lsps0.response(r.id, {"app_names": [], "max_webhooks": 5})) <= lsps0.MAX_PAYLOAD
+
+
+def test_a_lone_surrogate_escape_is_a_parse_error_not_a_store_failure():
+    """"\ud800" is valid JSON text but no Unicode character: as an app_name it
+    made the store raise (a traceback and -32603)."""
+    for payload in (b'{"jsonrpc":"2.0","id":"a","method":"lsps5.set_webhook","params":{"app_name":"\\ud800"}}',
+                    b'{"jsonrpc":"2.0","id":"\\udfff","method":"m"}'):
+        e = error_of(lambda p=payload: lsps0.read_request(p))
+        assert (e.code, e.request_id) == (lsps0.PARSE_ERROR, None)
+    ok = lsps0.read_request(b'{"jsonrpc":"2.0","id":"a","method":"m","params":{"x":"\\ud83d\\ude00"}}')
+    assert ok.params == {"x": "\U0001f600"}  # a surrogate pair is one character
 
 
 def test_an_integer_id_of_more_than_4300_digits_is_a_parse_error():
@@ -548,6 +584,17 @@ def test_a_sender_takes_payment_incoming_before_anything_else():
     box.add(call(peer=OTHER, app="b", method=n.EXPIRY_SOON), 0)
     box.add(call(), 1)
     assert box.take(2).method == n.PAYMENT_INCOMING
+
+
+def test_a_notification_waiting_behind_a_flood_of_payment_incoming_is_late_not_lost():
+    box = n.Outbox(Lsps5Config(wake_timeout=60, lsps5_senders_per_client=5))
+    box.add(call(peer=PEER, method=n.ONION_MESSAGE_INCOMING), 0)
+    for i in range(5):
+        box.add(call(peer=OTHER, app=f"{i}"), 0)
+    assert box.take(10).method == n.PAYMENT_INCOMING  # urgent first
+    for i in range(5):
+        box.add(call(peer=OTHER, app=f"late{i}"), 59)
+    assert box.take(60).method == n.ONION_MESSAGE_INCOMING  # due 60 s: urgent too, and its client waited longest
 
 
 def test_one_clients_many_calls_delay_another_by_one_call_at_most():

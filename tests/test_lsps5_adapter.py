@@ -327,7 +327,7 @@ def test_a_push_service_cannot_hold_a_call_past_the_http_timeout(tmp_path, push,
     resets a per-read timeout each time; the call's own deadline does not move."""
     host, role = make(tmp_path, lsps5_allow_hosts="127.0.0.1", lsps5_ca_file=ca_file, lsps5_http_timeout=1)
     status, took = timed_call(role, push.url(path))
-    assert status == "timeout" and 1.0 <= took < 1.5
+    assert status == "timeout" and 1.0 <= took < 2.5  # the server would go on for 30 s
     assert len(push.got) == 1  # it got the call, it just never answered in time
 
 
@@ -337,7 +337,7 @@ def test_a_slow_name_lookup_counts_against_the_same_timeout(tmp_path, push, ca_f
     role.resolve = lambda h, p: release.wait(20) and ["127.0.0.1"]
     try:
         status, took = timed_call(role, f"https://push.test:{push.port}/x")
-        assert status == "timeout" and took < 1.5 and push.got == []
+        assert status == "timeout" and took < 2.5 and push.got == []
         # The hung look-up holds one thread, however often the name is called.
         for _ in range(3):
             assert role.post(n.Call(CLIENT, "w", f"https://push.test:{push.port}/x", n.PAYMENT_INCOMING,
@@ -458,3 +458,15 @@ def test_an_htlc_the_client_could_never_receive_is_not_held(tmp_path):
     host.channels[0]["state"] = "CHANNELD_AWAITING_LOCKIN"  # no usable channel: nothing can reach it
     assert role.on_htlc(htlc(3), answers) is False
     assert host.store.counters()["wake_not_held_not_receivable"] == 2 and answers.got == []
+
+
+def test_a_malformed_request_is_answered_without_a_traceback(tmp_path):
+    host, role = make(tmp_path, lsps0_server="on")
+    for raw in (b'{"jsonrpc":"2.0","id":' + b"1" * 4301 + b',"method":"lsps5.list_webhooks","params":{}}',
+                b'{"jsonrpc":"2.0","id":"a","method":"lsps5.set_webhook","params":{"app_name":"\\ud800",'
+                b'"webhook":"https://push.example.org/x"}}',
+                json.dumps({"jsonrpc": "2.0", "id": "i" * 70_000, "method": "lsps5.list_webhooks"}).encode()):
+        role.on_custommsg(CLIENT, lsps0.frame(raw).hex())
+        answer = json.loads(lsps0.unframe(host.rpc.sent[-1][1]))
+        assert answer["id"] is None and answer["error"]["code"] in (-32700, -32600)
+    assert not [line for line in host.logged if "Traceback" in line] and role.service.all() == []

@@ -244,3 +244,44 @@ def test_only_a_usable_channel_counts_and_bad_requests_get_their_errors(node_fac
                                     "params": {}}).encode())
     wait_for(lambda: null_id_errors(l3) == [-32700, -32600], TIMEOUT, what="-32600 for a 60 KB id")
     assert not l2.daemon.is_in_log("Traceback")
+
+
+def test_a_sleeping_client_holds_only_its_share_of_an_incoming_channels_slots(node_factory, push_service):
+    """On real CLN: the incoming channel's slots are lightningd's own
+    max_accepted_htlcs (here max-concurrent-htlcs=4, so a 25% share is one):
+    a second HTLC from that channel for the sleeping client is not held."""
+    srv, ca_file = push_service
+    l1, l2, l3 = node_factory.get_nodes(3, opts=[
+        {"may_reconnect": True},
+        {"plugin": ASYNCPAY, "may_reconnect": True, "asyncpay-lsps5-allow-hosts": "127.0.0.1",
+         "asyncpay-lsps5-ca-file": ca_file, "asyncpay-wake-timeout": 20, "max-concurrent-htlcs": 4},
+        {"plugin": LSPS_CLIENT, "may_reconnect": True}])
+    node_factory.join_nodes([l1, l2], wait_for_announce=True)
+    node_factory.join_nodes([l2, l3], announce_channels=False)
+    wait_for(lambda: any((c.get("updates") or {}).get("remote") for c in l3.rpc.listpeerchannels()["channels"]),
+             TIMEOUT, what="l2's channel_update at l3")
+    wait_for(lambda: l3.rpc.listchannels(source=l2.info["id"])["channels"], TIMEOUT, what="l2 public at l3")
+    (incoming,) = l2.rpc.listpeerchannels(l1.info["id"])["channels"]
+    assert incoming["max_accepted_htlcs"] == 4
+    lsps_request(l3, l2, "lsps5.set_webhook", {"app_name": "w", "webhook": f"https://127.0.0.1:{srv.server_address[1]}/"})
+    invs = [l3.rpc.invoice(10_000, f"share{i}", "share", cltv=40)["bolt11"] for i in range(2)]
+    l3.stop()
+    wait_for(lambda: not any(p["connected"] for p in l2.rpc.listpeers(l3.info["id"])["peers"]), TIMEOUT,
+             what="l3 gone")
+    results: dict[int, object] = {}
+
+    def pay(i):
+        try:
+            results[i] = l1.rpc.call("xpay", {"invstring": invs[i], "retry_for": 5})
+        except RpcError as e:
+            results[i] = e
+
+    first = threading.Thread(target=pay, args=(0,), daemon=True)
+    first.start()
+    wait_for(lambda: l2.rpc.call("asyncpay-status")["lsps5"]["held_for_wake"] == 1, TIMEOUT, what="first held")
+    pay(1)  # the channel's share is taken: not held, lightningd fails it (l3 is offline)
+    assert isinstance(results[1], RpcError)
+    status = l2.rpc.call("asyncpay-status")["lsps5"]
+    assert status["held_for_wake"] == 1 and status["counters"]["wake_not_held_channel_slots"] >= 1
+    first.join(TIMEOUT)
+    assert isinstance(results[0], RpcError)  # nobody woke l3: failed at the wake timeout

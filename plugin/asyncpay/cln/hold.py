@@ -259,13 +259,14 @@ class HoldRole(Role):
 
     def fail(self, payment_hash: bytes) -> list[HeldRow]:
         now = int(time.time())
-        with self.node.lock:
-            try:
+        try:
+            with self.node.lock:
                 step = self.core.fail(payment_hash, now)
-            except Exception:
-                self.unsure = True  # the failure may have landed: the next pass answers from the rows
-                raise
-            rows = [self.core.records.get(a.key) for a in step.answers]
+                rows = [self.core.records.get(a.key) for a in step.answers]
+        except Exception:
+            self.unsure = True  # the failure may have landed: the open calls are answered from the rows
+            self.tick(now)
+            raise
         self._run(step, now)
         return [r for r in rows if r is not None]
 

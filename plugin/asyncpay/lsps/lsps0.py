@@ -18,7 +18,7 @@ MESSAGE_TYPE = 37913  # lsps0_message_id
 MAX_PAYLOAD = 65533  # BOLT 8 payload less the 2-byte type
 # Longest request id we echo (its JSON text): every answer of ours is a few
 # hundred bytes besides the id, so with this bound it always fits MAX_PAYLOAD.
-# LDK's client sends 16 random bytes as 32 hex characters (lsps0/ser.rs).
+# LSPS0 asks clients for an id of at least 80 random bits: a few dozen characters.
 MAX_ID_LENGTH = 1024
 
 # JSON-RPC 2.0 error codes (jsonrpc.org/specification#error_object).
@@ -73,6 +73,10 @@ def _one_object(payload: bytes) -> dict:
         raise Lsps0Error(PARSE_ERROR, "Parse error") from None
     if not isinstance(obj, dict) or text.lstrip(" \t\r\n")[end:].strip(" \t\r\n"):
         raise Lsps0Error(PARSE_ERROR, "Parse error")
+    try:  # a "\ud800" escape is JSON but no UTF-8: nothing we store or echo may carry one
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        raise Lsps0Error(PARSE_ERROR, "Parse error") from None
     return obj
 
 

@@ -92,13 +92,14 @@ class Outbox:
 
     Fairness (docs/lsps5.md, "How long an honest client waits"): ``take``
     gives a sender the due call with the least key (not urgent, the client's
-    last start, due time; urgent: payment_incoming and webhook_registered)
-    among the clients under
-    ``lsps5-senders-per-client`` calls running and the hosts under
-    ``lsps5-senders-per-host``. So payment_incoming goes before anything
-    else, and a client that just had a call started queues behind every
-    client waiting since before: while one client's call waits, each other
-    client starts at most one call ahead of it, however many it queued.
+    last start, due time) among the clients with fewer than
+    ``lsps5-senders-per-client`` calls running and the hosts with fewer than
+    ``lsps5-senders-per-host``. So payment_incoming (and webhook_registered)
+    go before anything else (a call due for ``wake-timeout`` seconds counts
+    as urgent too: nothing starves), and a client that just had a call started
+    queues behind every client waiting since before: while one client's
+    urgent call may start, each other client starts at most one call ahead
+    of it, however many it queued (``tests/test_outbox_machine.py``).
     """
 
     config: Lsps5Config
@@ -115,8 +116,8 @@ class Outbox:
         same notification already waiting for the same webhook URL is not
         added twice. A full queue makes room by the client's own least
         urgent call, or by the client with the most calls (never below the
-        newcomer's share), so other clients cannot crowd one out; a
-        payment_incoming pushes out any call that is not one."""
+        newcomer's share), so other clients cannot crowd one out; an urgent
+        call (``Call.urgent``) pushes out any call that is not."""
         if any(c.peer_id == call.peer_id and c.app_name == call.app_name and c.url == call.url
                and c.body == call.body for c in self.calls):
             return True
@@ -178,7 +179,7 @@ class Outbox:
                 continue
             if per_host.get(c.host, 0) >= self.config.lsps5_senders_per_host:
                 continue
-            key = (not c.urgent, self.last_start.get(c.peer_id, c.next_at), c.next_at)
+            key = (not self.urgent(c, now), self.last_start.get(c.peer_id, c.next_at), c.next_at)
             if best_key is None or key < best_key:
                 best, best_key = c, key
         if best is not None:
@@ -187,6 +188,11 @@ class Outbox:
             self.last_start[best.peer_id] = now
         return best
 
+    def urgent(self, call: Call, now: float) -> bool:
+        """Urgent (``Call.urgent``), or due for ``wake-timeout`` seconds already:
+        under a flood of payment_incoming, other notifications are late, never lost."""
+        return call.urgent or now - call.next_at >= self.config.wake_timeout
+
     def next_due(self) -> float | None:
         return min((c.next_at for c in self.calls), default=None)
 
@@ -194,15 +200,15 @@ class Outbox:
         """After a try: True if the call will be tried again."""
         if call in self.running:
             self.running.remove(call)
-        if not any(c.peer_id == call.peer_id for c in (*self.calls, *self.running)):
-            self.last_start.pop(call.peer_id, None)  # bounded by the clients with calls
         call.attempts += 1
-        if ok or call.cancelled or call.attempts >= self.config.lsps5_retry_attempts:
-            return False
-        wait = min(self.config.lsps5_retry_first << min(call.attempts - 1, 30), self.config.lsps5_retry_max_interval)
-        call.next_at = now + wait
-        self.calls.append(call)
-        return True
+        again = not (ok or call.cancelled or call.attempts >= self.config.lsps5_retry_attempts)
+        if again:
+            wait = min(self.config.lsps5_retry_first << min(call.attempts - 1, 30),
+                       self.config.lsps5_retry_max_interval)
+            again = self.add(call, now + wait)  # within the same bounds as a new call
+        if not any(c.peer_id == call.peer_id for c in (*self.calls, *self.running)):
+            self.last_start.pop(call.peer_id, None)  # kept while the client has calls: bounded by them
+        return again
 
     def forget(self, peer_id: str, app_name: str | None = None, keep_url: str | None = None) -> None:
         """A removed webhook (or client) gets no more calls, nor does the URL
@@ -214,6 +220,8 @@ class Outbox:
         for c in self.running:
             if gone(c):
                 c.cancelled = True
+        if not any(c.peer_id == peer_id for c in (*self.calls, *self.running)):
+            self.last_start.pop(peer_id, None)
 
 
 def _least_urgent(calls: list[Call]) -> Call:
