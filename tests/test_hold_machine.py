@@ -320,6 +320,18 @@ class HoldMachine(RuleBasedStateMachine):
 
     # -- store faults --------------------------------------------------------------
 
+    @rule(seconds=st.integers(60, 9000), blocks=st.integers(0, 100))
+    def server_gone_for_a_while(self, seconds, blocks) -> None:
+        """Every statement raises for ``seconds`` (``blocks`` come meanwhile); the timer runs."""
+        self.faulted = True
+        down, self.faults.down = self.faults.down, SERVER_GONE
+        for _ in range(10):
+            self.height += blocks // 10
+            self.now += seconds // 10
+            self._tick()
+            self.none_held_past_its_margin_or_deadline()
+        self.faults.down = down
+
     @rule(kind=st.sampled_from(["server_gone", "lock_lost", "commit_fails", "commit_outcome_unknown"]),
           seconds=st.one_of(st.integers(1, 9000), st.just(10**6)))
     def store_fault(self, kind, seconds) -> None:

@@ -179,6 +179,16 @@ class WakeMachine(RuleBasedStateMachine):
             return
         self._deliver(answers)
 
+    @rule(seconds=st.integers(1, 150), blocks=st.integers(0, 10))
+    def server_gone_for_a_while(self, seconds, blocks):
+        """Every statement raises for ``seconds`` (``blocks`` come meanwhile); the timer runs."""
+        self.faulted = True
+        self.faults.down = SERVER_GONE
+        for _ in range(0, seconds, 10):
+            self.time_passes(10, 1 if blocks > 0 else 0)
+            blocks -= 1
+        self.faults.down = self.back_at = None
+
     @rule(kind=st.sampled_from(["server_gone", "lock_lost", "commit_fails", "commit_outcome_unknown"]),
           seconds=st.one_of(st.integers(1, 120), st.just(10**6)))
     def store_fault(self, kind, seconds):
