@@ -86,7 +86,6 @@ class FakeEndpoint:
         assert row is not None and row.state == "held", "held_htlc_available for an HTLC not held"
         assert expires_at <= row.since + LONGEST  # the reply path dies with the hold
         usable = [p for p in paths if p.encode() != BAD_BYTES]
-        self.machine.sends[owner] = self.machine.sends.get(owner, 0) + len(usable)
         return ([InjectOnion(b"\x02" * 33, owner.encode(), None, "held_htlc_available") for _ in usable],
                 ["unresolvable_path"] * (len(paths) - len(usable)))
 
@@ -168,18 +167,28 @@ class HoldMachine(RuleBasedStateMachine):
             if isinstance(verdict, Forward):
                 self.holder.forwarded(key, self.now)
         except StoreError:
-            # The adapter's abort fails too; the router answers fail (its row, if any, fails later).
+            # The adapter's abort (it may fail too); the router answers fail.
             event("accept: store failed")
+            try:
+                self.holder.abort(key, self.now)
+            except StoreError:
+                pass
             self.from_memory.add(key)
             respond({"result": "fail", "failure_message": "2002"})
             return
         if isinstance(verdict, Hold):
             self.waiting.open(key, respond, verdict.answer_by)
+            self._sent(verdict.actions)
         elif isinstance(verdict, Forward):
             respond({"result": "continue", "payload": verdict.payload.hex()})
         else:
             assert isinstance(verdict, Refuse)
             respond({"result": "fail", "failure_message": verdict.failure_message.hex()})
+
+    def _sent(self, onions: list[InjectOnion]) -> None:
+        """held_htlc_available the adapter sends (a pass whose commit failed sends nothing)."""
+        for a in onions:
+            self.sends[a.packet.decode()] = self.sends.get(a.packet.decode(), 0) + 1
 
     def _mark_forwarded(self, step: Step) -> None:
         for a in step.answers:
@@ -217,6 +226,7 @@ class HoldMachine(RuleBasedStateMachine):
             event("tick failed a hold back")
         if step.sends:
             event("tick sent held_htlc_available again")
+            self._sent(step.sends)
         self._run(step)
 
     # -- events ------------------------------------------------------------------
@@ -301,7 +311,7 @@ class HoldMachine(RuleBasedStateMachine):
                 assert isinstance(answer, Continue) is valid
             event("release: " + ("continue" if valid else "fail back"))
             self._run(step)
-            if key in self.waiting or not self.replay_pending:
+            if (key in self.waiting or not self.replay_pending) and not self.faulted:
                 assert self.htlcs[key].verdicts[0]["result"] == ("continue" if valid else "fail")
         if tick:
             self._tick()
