@@ -163,6 +163,7 @@ class ClaimMachine(RuleBasedStateMachine):
         self.retry: dict[tuple[str, int], tuple[Htlc, bool]] = {}  # the store could not decide them yet
         self.forced: set[tuple[str, int]] = set()  # failed from memory at their expiry less the margin
         self.from_memory: set[tuple[str, int]] = set()  # failed without the store
+        self.decided_before: set[bytes] = set()  # claims recorded by a commit that raised
 
     def _truth(self, read):
         """What the test reads of the store, whatever faults the plugin sees."""
@@ -214,6 +215,10 @@ class ClaimMachine(RuleBasedStateMachine):
                 self.retry.pop(h.key, None)
                 self._not_ours(h.key)
                 return
+            # A claim whose commit landed but raised: its preimage was decided in time, and
+            # is handed out now, however near the expiry (as any replay of a claimed payment).
+            if h.key in self.retry and self._truth(lambda: self.b.claimer.preimage_out(h.payment_hash)):
+                self.decided_before.add(h.payment_hash)
             verdicts = self.b.claimer.decide(h, self.b.height, self.b.now, self.live)
         except StoreError:
             event("claim: store failed, kept open")
@@ -241,6 +246,9 @@ class ClaimMachine(RuleBasedStateMachine):
                 resolved.setdefault(h.payment_hash, []).append(h)
         for ph, hs in resolved.items():
             if ph in self.revealed:
+                continue
+            if ph in self.decided_before:
+                self.revealed.add(ph)
                 continue
             # First decision for this payment: every part it resolves leaves the margin, and pays the total.
             assert all(h.cltv_expiry - self.b.height > MARGIN for h in hs), "preimage revealed too close to expiry"
@@ -287,6 +295,8 @@ class ClaimMachine(RuleBasedStateMachine):
         """As the adapter's expire: claims the store failed tried again, then the sets
         due failed; with the store gone, the calls whose time came answered from memory."""
         for key, (h, checked) in sorted(self.retry.items()):
+            if key not in self.retry:
+                continue  # answered from memory meanwhile
             if key in self.live:
                 self._decide(h, checked)
             else:
