@@ -215,9 +215,9 @@ class ClaimMachine(RuleBasedStateMachine):
                 self.retry.pop(h.key, None)
                 self._not_ours(h.key)
                 return
-            # A claim whose commit landed but raised: its preimage was decided in time, and
-            # is handed out now, however near the expiry (as any replay of a claimed payment).
-            if h.key in self.retry and self._truth(lambda: self.b.claimer.preimage_out(h.payment_hash)):
+            # A claim recorded already (a commit that landed but raised, then maybe a restart):
+            # its preimage was decided in time and is handed out now, however near the expiry.
+            if self._truth(lambda: self.b.claimer.preimage_out(h.payment_hash)):
                 self.decided_before.add(h.payment_hash)
             verdicts = self.b.claimer.decide(h, self.b.height, self.b.now, self.live)
         except StoreError:
@@ -406,7 +406,8 @@ class ClaimMachine(RuleBasedStateMachine):
         # timer, or failed from memory: no preimage went out).
         for ph in received - self.revealed:
             keys = {k for k, h in self.htlcs.items() if h.payment_hash == ph}
-            assert keys & (set(self.retry) | self.from_memory | self.live), f"{ph.hex()} recorded, never revealed"
+            assert keys & (set(self.retry) | self.from_memory | self.live | set(self.unreplayed)), \
+                f"{ph.hex()} recorded, never revealed"
 
     def teardown(self) -> None:
         """lightningd replays what is left; the MPP timer runs out: every HTLC has its verdict."""

@@ -125,8 +125,8 @@ class RecipientRole(Role):
             try:
                 with self.node.lock:
                     deadline = self.claimer.next_deadline()
-            except Exception:  # a store error: the timer must not die, and the open calls' times still count
-                self.node.log(f"recipient: MPP deadline unknown: {traceback.format_exc()}", level="warn")
+            except Exception as e:  # a store error: the timer must not die, and the open calls' times still count
+                self.node.log(f"recipient: MPP deadline unknown: {type(e).__name__}: {e}", level="warn")
                 deadline = int(time.time() + RETRY_SECONDS)
             due = [d for d in (deadline, self.waiting.earliest()) if d is not None and d < NO_SECONDS]
             if self.retry:
