@@ -13,7 +13,7 @@ see them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,6 +32,14 @@ class FaultyBackend:
         self.unknown_commits = 0
         self.raised = 0  # faults raised so far
         self._depth = threading.local()
+
+    def truth(self, read: Callable[[], Any]) -> Any:
+        """What a test reads of the database, whatever faults the code under test sees."""
+        down, self.down = self.down, None
+        try:
+            return read()
+        finally:
+            self.down = down
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)

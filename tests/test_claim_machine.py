@@ -165,14 +165,6 @@ class ClaimMachine(RuleBasedStateMachine):
         self.from_memory: set[tuple[str, int]] = set()  # failed without the store
         self.decided_before: set[bytes] = set()  # claims recorded by a commit that raised
 
-    def _truth(self, read):
-        """What the test reads of the store, whatever faults the plugin sees."""
-        down, self.faults.down = self.faults.down, None
-        try:
-            return read()
-        finally:
-            self.faults.down = down
-
     # -- lightningd -------------------------------------------------------------------
 
     def deliver(self, key: tuple[str, int], replay: bool = False) -> None:
@@ -217,7 +209,7 @@ class ClaimMachine(RuleBasedStateMachine):
                 return
             # A claim recorded already (a commit that landed but raised, then maybe a restart):
             # its preimage was decided in time and is handed out now, however near the expiry.
-            if self._truth(lambda: self.b.claimer.preimage_out(h.payment_hash)):
+            if self.faults.truth(lambda: self.b.claimer.preimage_out(h.payment_hash)):
                 self.decided_before.add(h.payment_hash)
             verdicts = self.b.claimer.decide(h, self.b.height, self.b.now, self.live)
         except StoreError:
@@ -371,19 +363,19 @@ class ClaimMachine(RuleBasedStateMachine):
     @rule()
     def forget_oldest_path(self) -> None:
         """The oldest offer's payment context expires and is purged."""
-        self._truth(lambda: self.b.store.conn.execute("DELETE FROM path_contexts WHERE path_id = ?",
+        self.faults.truth(lambda: self.b.store.conn.execute("DELETE FROM path_contexts WHERE path_id = ?",
                                                       (self.b.paths[0][0],)))
 
     @precondition(lambda self: len(self.b.paths) < 4)
     @rule()
     def new_offer(self) -> None:
-        self._truth(lambda: self.b.new_offer(f"offer {len(self.b.paths)}"))
+        self.faults.truth(lambda: self.b.new_offer(f"offer {len(self.b.paths)}"))
 
     # -- invariants ------------------------------------------------------------------------
 
     @invariant()
     def waiting_parts_leave_the_margin(self) -> None:
-        pending = self._truth(self.b.claimer.pending)
+        pending = self.faults.truth(self.b.claimer.pending)
         for parts in pending.values():
             for part in parts:
                 if part.key in self.live:
@@ -392,7 +384,7 @@ class ClaimMachine(RuleBasedStateMachine):
 
     @invariant()
     def received_once(self) -> None:
-        self._truth(self._received_once)
+        self.faults.truth(self._received_once)
 
     def _received_once(self) -> None:
         counters = self.b.store.counters()
@@ -415,7 +407,7 @@ class ClaimMachine(RuleBasedStateMachine):
         self.tick(self.b.config.recipient_mpp_timeout + 1)
         missing = [k for k in self.htlcs if k not in self.verdict]
         assert not missing, f"HTLCs never answered: {missing}"
-        assert not self._truth(self.b.claimer.pending)
+        assert not self.faults.truth(self.b.claimer.pending)
         self.b.store.close()
 
 

@@ -251,16 +251,8 @@ class HoldMachine(RuleBasedStateMachine):
             assert x.verdicts and x.verdicts[0]["result"] == "fail", (spec, x.verdicts)
         event("new HTLC held" if key in self.waiting else "new HTLC refused")
 
-    def _truth(self, read):
-        """What the test reads of the store, whatever faults the plugin sees."""
-        down, self.faults.down = self.faults.down, None
-        try:
-            return read()
-        finally:
-            self.faults.down = down
-
     def _held(self) -> list[str]:
-        return self._truth(lambda: sorted(r.key for r in self.holder.records.by_state("held")))
+        return self.faults.truth(lambda: sorted(r.key for r in self.holder.records.by_state("held")))
 
     @rule(data=st.data(), late=st.sampled_from([0, 0, 1, 20, 300]))
     @precondition(lambda self: self._held())
@@ -278,7 +270,7 @@ class HoldMachine(RuleBasedStateMachine):
     def _release(self, key: str, kind: str, late: int, tick: bool = True) -> None:
         # late > 0: the adapter learnt of blocks (from another HTLC) before their block_added.
         self.height += late
-        x, row = self.htlcs.get(key), self._truth(lambda: self.holder.records.get(key))
+        x, row = self.htlcs.get(key), self.faults.truth(lambda: self.holder.records.get(key))
         payload = OnionMessagePayload(release_held_htlc=ReleaseHeldHtlc()) if kind != "not_a_release" else \
             OnionMessagePayload(held_htlc_available=HeldHtlcAvailable())
         valid = (kind != "not_a_release" and x is not None and row is not None and row.state == "held"
@@ -297,7 +289,7 @@ class HoldMachine(RuleBasedStateMachine):
                 assert not valid, f"a valid release of {key} was dropped: {e}"
                 assert {k: v.verdicts for k, v in self.htlcs.items()} == before
                 if row is not None:
-                    assert self._truth(lambda: self.holder.records.get(key)).state == row.state  # nothing changed
+                    assert self.faults.truth(lambda: self.holder.records.get(key)).state == row.state  # nothing changed
         except StoreError:
             # As the adapter: kept for the timer, which re-reads the row at once.
             event("release: store failed")
@@ -428,7 +420,7 @@ class HoldMachine(RuleBasedStateMachine):
 
     @invariant()
     def rows_match_the_answers(self) -> None:
-        self._truth(self._rows_match_the_answers)
+        self.faults.truth(self._rows_match_the_answers)
 
     def _rows_match_the_answers(self) -> None:
         for row in self.holder.records.all():

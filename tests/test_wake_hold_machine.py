@@ -92,14 +92,6 @@ class WakeMachine(RuleBasedStateMachine):
                 assert h.peer_id in self.online or self.faulted, "continued for a client that is not connected"
                 assert min(h.cltv_expiry - DELTA, h.outgoing_cltv) - self.height >= MARGIN
 
-    def _truth(self, read):
-        """What the test reads of the store, whatever faults the plugin sees."""
-        down, self.faults.down = self.faults.down, None
-        try:
-            return read()
-        finally:
-            self.faults.down = down
-
     def _deliver(self, answers: list[Release | FailBack]) -> None:
         for a in answers:
             call = self.open.pop(a.key, None)
@@ -158,7 +150,7 @@ class WakeMachine(RuleBasedStateMachine):
             self.faults.down = self.back_at = None
         self._tick()
         for key in self.open:
-            row = self._truth(lambda k=key: self.holder.get(k))
+            row = self.faults.truth(lambda k=key: self.holder.get(k))
             assert not self.by[key].due(self.height, self.now), "an open call past its time after a tick"
             assert self.now < row.deadline, "held past its deadline after a tick"
             assert min(row.cltv_expiry - DELTA, row.outgoing_cltv) - self.height >= MARGIN, "held within the margin"
@@ -233,9 +225,9 @@ class WakeMachine(RuleBasedStateMachine):
 
     @invariant()
     def bounded(self):
-        assert self._truth(self.holder.count_held) <= self.config.wake_max_total
+        assert self.faults.truth(self.holder.count_held) <= self.config.wake_max_total
         for p in PEERS:
-            assert self._truth(lambda q=p: self.holder.count_held(q)) <= self.config.wake_max_per_peer
+            assert self.faults.truth(lambda q=p: self.holder.count_held(q)) <= self.config.wake_max_per_peer
 
 
 WakeMachine.TestCase.settings = settings(
