@@ -53,7 +53,7 @@ from asyncpay.recipient.config import HTLC_FAIL_BACK_BUFFER
 from asyncpay.recipient.records import READY, OfferRow
 from asyncpay.storage import StoreError
 from asyncpay.store import Store
-from store_faults import LOCK_LOST, SERVER_GONE, faulty
+from store_faults import SERVER_GONE, faulty
 
 AMOUNT = 10_000  # the offers' amount: what a payment must cover
 MARGIN = HTLC_FAIL_BACK_BUFFER
@@ -333,12 +333,7 @@ class ClaimMachine(RuleBasedStateMachine):
 
     @rule(kind=st.sampled_from(["lock_lost", "commit_fails", "commit_outcome_unknown"]))
     def store_fault(self, kind: str) -> None:
-        if kind == "lock_lost":
-            self.faults.down = LOCK_LOST  # until the plugin restarts and takes it again
-        elif kind == "commit_fails":
-            self.faults.fail_commits = 1
-        else:
-            self.faults.unknown_commits = 1
+        self.faults.inject(kind)  # a lost lock: until the plugin restarts and takes it again
 
     @rule(replay_now=st.booleans())
     def restart(self, replay_now: bool) -> None:

@@ -56,7 +56,7 @@ from asyncpay.payment import HopPayload
 from asyncpay.payment.hold_request import HoldRequest
 from asyncpay.storage import StoreError
 from asyncpay.store import Store
-from store_faults import LOCK_LOST, SERVER_GONE, faulty
+from store_faults import SERVER_GONE, faulty
 from test_hold import held_path
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
@@ -342,14 +342,12 @@ class HoldMachine(RuleBasedStateMachine):
         next commit rolled back, or landed but raising (its outcome unknown)."""
         self.faulted = True
         event(f"store fault: {kind}")
-        if kind == "server_gone" and self.faults.down is None:
-            self.faults.down, self.back_at = SERVER_GONE, self.now + seconds
-        elif kind == "lock_lost":
-            self.faults.down, self.back_at = LOCK_LOST, None
-        elif kind == "commit_fails":
-            self.faults.fail_commits = 1
-        elif kind == "commit_outcome_unknown":
-            self.faults.unknown_commits = 1
+        if kind == "server_gone":
+            if self.faults.down is None:
+                self.faults.down, self.back_at = SERVER_GONE, self.now + seconds
+        else:
+            self.back_at = None if kind == "lock_lost" else self.back_at
+            self.faults.inject(kind)
 
     @rule(data=st.data())
     @precondition(lambda self: self.htlcs)

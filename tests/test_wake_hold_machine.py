@@ -35,7 +35,7 @@ from asyncpay.lsps.wake_hold import FailBack, Hold, Release, WakeCandidate, Wake
 from asyncpay.open_calls import AnswerBy
 from asyncpay.storage import StoreError
 from asyncpay.store import Store
-from store_faults import LOCK_LOST, SERVER_GONE, faulty
+from store_faults import SERVER_GONE, faulty
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
 
@@ -185,14 +185,12 @@ class WakeMachine(RuleBasedStateMachine):
           seconds=st.one_of(st.integers(1, 120), st.just(10**6)))
     def store_fault(self, kind, seconds):
         self.faulted = True
-        if kind == "server_gone" and self.faults.down is None:
-            self.faults.down, self.back_at = SERVER_GONE, self.now + seconds
-        elif kind == "lock_lost":
-            self.faults.down, self.back_at = LOCK_LOST, None
-        elif kind == "commit_fails":
-            self.faults.fail_commits = 1
+        if kind == "server_gone":
+            if self.faults.down is None:
+                self.faults.down, self.back_at = SERVER_GONE, self.now + seconds
         else:
-            self.faults.unknown_commits = 1
+            self.back_at = None if kind == "lock_lost" else self.back_at
+            self.faults.inject(kind)
 
     @rule(blocks=st.integers(1, 20))
     def block_before_the_tick(self, blocks):
