@@ -45,6 +45,7 @@ from ..lsps.wake_hold import FailBack, Hold, Release, WakeCandidate, WakeHolder
 from ..lsps.webhooks import PROTOCOL_NUMBER, WebhookService
 from ..open_calls import OpenCalls
 from ..ratelimit import TokenBuckets
+from ..storage.base import is_store_failure
 from .convert import msat
 from .role import Host, Respond, Role, store_pass
 
@@ -117,7 +118,7 @@ class Lsps5Role(Role):
                 answers += self.wake.connected(peer, height, now)
             answered = {a.key for a in answers}
             answers += self.wake.tick(height, now, self.waiting.keys() - answered)
-        self.reconnected.clear()
+        self.reconnected.difference_update(back)
         return answers
 
     # -- LSPS0 over custom messages ------------------------------------------
@@ -292,6 +293,7 @@ class Lsps5Role(Role):
         self.node.saw_height(height)
         now = int(time.time())
         online = self.node.is_connected(peer)
+        verdict = None
         try:
             with self.node.lock:
                 wakeable = not online and (peer in self.wallets or self.service.has_webhooks(peer))
@@ -310,7 +312,12 @@ class Lsps5Role(Role):
             else:
                 respond(verdict.hook_answer())
             return True
-        except Exception:
+        except Exception as e:
+            if verdict is None and is_store_failure(e):
+                # Not held: lightningd forwards it (or fails it) as it would without us. Every
+                # forward of the LSP passes here: a store that is gone must not fail them all.
+                self.node.log(f"lsps5: not holding HTLC {key}, the store cannot be used: {e}", level="warn")
+                return False
             try:
                 with self.node.lock:
                     answers = self.wake.abort(key, now)
