@@ -47,6 +47,7 @@ from ..lsps.wake_hold import FailBack, Hold, Release, WakeCandidate, WakeHolder
 from ..lsps.webhooks import PROTOCOL_NUMBER, REMOVE_WEBHOOK, WebhookService
 from ..open_calls import OpenCalls
 from ..ratelimit import TokenBuckets
+from ..storage.base import is_store_failure
 from . import webhook_http
 from .convert import msat
 from .role import Host, Respond, Role, store_pass
@@ -144,7 +145,7 @@ class Lsps5Role(Role):
             answered = {a.key for a in answers}
             settle = self.unsure or bool(self.reconnected)
             answers += self.wake.tick(height, now, self.waiting.keys() - answered if settle else ())
-        self.reconnected.clear()
+        self.reconnected.difference_update(back)
         self.unsure = False  # committed: every open call was answered from its row, or is held
         return answers
 
@@ -330,6 +331,7 @@ class Lsps5Role(Role):
         self.node.saw_height(height)
         now = int(time.time())
         online = self.node.is_connected(peer)
+        verdict = None
         try:
             with self.node.lock:
                 wakeable = not online and (peer in self.wallets or self.service.has_webhooks(peer))
@@ -348,7 +350,12 @@ class Lsps5Role(Role):
             else:
                 respond(verdict.hook_answer())
             return True
-        except Exception:
+        except Exception as e:
+            if verdict is None and is_store_failure(e):
+                # Not held: lightningd forwards it (or fails it) as it would without us. Every
+                # forward of the LSP passes here: a store that is gone must not fail them all.
+                self.node.log(f"lsps5: not holding HTLC {key}, the store cannot be used: {e}", level="warn")
+                return False
             try:
                 with self.node.lock:
                     answers = self.wake.abort(key, now)
