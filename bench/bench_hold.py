@@ -98,10 +98,9 @@ def release_to_forward(tmp: Path, held: int, iterations: int) -> None:
         store=store, endpoint=Endpoint(store, pubkey_of(LSP), os.urandom(32), os.urandom), lock=threading.RLock(),
         log=lambda *a, **k: None, perform=lambda actions: None, resolve_intro=lambda i: i.node_id,
         config_for=lambda cls: HoldConfig(hold_max_per_peer=10**6, hold_max_total=10**7),
-        rpc=types.SimpleNamespace(call=lambda *a, **k: {"configs": {"cltv-delta": {"value_int": 34}}}))
+        cltv_delta=34, current_height=lambda: HEIGHT, saw_height=lambda height: None)
     node.books = Bookkeeping(store, node.lock)
     role = HoldRole(node)
-    role.height = HEIGHT
     payload = HopPayload(amt_to_forward=10_000, outgoing_cltv_value=HEIGHT + 500, short_channel_id=7).encode()
     with store.tx():
         for i in range(held):
@@ -115,13 +114,14 @@ def release_to_forward(tmp: Path, held: int, iterations: int) -> None:
         samples, t0 = [], time.perf_counter_ns()
         for i in range(first, first + iterations):
             key = f"1x1x1/{i}"
-            role.waiting[key] = lambda answer, answered=answered: answered.append(time.perf_counter_ns())
+            role.waiting.open(key, lambda answer, answered=answered: answered.append(time.perf_counter_ns()),
+                              role.core.answer_by(role.core.records.get(key)))
             d = Delivered(RELEASE, key, None, release, b"")
             s = time.perf_counter_ns()
             if first:
                 role.on_message(d, NOW)
             else:
-                role._run(role.core.release(d, role.current_height(), NOW), NOW)
+                role._run(role.core.release(d, HEIGHT, NOW), NOW)
             samples.append(answered[-1] - s)
         assert len(answered) == iterations and not role.waiting
         report(f"release_held_htlc -> continue answered (HoldRole), {held:,} held, {label}", samples,

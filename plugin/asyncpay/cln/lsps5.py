@@ -143,7 +143,7 @@ class Lsps5Role(Role):
             for peer in back:
                 answers += self.wake.connected(peer, height, now)
             answered = {a.key for a in answers}
-            settle = self.unsure or bool(self.reconnected)
+            settle = self.unsure or bool(back)
             answers += self.wake.tick(height, now, self.waiting.keys() - answered if settle else ())
         self.reconnected.difference_update(back)
         self.unsure = False  # committed: every open call was answered from its row, or is held
