@@ -244,7 +244,8 @@ class WakeMachine(RuleBasedStateMachine):
     @invariant()
     def held_within_what_the_client_can_receive(self):
         for p, receivable in RECEIVABLE.items():
-            held = [self.htlcs[r.key] for r in self.faults.truth(self.holder.all) if r.state == "held" and r.peer_id == p]
+            held = [self.htlcs[r.key] for r in self.faults.truth(self.holder.all)
+                    if r.state == "held" and r.peer_id == p]
             if receivable is not None:
                 assert sum(h.forward_msat for h in held) <= receivable
 
