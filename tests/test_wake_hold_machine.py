@@ -245,12 +245,13 @@ class WakeMachine(RuleBasedStateMachine):
         for channel, slots in CHANNELS.items():
             bound = max(1, (slots or 30) * 25 // 100)
             assert sum(1 for k in self.open if k.startswith(channel + "/")) <= bound
-            assert self._truth(lambda c=channel: self.holder.count_held_on_channel(c)) <= bound
+            assert self.faults.truth(lambda c=channel: self.holder.count_held_on_channel(c)) <= bound
 
     @invariant()
     def held_within_what_the_client_can_receive(self):
+        rows = self.faults.truth(self.holder.all)
         for p, receivable in RECEIVABLE.items():
-            held = [self.htlcs[r.key] for r in self._truth(self.holder.all) if r.state == "held" and r.peer_id == p]
+            held = [self.htlcs[r.key] for r in rows if r.state == "held" and r.peer_id == p]
             if receivable is not None:
                 assert sum(h.forward_msat for h in held) <= receivable
 
