@@ -194,7 +194,7 @@ def test_a_client_that_never_wakes_gets_its_htlc_failed_at_the_timeout(node_fact
     waited = time.time() - started
     status = l2.rpc.call("asyncpay-status")["lsps5"]
     assert status["held_for_wake"] == 0 and status["counters"]["wake_failed_wake_timeout"] >= 1
-    assert waited >= 10  # held for the timeout, not failed at once
+    assert waited >= 9  # held for the timeout, not failed at once (the deadline is kept in whole seconds)
     wait_for(lambda: calls(srv, n.PAYMENT_INCOMING), TIMEOUT, what="payment_incoming")
     # The channel is not closed by any of this.
     assert [c["state"] for c in l2.rpc.listpeerchannels(l3.info["id"])["channels"]] == ["CHANNELD_NORMAL"]
