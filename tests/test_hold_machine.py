@@ -203,6 +203,18 @@ class HoldMachine(RuleBasedStateMachine):
             respond(a.hook_answer())
 
     def _tick(self) -> None:
+        """The adapter's timer: a pass through the store, tried once more at once if it
+        raised (its commit may have landed), else the calls whose time came failed from memory."""
+        step = self._store_tick() or self._store_tick()
+        if step is None:
+            for key, call in self.waiting.overdue(self.height, self.now):
+                event("tick failed a hold back from memory")
+                self.from_memory.add(key)
+                call.respond(FailBack(key, "store_unavailable").hook_answer())
+            return
+        self._after_tick(step)
+
+    def _store_tick(self) -> Step | None:
         try:
             step = Step()
             with self.store.tx():
@@ -217,11 +229,10 @@ class HoldMachine(RuleBasedStateMachine):
                 self._mark_forwarded(step)
             self.releases.clear()
         except StoreError:
-            for key, call in self.waiting.overdue(self.height, self.now):
-                event("tick failed a hold back from memory")
-                self.from_memory.add(key)
-                call.respond(FailBack(key, "store_unavailable").hook_answer())
-            return
+            return None
+        return step
+
+    def _after_tick(self, step: Step) -> None:
         if step.answers:
             event("tick failed a hold back")
         if step.sends:

@@ -128,6 +128,8 @@ class Lsps5Role(Role):
         height = self.node.current_height()
         back = [p for p in sorted(self.reconnected) if self.node.is_connected(p)]
         answers = store_pass(self.node, lambda: self._store_tick(back, height, now), "lsps5 wake tick")
+        if answers is None:  # its commit may have landed: the truth re-read once now
+            answers = store_pass(self.node, lambda: self._store_tick(back, height, now), "lsps5 wake tick")
         if answers is None:
             self.unsure = True
             for key, call in self.waiting.overdue(height, now):
