@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..ratelimit import TokenBuckets
@@ -44,15 +46,35 @@ class Mailbox:
         self.last_wakeup: dict[str, int] = {}
         self._load_totals()
 
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """A transaction whose failure (a COMMIT refused, lost or of unknown outcome)
+        marks the in-memory totals stale: they counted changes the database may not
+        have; the next use reads them again from the database, which has the truth
+        either way. Nested in another: that one's failure marks them."""
+        self._fresh()
+        try:
+            with self.store.tx():
+                yield
+        except BaseException:
+            self._stale = True
+            raise
+
+    def _fresh(self) -> None:
+        if self._stale:
+            self._load_totals()  # raises while the store is down: nothing is admitted then
+
     def _load_totals(self) -> None:
         # Kept in memory so intake never scans the table; the mailbox object
         # is the only writer of the mailbox table.
+        self._stale = True  # until read in full
         self.total = [0, 0]
         self.per_peer: dict[str, list[int]] = {}
         self.per_source: dict[str, dict[str | None, list[int]]] = {}  # peer -> source -> [messages, bytes]
         self.source_total: dict[str | None, list[int]] = {}  # source -> [messages, bytes], all peers
         for peer, source, n, b in self.store.mailbox_sources():
             self._account(peer, source, n, b)
+        self._stale = False
 
     def qualifies(self, peer_id: str, has_channel: bool) -> bool:
         return has_channel or self.store.is_recipient(peer_id)
@@ -60,9 +82,10 @@ class Mailbox:
     def intake(self, peer_id: str, source: str | None, path_key: bytes, onion: bytes, now: int) -> str | None:
         """Queue a message for ``peer_id`` from ``source``; returns why it was
         dropped, or None. May evict older mail of a larger source."""
+        self._fresh()
         reason = self._refusal(peer_id, source, len(onion), now)
         if reason is None:
-            with self.store.tx():
+            with self._tx():
                 if self.store.mailbox_contains(path_key, onion):
                     self.store.bump("mailbox_duplicate")
                     return None
@@ -79,12 +102,8 @@ class Mailbox:
     def intake_batch(self, items: list[tuple[str, str | None, bytes, bytes]], now: int) -> list[str | None]:
         """``intake`` for each (peer_id, source, path_key, onion), in one
         transaction: one commit, so one fsync, for the whole batch."""
-        try:
-            with self.store.tx():
-                return [self.intake(peer, source, key, onion, now) for peer, source, key, onion in items]
-        except Exception:
-            self._load_totals()  # the in-memory totals counted a batch that rolled back
-            raise
+        with self._tx():
+            return [self.intake(peer, source, key, onion, now) for peer, source, key, onion in items]
 
     def wakeup(self, peer_id: str, now: int) -> dict | None:
         """The ``asyncpay_mailbox_queued`` notification for ``peer_id``, at most
@@ -167,7 +186,7 @@ class Mailbox:
         return self.store.mailbox_pending(peer_id, self.config.mailbox_max_messages_per_peer)
 
     def delivered(self, row: MailboxRow) -> None:
-        with self.store.tx():
+        with self._tx():
             if self.store.mailbox_delete(row.id, row.path_key, row.onion):
                 self.store.bump("mailbox_flushed")
                 self._account(row.peer_id, row.source, -1, -row.size)
@@ -177,7 +196,7 @@ class Mailbox:
         self.store.bump("mailbox_flush_failed")
 
     def expire(self, now: int) -> int:
-        with self.store.tx():
+        with self._tx():
             n = self.store.mailbox_expire(now - self.config.mailbox_ttl)
             if n:
                 self.store.bump("mailbox_expired", n)

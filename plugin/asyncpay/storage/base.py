@@ -18,6 +18,11 @@ class StoreLocked(StoreError):
     """Another process holds the database: two writers would corrupt each other's state."""
 
 
+class CommitUnknown(StoreError):
+    """COMMIT was sent and its answer lost (the connection broke): the transaction
+    may or may not have committed. Re-read the database before acting on it."""
+
+
 class Result:
     """A statement's rows, fetched before the connection goes back: a result
     never keeps a connection (or the SQLite lock) busy."""
@@ -89,10 +94,12 @@ class Backend:
 
 
 class HeldLock:
-    """One process's hold on a database: ``check`` raises StoreLocked once it is lost."""
+    """One process's hold on a database: ``check`` raises StoreLocked once it is lost;
+    ``fence`` is what a backend checks before each COMMIT (PostgreSQL's ``Fence``)."""
 
-    def __init__(self, release: Callable[[], None], check: Callable[[], None] = lambda: None) -> None:
-        self.release, self.check = release, check
+    def __init__(self, release: Callable[[], None], check: Callable[[], None] = lambda: None,
+                 fence: Any = None) -> None:
+        self.release, self.check, self.fence = release, check, fence
 
 
 class ProcessLocks:
@@ -104,13 +111,14 @@ class ProcessLocks:
         self._mutex = threading.Lock()
         self._held: dict[str, list] = {}  # name -> [HeldLock, count]
 
-    def acquire(self, name: str, take: Callable[[], HeldLock]) -> None:
-        """``take`` locks (raising StoreLocked if it cannot)."""
+    def acquire(self, name: str, take: Callable[[], HeldLock]) -> HeldLock:
+        """``take`` locks (raising StoreLocked if it cannot); the lock this process holds."""
         with self._mutex:
             if name in self._held:
                 self._held[name][1] += 1
-                return
-            self._held[name] = [take(), 1]
+            else:
+                self._held[name] = [take(), 1]
+            return self._held[name][0]
 
     def check(self, name: str) -> None:
         entry = self._held.get(name)
