@@ -105,7 +105,8 @@ class PostgresBackend(Backend):
         try:
             self.pool = ConnectionPool(dsn, min_size=1, max_size=POOL_SIZE, timeout=POOL_WAIT, open=False,
                                        kwargs={"autocommit": True, **connect_kwargs(dsn)},
-                                       configure=self._configure, name="asyncpay")
+                                       configure=self._configure, check=ConnectionPool.check_connection,
+                                       name="asyncpay")
             self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         except (psycopg.Error, PoolTimeout) as e:
             self._release()
