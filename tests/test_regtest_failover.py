@@ -233,8 +233,8 @@ def _failover_run(node_factory, cluster: Replicated, fault: str) -> None:
 
     with psycopg.connect(cluster.uri(cluster.primary), autocommit=True) as admin:
         admin.execute("CREATE DATABASE ls")
-    s, ls, lr, r = four_nodes(node_factory, ls_opts={**_ls_options(cluster, cluster.primary, "ls"),
-                                                     "may_fail": True})
+    s, ls, lr, r = four_nodes(node_factory, ls_opts=_ls_options(cluster, cluster.primary, "ls"))
+    ls.may_fail = True  # its lightningd may exit with its database gone
     assert ls.daemon.is_in_log("database postgresql://")
     # W: a sleeping wallet whose static invoice and mail Ls keeps.
     w = node_factory.get_node(options={"plugin": RECORDER}, may_reconnect=True)
