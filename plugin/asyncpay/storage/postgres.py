@@ -360,7 +360,7 @@ def _advisory_lock(dsn: str, database: str, schema: str, where: str) -> HeldLock
                 raise StoreLocked(f"PostgreSQL {where}: another asyncpay holds the advisory lock {key} "
                                   "(one active LSP per database); refusing to run")
             time.sleep(0.2)
-        _refuse_a_pooler(conn, pid, key, where)
+        _refuse_a_pooler(dsn, conn, pid, key, where)
         # The barrier: a commit the previous owner began before it lost the lock ends first.
         conn.execute(f"SET lock_timeout = {int(LOCK_WAIT * 1000)}")
         conn.execute("SELECT pg_advisory_lock(%s)", (commit_key,))
@@ -423,18 +423,26 @@ def _advisory_lock(dsn: str, database: str, schema: str, where: str) -> HeldLock
     return HeldLock(release, check, Fence(key, commit_key, pid, where))
 
 
-def _refuse_a_pooler(conn: psycopg.Connection, pid: int, key: int, where: str) -> None:
+def _refuse_a_pooler(dsn: str, conn: psycopg.Connection, pid: int, key: int, where: str) -> None:
     """A pooler in transaction or statement mode (pgbouncer) gives each transaction
     of a client connection any server session: a session lock then belongs to
-    whichever client that session serves next. Seen as the session's pid
-    changing between statements, or the lock held by another pid than ours."""
-    for _ in range(3):
-        now, holds = conn.execute(f"SELECT pg_backend_pid(), EXISTS ({HELD_BY} AND pid = %s)",
-                                  (*_lock_columns(key), pid)).fetchone()
-        if now != pid or not holds:
-            raise StoreLocked(f"PostgreSQL {where}: the connection changed server session between two "
-                              "statements (a pooler in transaction or statement mode?); the advisory lock "
-                              "needs a session of its own: connect directly or in session mode")
+    whichever client that session serves next. Seen as another client connection
+    served by the lock's session (a pooler reuses the session it was just given
+    back: pgbouncer's default), or as the lock's connection changing session.
+    Connected directly, every connection is a session of its own."""
+    try:
+        other = psycopg.connect(dsn, autocommit=True, **connect_kwargs(dsn))
+    except psycopg.Error as e:
+        raise StoreError(f"cannot connect to PostgreSQL: {' '.join(str(e).split())}") from e
+    with other:
+        for _ in range(3):
+            now, holds = conn.execute(f"SELECT pg_backend_pid(), EXISTS ({HELD_BY} AND pid = %s)",
+                                      (*_lock_columns(key), pid)).fetchone()
+            shared = other.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
+            if now != pid or not holds or shared:
+                raise StoreLocked(f"PostgreSQL {where}: the advisory lock's server session serves other "
+                                  "connections too (a pooler in transaction or statement mode?); the lock "
+                                  "needs a session of its own: connect directly or in session mode")
 
 
 def _run(conn: psycopg.Connection, sql: str, args: Sequence[Any]) -> Result:
