@@ -225,6 +225,12 @@ def _alive(node) -> bool:
     return node.daemon.proc is not None and node.daemon.proc.poll() is None
 
 
+def _exit_reason(node) -> str:
+    """The last **BROKEN** line lightningd logged before it exited."""
+    broken = [line for line in node.daemon.logs if "**BROKEN**" in line and "backtrace" not in line]
+    return broken[-1].split("**BROKEN**", 1)[1].strip()[:120] if broken else "no reason logged"
+
+
 def _failover_run(node_factory, cluster: Replicated, fault: str) -> None:
     import psycopg
 
@@ -234,7 +240,8 @@ def _failover_run(node_factory, cluster: Replicated, fault: str) -> None:
     with psycopg.connect(cluster.uri(cluster.primary), autocommit=True) as admin:
         admin.execute("CREATE DATABASE ls")
     s, ls, lr, r = four_nodes(node_factory, ls_opts=_ls_options(cluster, cluster.primary, "ls"))
-    ls.may_fail = True  # its lightningd may exit with its database gone
+    ls.may_fail = True  # its lightningd exits with its database connection (CLN's db_error is fatal)
+    ls.broken_log = "DB transaction|executing statement|backtrace|FATAL SIGNAL|db_error|database"
     assert ls.daemon.is_in_log("database postgresql://")
     # W: a sleeping wallet whose static invoice and mail Ls keeps.
     w = node_factory.get_node(options={"plugin": RECORDER}, may_reconnect=True)
@@ -267,13 +274,23 @@ def _failover_run(node_factory, cluster: Replicated, fault: str) -> None:
     # The fault.
     t_fault = time.time()
     events: list[str] = []
-    if fault == "restart":
-        cluster.restart_primary()
-        time.sleep(5)  # the LSP runs on (or its lightningd stops: it cannot run without its wallet)
+
+    def supervise() -> None:
+        """What a supervisor (systemd) does: lightningd exits when its database connection
+        breaks (CLN's db_error is fatal); start it again."""
         if not _alive(ls):
-            events.append(f"Ls's lightningd exited {time.time() - t_fault:.0f} s after the restart; started again")
+            events.append(f"Ls's lightningd exited {time.time() - t_fault:.0f} s after the fault "
+                          f"({_exit_reason(ls)}); started again")
             ls.daemon.proc = None
             ls.start()
+            for peer in (s, lr):
+                if not any(p["connected"] for p in ls.rpc.listpeers(peer.info["id"])["peers"]):
+                    ls.rpc.connect(peer.info["id"], "localhost", peer.port)
+
+    if fault == "restart":
+        cluster.restart_primary()
+        time.sleep(5)  # the LSP runs on, or its lightningd exits with its database connection
+        supervise()
     else:
         cluster.kill_primary_and_promote()
         if _alive(ls):  # fencing: the old active node goes before the standby starts
@@ -291,6 +308,7 @@ def _failover_run(node_factory, cluster: Replicated, fault: str) -> None:
     answered: dict[str, float] = {}
 
     def all_answered() -> bool:
+        supervise()
         now, out = time.time(), _in_flight(ls)
         for h in held:
             if h not in out and h not in answered:
