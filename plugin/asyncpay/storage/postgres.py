@@ -446,7 +446,12 @@ def _refuse_a_pooler(dsn: str, conn: psycopg.Connection, pid: int, key: int, whe
 
 
 def _run(conn: psycopg.Connection, sql: str, args: Sequence[Any]) -> Result:
-    cur = conn.execute(to_pg(sql), tuple(args))
+    try:
+        cur = conn.execute(to_pg(sql), tuple(args))
+    except psycopg.OperationalError as e:
+        # The server gone, a timeout, a lock not granted: the store cannot be used now
+        # (an error of our SQL, a constraint, stays psycopg's own).
+        raise StoreError(f"PostgreSQL: {' '.join(str(e).split())}") from e
     return Result(cur.fetchall() if cur.description else [], cur.rowcount)
 
 
