@@ -104,6 +104,21 @@ def lsp_database(cluster):
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def sleeping_wallet_with_mail(lsp, w, sender, text: bytes):
+    """``w``'s wallet stores its static invoice at ``lsp`` and sleeps; ``sender`` sends it
+    one onion message, which ``lsp`` queues. The wallet, its offer and its invoice."""
+    wallet, offer, invoice = handshake(lsp, w)
+    w.stop()
+    dest = build_path(os.urandom(32), [
+        (node_id(lsp), EncryptedData(next_node_id=node_id(w))),
+        (node_id(w), EncryptedData(next_node_id=wallet.endpoint)),
+        (wallet.endpoint, EncryptedData(path_id=os.urandom(32))),
+    ])
+    inject(sender, Wallet(node_id(sender)).onion_to(dest, OnionMessagePayload(unknown={71: text})))
+    wait_for(lambda: lsp.rpc.call("asyncpay-listmailbox")["messages"] == 1, what="mail queued")
+    return wallet, offer, invoice
+
+
 def test_a_fresh_lightningd_on_the_same_database_takes_over(lsp_database, node_factory):  # the nodes stop first
     wallet_db, asyncpay_db = lsp_database
     lsp_opts = {"plugin": ASYNCPAY, "wallet": wallet_db, "asyncpay-db": asyncpay_db}
@@ -116,15 +131,7 @@ def test_a_fresh_lightningd_on_the_same_database_takes_over(lsp_database, node_f
     assert l2.daemon.is_in_log("database postgresql://")
 
     # The wallet stores its static invoice, goes to sleep, and mail comes for it.
-    recipient, offer, invoice = handshake(l2, l3)
-    l3.stop()
-    dest = build_path(os.urandom(32), [
-        (node_id(l2), EncryptedData(next_node_id=node_id(l3))),
-        (node_id(l3), EncryptedData(next_node_id=recipient.endpoint)),
-        (recipient.endpoint, EncryptedData(path_id=os.urandom(32))),
-    ])
-    inject(l1, Wallet(node_id(l1)).onion_to(dest, OnionMessagePayload(unknown={71: b"queued before failover"})))
-    wait_for(lambda: l2.rpc.call("asyncpay-listmailbox")["messages"] == 1, what="queued")
+    recipient, offer, invoice = sleeping_wallet_with_mail(l2, l3, l1, b"queued before failover")
 
     # The active LSP dies without a goodbye (its plugins die with it).
     l2.daemon.proc.kill()
@@ -246,15 +253,7 @@ def _failover_run(node_factory, cluster: Replicated, fault: str) -> None:
     # W: a sleeping wallet whose static invoice and mail Ls keeps.
     w = node_factory.get_node(options={"plugin": RECORDER}, may_reconnect=True)
     node_factory.join_nodes([ls, w], announce_channels=False)
-    wallet, _, w_invoice = handshake(ls, w)
-    w.stop()
-    dest = build_path(os.urandom(32), [
-        (node_id(ls), EncryptedData(next_node_id=node_id(w))),
-        (node_id(w), EncryptedData(next_node_id=wallet.endpoint)),
-        (wallet.endpoint, EncryptedData(path_id=os.urandom(32))),
-    ])
-    inject(s, Wallet(node_id(s)).onion_to(dest, OnionMessagePayload(unknown={71: b"queued before the fault"})))
-    wait_for(lambda: ls.rpc.call("asyncpay-listmailbox")["messages"] == 1, what="mail queued")
+    wallet, _, w_invoice = sleeping_wallet_with_mail(ls, w, s, b"queued before the fault")
     nodes = {"S": s, "Ls": ls, "Lr": lr, "R": r, "W": w}
     awake = {k: v for k, v in nodes.items() if k != "W"}
     books = _balances(awake)
