@@ -28,16 +28,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 import uuid
-from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
+from pg_replicated import CI_POSTGRES, Replicated, lightningd_has_postgres, server_binaries, with_database
 from regtest import ASYNCPAY, RECORDER, handshake, inject, node_id, require_binaries, take, wait_for
 
 require_binaries()
@@ -48,27 +46,16 @@ from asyncpay.blinded_path import EncryptedData  # noqa: E402
 from asyncpay.onion_message import OnionMessagePayload, build_path  # noqa: E402
 from wallet import Wallet  # noqa: E402
 
-CI_POSTGRES = Path(__file__).resolve().parent.parent / ".ci" / "postgres"
-
-
-def _lightningd_has_postgres() -> bool:
-    out = subprocess.run(["ldd", shutil.which("lightningd")], capture_output=True, text=True)
-    return "libpq" in out.stdout
-
-
-def _server_binaries() -> bool:
-    return shutil.which("initdb") is not None or any(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-
 
 @pytest.fixture
 def cluster():
     """The URI of a PostgreSQL cluster we may create databases in."""
-    if not _lightningd_has_postgres():
+    if not lightningd_has_postgres():
         pytest.skip("regtest failover: lightningd is built without PostgreSQL (no libpq)")
     if os.environ.get("ASYNCPAY_TEST_PG"):
         yield os.environ["ASYNCPAY_TEST_PG"]
         return
-    if not _server_binaries():
+    if not server_binaries():
         pytest.skip("regtest failover: no PostgreSQL server (set ASYNCPAY_TEST_PG, or install postgresql)")
     # Straight under the temporary root: run as root, .ci/postgres hands the
     # cluster to an unprivileged user, who cannot enter pytest's private
@@ -83,12 +70,6 @@ def cluster():
     shutil.rmtree(where, ignore_errors=True)
 
 
-def _with(uri: str, database: str, **query: str) -> str:
-    parts = urlsplit(uri)
-    q = [(k, v) for k, v in parse_qsl(parts.query) if k not in query] + list(query.items())
-    return urlunsplit(parts._replace(path="/" + database, query=urlencode(q)))
-
-
 @pytest.fixture
 def lsp_database(cluster):
     """A database of its own for the LSP: CLN's tables, and asyncpay's in schema ``asyncpay_state``
@@ -98,8 +79,8 @@ def lsp_database(cluster):
     name = "failover_" + uuid.uuid4().hex[:12]
     with psycopg.connect(cluster, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
-    wallet = _with(cluster, name).replace("postgresql://", "postgres://", 1)
-    yield wallet, _with(cluster, name, options="-csearch_path=asyncpay_state")
+    wallet = with_database(cluster, name).replace("postgresql://", "postgres://", 1)
+    yield wallet, with_database(cluster, name, options="-csearch_path=asyncpay_state")
     with psycopg.connect(cluster, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
@@ -167,56 +148,19 @@ HOLD_SECONDS = 60  # Ls's asyncpay-hold-max-seconds: the held HTLCs' deadline
 ANSWER_SLACK = 30  # seconds past a deadline still "at" it (the hold timer's tick on a loaded 2-core box)
 
 
-class Replicated:
-    """A primary and a synchronous streaming standby, each on its own Unix socket directory."""
-
-    def __init__(self) -> None:
-        self.primary, self.standby = tempfile.mkdtemp(prefix="asyncpay-pgp-"), tempfile.mkdtemp(prefix="asyncpay-pgs-")
-        # Synchronous: a commit is acknowledged once the standby has it (nothing acknowledged is lost
-        # when the primary dies). Given at the primary's start only, so the promoted standby does
-        # not wait for a standby of its own.
-        env = {**os.environ, "ASYNCPAY_PG_OPTS": "-c synchronous_standby_names=*"}
-        self._run("start", self.primary, env=env)
-        self._run("standby", self.standby, self.primary)
-
-    def _run(self, *args: str, env=None) -> str:
-        out = subprocess.run([str(CI_POSTGRES), *args], capture_output=True, text=True, env=env)
-        if out.returncode != 0:
-            pytest.fail(f"regtest failover: .ci/postgres {' '.join(args)}: {out.stderr.strip()}")
-        return out.stdout.strip()
-
-    def uri(self, where: str, database: str = "postgres", **query: str) -> str:
-        return _with(f"postgresql://asyncpay@/postgres?host={where}", database, **query)
-
-    def restart_primary(self) -> None:
-        self._run("restart", self.primary)
-
-    def kill_primary_and_promote(self) -> None:
-        with open(os.path.join(self.primary, "data", "postmaster.pid")) as f:
-            os.kill(int(f.readline()), signal.SIGKILL)
-        self._run("promote", self.standby)
-
-    def close(self) -> None:
-        for where in (self.standby, self.primary):
-            subprocess.run([str(CI_POSTGRES), "stop", where], capture_output=True)
-            shutil.rmtree(where, ignore_errors=True)
-
-
 @pytest.fixture
 def replicated():
-    if not _lightningd_has_postgres():
+    if not lightningd_has_postgres():
         pytest.skip("regtest failover: lightningd is built without PostgreSQL (no libpq)")
-    if not _server_binaries():
+    if not server_binaries():
         pytest.skip("regtest failover: no PostgreSQL server binaries (install postgresql)")
     r = Replicated()
     yield r
     r.close()
 
 
-def _ls_options(cluster: Replicated, where: str, database: str) -> dict:
-    return {"wallet": cluster.uri(where, database).replace("postgresql://", "postgres://", 1),
-            "asyncpay-db": cluster.uri(where, database, options="-csearch_path=asyncpay_state"),
-            "asyncpay-hold-max-seconds": HOLD_SECONDS}
+def _ls_options(cluster: Replicated) -> dict:
+    return {**cluster.lightningd_options("ls"), "asyncpay-hold-max-seconds": HOLD_SECONDS}
 
 
 def _in_flight(node) -> set[str]:
@@ -239,14 +183,11 @@ def _exit_reason(node) -> str:
 
 
 def _failover_run(node_factory, cluster: Replicated, fault: str) -> None:
-    import psycopg
-
     from test_regtest_hold import assert_channels_normal, connect_to_server, four_nodes, wake
     from test_regtest_recipient import ready_offer
 
-    with psycopg.connect(cluster.uri(cluster.primary), autocommit=True) as admin:
-        admin.execute("CREATE DATABASE ls")
-    s, ls, lr, r = four_nodes(node_factory, ls_opts=_ls_options(cluster, cluster.primary, "ls"))
+    cluster.create_database("ls")
+    s, ls, lr, r = four_nodes(node_factory, ls_opts=_ls_options(cluster))
     ls.may_fail = True  # its lightningd exits with its database connection (CLN's db_error is fatal)
     ls.broken_log = "DB transaction|executing statement|backtrace|FATAL SIGNAL|db_error|database"
     assert ls.daemon.is_in_log("database postgresql://")
@@ -296,7 +237,7 @@ def _failover_run(node_factory, cluster: Replicated, fault: str) -> None:
             ls.daemon.proc.kill()
         ls.daemon.proc.wait()
         events.append(f"Ls's lightningd on the promoted standby {time.time() - t_fault:.0f} s after the kill")
-        ls.daemon.opts.update(_ls_options(cluster, cluster.standby, "ls"))
+        ls.daemon.opts.update(_ls_options(cluster))
         ls.daemon.proc = None
         ls.start()
     for peer in (s, lr):
