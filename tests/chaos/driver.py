@@ -87,6 +87,12 @@ class Driver:
 
     def step(self) -> None:
         self._wake_sleepers_over(MAX_SLEEP)
+        if self.net.cluster is not None:  # at least one restart and one failover, under traffic
+            done = len(self.run.payments)
+            if not self.run.count("db_restart") and done >= self.target // 3:
+                self.database_fault(failover=False)
+            elif not self.run.count("db_failover") and done >= 2 * self.target // 3:
+                self.database_fault(failover=True)
         roll = self.rng.random()
         if roll < 0.45:
             self.pay()
@@ -98,7 +104,7 @@ class Driver:
             self.disconnect()
         elif roll < 0.86:
             self.mine()
-        elif roll < 0.90 and self.net.cluster is not None:
+        elif roll < 0.89 and self.net.cluster is not None:
             self.database_fault()
         else:
             time.sleep(self.rng.uniform(0.5, 3.0))
@@ -209,10 +215,12 @@ class Driver:
             return
         self._event("disconnect", f"{a}-{b}")
 
-    def database_fault(self) -> None:
+    def database_fault(self, failover: bool | None = None) -> None:
         """The LSPs' PostgreSQL primary restarts (``pg_ctl restart -m fast``), or, once,
         dies (SIGKILL) and its standby is promoted (Network.database_failover)."""
-        if self.net.cluster.standby is not None and self.rng.random() < 0.3:
+        if failover is None:
+            failover = self.rng.random() < 0.3
+        if failover and self.net.cluster.standby is not None:
             self.net.database_failover()
             self._event("db_failover", "primary killed, standby promoted, Ls and Lr moved")
             return
