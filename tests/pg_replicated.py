@@ -16,6 +16,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 
 CI_POSTGRES = Path(__file__).resolve().parent.parent / ".ci" / "postgres"
+# lightningd exits when its connection to PostgreSQL breaks (CLN v26.06's db_error is
+# fatal): the BROKEN lines a database fault is expected to cause (pyln's broken_log).
+DATABASE_GONE_BROKEN = ("DB transaction|executing statement|query failed|terminating connection|backtrace|"
+                        "FATAL SIGNAL|db_error|database")
 
 
 def lightningd_has_postgres() -> bool:

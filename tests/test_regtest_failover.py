@@ -35,7 +35,14 @@ import uuid
 
 import pytest
 
-from pg_replicated import CI_POSTGRES, Replicated, lightningd_has_postgres, server_binaries, with_database
+from pg_replicated import (
+    CI_POSTGRES,
+    DATABASE_GONE_BROKEN,
+    Replicated,
+    lightningd_has_postgres,
+    server_binaries,
+    with_database,
+)
 from regtest import ASYNCPAY, RECORDER, handshake, inject, node_id, require_binaries, take, wait_for
 
 require_binaries()
@@ -189,7 +196,7 @@ def _failover_run(node_factory, cluster: Replicated, fault: str) -> None:
     cluster.create_database("ls")
     s, ls, lr, r = four_nodes(node_factory, ls_opts=_ls_options(cluster))
     ls.may_fail = True  # its lightningd exits with its database connection (CLN's db_error is fatal)
-    ls.broken_log = "DB transaction|executing statement|backtrace|FATAL SIGNAL|db_error|database"
+    ls.broken_log = DATABASE_GONE_BROKEN
     assert ls.daemon.is_in_log("database postgresql://")
     # W: a sleeping wallet whose static invoice and mail Ls keeps.
     w = node_factory.get_node(options={"plugin": RECORDER}, may_reconnect=True)

@@ -28,9 +28,6 @@ Q_HTLC_MAX_MSAT = 20_000_000
 # a fault we injected; the balances row checks the money. Only on Ls and Lr,
 # the forwarding nodes we kill.
 RELOADED_HTLC_BROKEN = "Unable to calculate fees collected. Not logging an inbound HTLC"
-# lightningd exits when its connection to PostgreSQL breaks (CLN's db_error is fatal): a
-# database fault's expected lines; a supervisor starts it again (Network.supervise).
-DATABASE_GONE_BROKEN = "DB transaction|executing statement|backtrace|FATAL SIGNAL|db_error|database"
 
 # pyln-testing fails a node with any " WARNING:" line; the run allows one
 # kind, checked by invariants.peer_warnings instead: CLN's connectd lets a
@@ -103,6 +100,8 @@ class Network:
             for name in on_db:
                 self.cluster.create_database(name.lower())
                 on_db[name] = self.cluster.lightningd_options(name.lower())
+            from pg_replicated import DATABASE_GONE_BROKEN
+
             broken += "|" + DATABASE_GONE_BROKEN
         ls = f.get_node(options={"plugin": ASYNCPAY, **LSP_HOLD_OPTS, **on_db["Ls"]}, may_reconnect=True,
                         allow_warning=True, broken_log=broken, may_fail=self.cluster is not None)
