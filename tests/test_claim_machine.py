@@ -73,11 +73,13 @@ class Bench:
         self.height, self.now = 800_000, 1_700_000_000
         self.paths: list[tuple[bytes, bytes]] = []  # (path_id, an invoice_request for its offer)
         self.next_id = 0
+        self.live: set[tuple[str, int]] = set()  # parts handed to this process, waiting (the adapter's open calls)
         self.new_offer("coffee")
 
     def restart(self) -> None:
         """The process restarts: the store is kept, everything in memory is dropped."""
         self.claimer = Claimer(self.store, self.config)
+        self.live = set()
 
     def new_offer(self, description: str) -> int:
         """``asyncpay-offer`` on slot 0 with another description: the slot's row
@@ -119,10 +121,15 @@ class Bench:
         return ("100x1x0", self.next_id + back)
 
     def decide(self, htlc: Htlc):
-        return self.claimer.decide(htlc, self.height, self.now)
+        self.live.add(htlc.key)
+        return self._answered(self.claimer.decide(htlc, self.height, self.now, self.live))
 
     def expire(self):
-        return self.claimer.expire(self.height, self.now)
+        return self._answered(self.claimer.expire(self.height, self.now))
+
+    def _answered(self, verdicts):
+        self.live -= {k for k, v in verdicts if not isinstance(v, Wait)}
+        return verdicts
 
 
 class ClaimMachine(RuleBasedStateMachine):
@@ -155,7 +162,7 @@ class ClaimMachine(RuleBasedStateMachine):
             self.verdict[key] = "continue"
             return
         self.live.add(key)
-        self.apply(self.b.claimer.decide(h, self.b.height, self.b.now))
+        self.apply(self.b.claimer.decide(h, self.b.height, self.b.now, self.live))
 
     def apply(self, verdicts) -> None:
         keys = [k for k, _ in verdicts]

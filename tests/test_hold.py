@@ -275,7 +275,7 @@ def test_a_late_release_fails_the_waiting_htlc_back(tmp_path):
     flow = Flow(tmp_path)
     answers: list[dict] = []
     assert flow.lsp.hold.on_htlc(hook_params(flow), answers.append) and answers == []
-    flow.lsp.hold.height = HEIGHT + 470  # blocks came (seen on another HTLC), no block_added yet
+    flow.lsp.saw_height(HEIGHT + 470)  # blocks came (seen on another HTLC), no block_added yet
     flow.lsp.hold.on_message(release_of("1x2x3/4"), int(time.time()))
     assert answers == [FAIL]
     row = flow.lsp.hold.core.records.get("1x2x3/4")

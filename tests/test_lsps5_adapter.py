@@ -69,6 +69,12 @@ class FakeHost:
     def log(self, msg: str, level: str = "info") -> None:
         self.logged.append(msg)
 
+    def current_height(self) -> int:
+        return self.height
+
+    def saw_height(self, height: int) -> None:
+        self.height = max(self.height, height)
+
     def notify(self, topic: str, params: dict) -> None:
         pass
 

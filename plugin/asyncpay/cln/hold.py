@@ -13,6 +13,12 @@ restarted and lightningd has not replayed the HTLC yet) is given from the
 store on the replay. Any exception after the core took an HTLC fails it
 (``Holder.abort``): a held HTLC is never continued without its release.
 
+The store may be gone (lock lost, server unreachable) or a commit's outcome
+unknown: a release whose commit raised is kept and tried again by the
+timer, which answers every open call from its row as it is on disk; while
+the store cannot be used, the timer fails each open call whose
+``AnswerBy`` came from memory (``open_calls.py``, docs/security.md).
+
 LDK's sender asks for a hold with ``update_add_htlc`` TLV 75537 and expects
 its LSP's release paths in ``revoke_and_ack``, which a plugin cannot write:
 such an HTLC is failed at once, with a log line saying why.
@@ -27,14 +33,15 @@ from typing import TYPE_CHECKING
 
 from pyln.client import RpcError
 
-from ..endpoint import Delivered
-from ..hold import KINDS, Continue, Forward, Hold, HoldConfig, Holder, HtlcToHold, Refuse, Step
+from ..endpoint import Delivered, Dropped
+from ..hold import KINDS, Continue, FailBack, Forward, Hold, HoldConfig, Holder, HtlcToHold, Refuse, Step
 from ..hold.records import HeldRow
+from ..open_calls import OpenCalls
 from ..payment import HopPayload
 from ..payment.hold_request import HOLD_REQUEST, HoldRequest
 from ..wire import WireError
 from .convert import has_tlv, hop_payload, msat
-from .role import Host, Respond, Role
+from .role import Host, Respond, Role, store_pass
 
 if TYPE_CHECKING:
     from ..actions import InjectOnion
@@ -62,8 +69,9 @@ class HoldRole(Role):
         super().__init__(node)
         self.config: HoldConfig = node.config_for(HoldConfig)
         self.core = Holder(node.store, node.endpoint, self.config, node.resolve_intro, node.cltv_delta)
-        self.waiting: dict[str, Respond] = {}  # HTLC key -> its open htlc_accepted call
-        self.height = 0
+        self.waiting: OpenCalls[str] = OpenCalls()  # HTLC key -> its open htlc_accepted call
+        # Releases whose commit raised (it may have landed): tried again by the timer.
+        self.releases: dict[str, Delivered] = {}
         self._stop = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------
@@ -80,18 +88,41 @@ class HoldRole(Role):
                 self.node.log(f"hold tick failed: {traceback.format_exc()}", level="warn")
 
     def tick(self, now: int) -> None:
-        with self.node.lock:
-            step = self.core.tick(self.current_height(), now)
+        """Through the store if it can be used; else the calls whose time came fail from memory."""
+        height = self.node.current_height()
+        step = store_pass(self.node, lambda: self._store_tick(height, now), "hold tick")
+        if step is None:
+            self._fail_overdue(height, now)
+            return
         self._run(step, now)
 
-    def on_block(self, height: int, now: int) -> None:
-        self.height = max(self.height, height)
-        self.tick(now)
+    def _store_tick(self, height: int, now: int) -> Step:
+        step = Step()
+        with self.node.store.tx():
+            for key, d in sorted(self.releases.items()):
+                if key in self.waiting:
+                    try:
+                        step += self.core.release(d, height, now, self.waiting.keys())
+                    except Dropped:
+                        pass
+            answered = {a.key for a in step.answers}
+            step += self.core.tick(height, now, self.waiting.keys() - answered)
+            self._mark_forwarded(step, now)
+        self.releases.clear()
+        return step
 
-    def current_height(self) -> int:
-        if not self.height:
-            self.height = int(self.node.rpc.getinfo().get("blockheight", 0))
-        return self.height
+    def _fail_overdue(self, height: int, now: int) -> None:
+        for key, call in self.waiting.overdue(height, now):
+            self.node.log(f"failing held HTLC {key}: the store cannot be used and its deadline came", level="warn")
+            call.respond(FailBack(key, "store_unavailable").hook_answer())
+            try:
+                self.node.books.bump("hold_failed_store_unavailable")
+            except Exception:
+                pass  # counted when the store is back, or not at all: the answer went
+
+    def on_block(self, height: int, now: int) -> None:
+        self.node.saw_height(height)
+        self.tick(now)
 
     # -- htlc_accepted -----------------------------------------------------
 
@@ -126,8 +157,11 @@ class HoldRole(Role):
         except Exception:
             # The row may exist (and be held): fail it, so a release cannot
             # continue an HTLC whose call the router answers ``fail``.
-            with self.node.lock:
-                step = self.core.abort(key, now)
+            try:
+                with self.node.lock:
+                    step = self.core.abort(key, now)
+            except Exception:  # the store is gone too: the open call, if any, fails from memory
+                step = Step([FailBack(key, "internal_error")])
             self._run(step, now)
             raise
         return True
@@ -138,7 +172,7 @@ class HoldRole(Role):
         rest = HopPayload.decode(payload.encode())
         del rest.unknown[HOLD_REQUEST]
         height = int(h["cltv_expiry"]) - int(h["cltv_expiry_relative"])
-        self.height = max(self.height, height)
+        self.node.saw_height(height)
         peer_id = str(params.get("peer_id") or self.node.peer_for_scid(str(h.get("short_channel_id"))) or "")
         htlc = HtlcToHold(
             key=key, payment_hash=bytes.fromhex(h["payment_hash"]), amount_msat=msat(h.get("amount_msat")),
@@ -149,7 +183,7 @@ class HoldRole(Role):
         with self.node.lock:
             verdict = self.core.accept(htlc, height, now)
             if isinstance(verdict, Hold):
-                self.waiting[key] = respond
+                self.waiting.open(key, respond, verdict.answer_by)
             elif isinstance(verdict, Forward):
                 self.core.forwarded(key, now)  # recorded with the answer, before it
         if isinstance(verdict, Hold):
@@ -172,43 +206,46 @@ class HoldRole(Role):
 
     # -- answers -----------------------------------------------------------
 
-    def _run(self, step: Step, now: int) -> None:
-        """Give every answer to its open call, then send the onions."""
-        with self.node.lock:
-            ready = self._take_calls(step, now)
-        self._answer(ready, step)
-
-    def _take_calls(self, step: Step, now: int) -> list[tuple[Respond, dict]]:
-        """The open calls ``step`` answers, each with its answer (node lock held)."""
-        ready = []
+    def _mark_forwarded(self, step: Step, now: int) -> None:
+        """Inside the transaction that decided them: a ``continue`` is given only
+        for a row that says so on disk (a replay after a crash continues a
+        released or forwarded HTLC alike)."""
         for a in step.answers:
-            respond = self.waiting.pop(a.key, None)
-            if respond is None:
-                continue  # lightningd replays it after its restart; the store answers then
-            if isinstance(a, Continue):
+            if isinstance(a, Continue) and a.key in self.waiting:
                 self.core.forwarded(a.key, now)
-            ready.append((respond, a.hook_answer()))
-        return ready
 
-    def _answer(self, ready: list[tuple[Respond, dict]], step: Step) -> None:
-        for respond, answer in ready:
-            respond(answer)
+    def _run(self, step: Step, now: int) -> None:
+        """Give every answer to its open call (taken out once: a racing pass
+        finds it gone), then send the onions."""
+        for a in step.answers:
+            respond = self.waiting.pop(a.key)
+            if respond is not None:  # else lightningd replays it after its restart; the store answers then
+                respond(a.hook_answer())
         if step.sends:
             self.node.perform(step.sends)
 
     def on_message(self, d: Delivered, now: int) -> list[InjectOnion]:
         """A release: the released and forwarded marks (and their counter) go
-        in one commit, on disk before lightningd gets ``continue`` (a replay
-        after a crash continues a released or forwarded HTLC alike)."""
-        height = self.current_height()
-        with self.node.lock:
-            with self.node.store.tx():
-                step = self.core.release(d, height, now)
-                for a in step.answers:
-                    if isinstance(a, Continue) and a.key in self.waiting:
-                        self.core.forwarded(a.key, now)
-            ready = self._take_calls(step, now)  # after the commit: a failed one leaves the calls open
-        self._answer(ready, step)
+        in one commit, on disk before lightningd gets ``continue``. A commit
+        that raises may have landed: the call stays open and the timer tries
+        the release again at once, answering from the row as it is then."""
+        height = self.node.current_height()
+        try:
+            with self.node.lock:
+                with self.node.store.tx():
+                    step = self.core.release(d, height, now, self.waiting.keys())
+                    self._mark_forwarded(step, now)
+        except Dropped:
+            raise
+        except Exception:
+            self.node.log(f"hold: release of {d.owner} not recorded, tried again: {traceback.format_exc()}",
+                          level="warn")
+            if d.owner in self.waiting:
+                with self.node.lock:
+                    self.releases[d.owner] = d
+                self.tick(now)  # the truth re-read now; if the store is still gone, at every tick
+            return []
+        self._run(step, now)  # after the commit: a failed one leaves the calls open
         return []
 
     def fail(self, payment_hash: bytes) -> list[HeldRow]:

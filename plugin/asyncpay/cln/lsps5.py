@@ -16,7 +16,10 @@ HTTPS, and hold-for-wake-up in ``htlc_accepted`` (docs/lsps5.md).
   listed in ``asyncpay-wake-wallets``) is held (``lsps/wake_hold.py``), its
   webhooks get ``lsps5.payment_incoming``, and it is continued when the
   client connects or failed at the deadline. The hold role comes before us
-  in the router: an HTLC carrying a hold request is never ours.
+  in the router: an HTLC carrying a hold request is never ours. A release
+  whose commit raised is tried again by the timer, which answers every open
+  call from its row; while the store cannot be used, the timer fails each
+  open call whose ``AnswerBy`` came from memory (``open_calls.py``).
 * ``mail_queued``: the mailbox queued a message for an offline client:
   ``lsps5.onion_message_incoming``. ``on_block``: ``lsps5.expiry_soon`` for
   an HTLC with an offline client near its expiry; retention of webhooks.
@@ -40,9 +43,10 @@ from ..lsps.config import AUTO, ON, Lsps5Config
 from ..lsps.url_guard import UrlRefused, checked_addresses, parse_webhook
 from ..lsps.wake_hold import FailBack, Hold, Release, WakeCandidate, WakeHolder
 from ..lsps.webhooks import PROTOCOL_NUMBER, WebhookService
+from ..open_calls import OpenCalls
 from ..ratelimit import TokenBuckets
 from .convert import msat
-from .role import Host, Respond, Role
+from .role import Host, Respond, Role, store_pass
 
 LIST_PROTOCOLS = "lsps0.list_protocols"
 REQUEST_BURST, REQUEST_RATE = 20, 5  # LSPS requests per peer: each costs a lookup and a sendcustommsg
@@ -59,12 +63,12 @@ class Lsps5Role(Role):
         self.service = WebhookService(node.store, self.config)
         self.wake = WakeHolder(node.store, self.config, node.cltv_delta)
         self.outbox = n.Outbox(self.config)
-        self.waiting: dict[str, Respond] = {}  # held HTLC key -> its open htlc_accepted call
+        self.waiting: OpenCalls[str] = OpenCalls()  # held HTLC key -> its open htlc_accepted call
+        self.reconnected: set[str] = set()  # clients whose release was not recorded: tried again by the timer
         self.requests = TokenBuckets(REQUEST_BURST, REQUEST_RATE)
         self.lsps0_server = self.config.lsps0_server == ON or (
             self.config.lsps0_server == AUTO and not self._cln_lsps_service_on())
         self.wallets = self.config.wallet_ids()
-        self.height = 0
         self._wake_sender = threading.Event()
         self._stop = threading.Event()
         self._ssl: ssl.SSLContext | None = None
@@ -94,14 +98,27 @@ class Lsps5Role(Role):
                 self.node.log(f"lsps5 tick failed: {traceback.format_exc()}", level="warn")
 
     def tick(self, now: int) -> None:
-        with self.node.lock:
-            answers = self.wake.tick(self.current_height(), now)
+        """Through the store if it can be used; else the calls whose time came fail from memory."""
+        height = self.node.current_height()
+        back = [p for p in sorted(self.reconnected) if self.node.is_connected(p)]
+        answers = store_pass(self.node, lambda: self._store_tick(back, height, now), "lsps5 wake tick")
+        if answers is None:
+            for key, call in self.waiting.overdue(height, now):
+                self.node.log(f"lsps5: failing HTLC {key} held for wake-up: the store cannot be used and its "
+                              "deadline came", level="warn")
+                call.respond(FailBack(key, "store_unavailable").hook_answer())
+            return
         self._answer(answers)
 
-    def current_height(self) -> int:
-        if not self.height:
-            self.height = int(self.node.rpc.getinfo().get("blockheight", 0))
-        return self.height
+    def _store_tick(self, back: list[str], height: int, now: int) -> list[Release | FailBack]:
+        answers: list[Release | FailBack] = []
+        with self.node.store.tx():
+            for peer in back:
+                answers += self.wake.connected(peer, height, now)
+            answered = {a.key for a in answers}
+            answers += self.wake.tick(height, now, self.waiting.keys() - answered)
+        self.reconnected.clear()
+        return answers
 
     # -- LSPS0 over custom messages ------------------------------------------
 
@@ -272,7 +289,7 @@ class Lsps5Role(Role):
         candidate = WakeCandidate(key, peer, bytes.fromhex(h["payment_hash"]), msat(h.get("amount_msat")),
                                   int(h["cltv_expiry"]), int(onion.get("outgoing_cltv_value") or 0))
         height = int(h["cltv_expiry"]) - int(h.get("cltv_expiry_relative", 0))
-        self.height = max(self.height, height)
+        self.node.saw_height(height)
         now = int(time.time())
         online = self.node.is_connected(peer)
         try:
@@ -280,7 +297,7 @@ class Lsps5Role(Role):
                 wakeable = not online and (peer in self.wallets or self.service.has_webhooks(peer))
                 verdict = self.wake.accept(candidate, online, wakeable, height, now)
                 if isinstance(verdict, Hold):
-                    self.waiting[key] = respond
+                    self.waiting.open(key, respond, verdict.answer_by)
             if verdict is None:
                 return False
             if isinstance(verdict, Hold):
@@ -294,38 +311,50 @@ class Lsps5Role(Role):
                 respond(verdict.hook_answer())
             return True
         except Exception:
-            with self.node.lock:
-                answers = self.wake.abort(key, now)
+            try:
+                with self.node.lock:
+                    answers = self.wake.abort(key, now)
+            except Exception:  # the store is gone too: the open call, if any, fails from memory
+                answers = [FailBack(key, "internal_error")]
             self._answer(answers)
             raise
 
     def _answer(self, answers: list[Release | FailBack]) -> None:
-        ready = []
-        with self.node.lock:
-            for a in answers:
-                respond = self.waiting.pop(a.key, None)
-                if respond is not None:  # else: lightningd replays it after its restart; the row answers then
-                    ready.append((respond, a.hook_answer()))
-        for respond, answer in ready:
-            respond(answer)
+        for a in answers:
+            respond = self.waiting.pop(a.key)  # taken out once: a racing pass finds it gone
+            if respond is not None:  # else: lightningd replays it after its restart; the row answers then
+                respond(a.hook_answer())
 
     # -- events -----------------------------------------------------------------
 
     def on_connect(self, peer_id: str) -> None:
-        with self.node.lock:
-            self.service.connected(peer_id)
+        try:
+            with self.node.lock:
+                self.service.connected(peer_id)
+        except Exception:  # its held HTLCs go on all the same (release keeps them if the store fails)
+            self.node.log(f"lsps5: recording {peer_id}'s connect failed: {traceback.format_exc()}", level="warn")
         self.release(peer_id)
 
     def release(self, peer_id: str) -> None:
-        """Continue every HTLC held for this client (it is connected)."""
-        with self.node.lock:
-            answers = self.wake.connected(peer_id, self.current_height(), int(time.time()))
+        """Continue every HTLC held for this client (it is connected). A commit
+        that raises may have landed: the calls stay open and the timer tries
+        again, answering from the rows as they are then."""
+        height = self.node.current_height()
+        try:
+            with self.node.lock:
+                answers = self.wake.connected(peer_id, height, int(time.time()))
+        except Exception:
+            with self.node.lock:
+                self.reconnected.add(peer_id)
+            self.node.log(f"lsps5: release for {peer_id} not recorded, tried again: {traceback.format_exc()}",
+                          level="warn")
+            return
         if answers:
             self.node.log(f"lsps5: {peer_id} is back; releasing {len(answers)} held HTLC(s)", level="info")
         self._answer(answers)
 
     def on_block(self, height: int, now: int) -> None:
-        self.height = max(self.height, height)
+        self.node.saw_height(height)
         self.tick(now)
         try:
             channels = self.node.rpc.call("listpeerchannels").get("channels", [])
@@ -336,7 +365,8 @@ class Lsps5Role(Role):
             for peer in gone:
                 self.outbox.forget(peer)
         for peer, expiries in _htlc_expiries(channels).items():
-            timeout = n.expiry_soon_timeout(expiries, self.height, self.config.lsps5_expiry_soon_blocks)
+            timeout = n.expiry_soon_timeout(expiries, self.node.current_height(),
+                                            self.config.lsps5_expiry_soon_blocks)
             if timeout is not None and not self.node.is_connected(peer):
                 self.notify(peer, n.EXPIRY_SOON, {"timeout": timeout})
 

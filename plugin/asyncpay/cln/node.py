@@ -127,6 +127,8 @@ class Node:
         self._walks_lock = threading.Lock()
         self._endpoint_queue: queue.Queue[tuple[str, int, str | None]] | None = None
         self.cltv_delta = self._read_cltv_delta()
+        self.height = 0  # the tip as lightningd told it (current_height)
+        self._height_lock = threading.Lock()
         self.lsp = LspRole(self)
         self.hold = HoldRole(self)
         self.recipient = RecipientRole(self)
@@ -154,6 +156,15 @@ class Node:
             self.log(f"cannot read cltv-delta ({e}); holding with lightningd's default {CLN_CLTV_DELTA}",
                      level="warn")
             return CLN_CLTV_DELTA
+
+    def current_height(self) -> int:
+        if not self.height:
+            self.saw_height(int(self.rpc.getinfo().get("blockheight", 0)))
+        return self.height
+
+    def saw_height(self, height: int) -> None:
+        with self._height_lock:
+            self.height = max(self.height, height)
 
     def secret(self, label: str) -> bytes:
         """A 32-byte secret derived by the node's HSM (never stored by us)."""
@@ -448,10 +459,17 @@ class Node:
 
     def on_block(self, height: int = 0) -> None:
         now = int(time.time())
+        self.saw_height(height)
         for role in self.roles:
-            role.on_block(height, now)
-        with self.lock:
-            self.store.purge_contexts(now)
+            try:  # one role's failure (its store pass) must not keep the block from the others
+                role.on_block(height, now)
+            except Exception:
+                self.log(f"block_added in {type(role).__name__} failed: {traceback.format_exc()}", level="warn")
+        try:
+            with self.lock:
+                self.store.purge_contexts(now)
+        except Exception:
+            self.log(f"purging path contexts failed: {traceback.format_exc()}", level="warn")
 
     def on_htlc_accepted(self, params: dict, respond: Respond) -> None:
         """The roles in turn; only an HTLC none of them recognised continues.
@@ -462,7 +480,11 @@ class Node:
         once = AnswerOnce(respond, lambda first, again: self.log(
             f"second verdict {again.get('result')} for an HTLC already answered {first.get('result')}: dropped",
             level="broken"))
-
+        h = params.get("htlc") or {}
+        try:
+            self.saw_height(int(h["cltv_expiry"]) - int(h["cltv_expiry_relative"]))
+        except (KeyError, TypeError, ValueError):
+            pass
         for role in self.roles:
             try:
                 if role.on_htlc(params, once):

@@ -10,6 +10,15 @@ TLVs, the path key among them as type 0). A blinded final hop carrying a
 keysend preimage is not parsed by lightningd (5482373484 is even and unknown
 to it), so we decrypt our ``encrypted_recipient_data`` with
 ``decryptencrypteddata`` (design §8).
+
+An HTLC taken is an open call with the second and height it is answered by
+(``open_calls.py``: its set's MPP timeout, its expiry less the claim
+margin). A claim that raised a store error (the store gone, or a commit
+whose outcome is unknown) keeps its call open and is decided again by the
+MPP timer from the store as it is then; while the store cannot be read, a
+call whose time came is failed, unless a preimage of its payment went out
+in this process: then it is resolved from memory (the preimage was
+committed before it went out, docs/security.md "When the store is gone").
 """
 
 from __future__ import annotations
@@ -17,23 +26,34 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from collections import OrderedDict
 
 from pyln.client import RpcError
 
 from ..actions import InjectOnion
 from ..blinded_path import EncryptedData
 from ..endpoint import Delivered
+from ..open_calls import AnswerBy, OpenCall, OpenCalls
 from ..recipient import KINDS, Claimer, Fail, Htlc, LspChannel, Recipient, RecipientConfig, Resolve, Snapshot, Wait
 from ..recipient.claim import failure
 from ..recipient.recipient import HELD
+from ..storage.base import is_store_failure
 from ..wire import WireError
 from .convert import hop_payload, msat, parse_scid, path_key_of
-from .role import AnswerOnce, Host, Respond, Role
+from .role import STORE_WAIT, AnswerOnce, Host, Respond, Role, store_pass
 
 # What a held_htlc_available is handled with (Recipient._release reads no snapshot).
 RELEASE_SNAPSHOT = Snapshot(None, 0)
 
 OFFER_KEY_LABEL = "asyncpay/recipient/offer-key/v1"
+# Preimages handed out by this process, kept to resolve the rest of their
+# payment without the store; one is needed only while a part of it is open.
+PAID_KEPT = 10_000
+RETRY_SECONDS = 1.0  # a claim the store failed is tried again this often
+
+
+class StoreUnknown(Exception):
+    """The store could not say whether an HTLC is ours."""
 
 
 class RecipientRole(Role):
@@ -46,12 +66,15 @@ class RecipientRole(Role):
                               node.resolve_intro, node.chain, books=node.books)
         self.claimer = Claimer(node.store, self.config, node.chain)
         self.changed = threading.Condition(node.lock)  # an offer's state changed
-        # HTLCs taken and not answered yet (parts of multi-part payments): responder, payment hash.
-        self.waiting: dict[tuple[str, int], tuple[AnswerOnce, bytes]] = {}
+        # HTLCs taken and not answered yet (parts of multi-part payments); tag: (payment hash, amount).
+        self.waiting: OpenCalls[tuple[str, int]] = OpenCalls()
+        # Taken HTLCs whose claim the store failed (bool: known to be ours): decided again by the MPP timer.
+        self.retry: dict[tuple[str, int], tuple[Htlc, bool]] = {}
+        self.paid: OrderedDict[bytes, bytes] = OrderedDict()  # payment hash -> preimage handed out
+        self.unsure: set[bytes] = set()  # payments whose claim raised: recorded or not, announce when known
         self._stop = threading.Event()
         self._start_serve_due = True  # the re-serve of our start, sent once the LSP is connected
         self._wake = threading.Event()  # a multi-part payment started waiting: re-arm the MPP timer
-        self.height = 0  # the last block height lightningd told us (block_added, htlc_accepted)
 
     # -- lightningd lookups ------------------------------------------------------
 
@@ -90,26 +113,28 @@ class RecipientRole(Role):
 
     def _mpp_timer(self) -> None:
         """Fail multi-part payments when ``recipient_mpp_timeout`` seconds are up,
-        not at the next block (which may be an hour away)."""
+        not at the next block (which may be an hour away); claims the store
+        failed are tried again, and with the store gone, calls whose time came
+        are answered from memory."""
         try:
-            height = int(self.node.rpc.getinfo().get("blockheight", 0))
-            with self.node.lock:
-                self.height = max(self.height, height)
+            self.node.current_height()
         except Exception:
             self.node.log(f"recipient: no block height yet: {traceback.format_exc()}", level="warn")
         while not self._stop.is_set():
             try:
                 with self.node.lock:
                     deadline = self.claimer.next_deadline()
-            except Exception:  # a store error: try again soon, the timer must not die
+            except Exception:  # a store error: the timer must not die, and the open calls' times still count
                 self.node.log(f"recipient: MPP deadline unknown: {traceback.format_exc()}", level="warn")
-                self._stop.wait(1.0)
-                continue
+                deadline = int(time.time() + RETRY_SECONDS)
+            due = [d for d in (deadline, self.waiting.earliest()) if d is not None]
+            if self.retry:
+                due.append(int(time.time() + RETRY_SECONDS))
             # At least half a second between two passes: a set that cannot be expired must not spin.
-            delay = 3600.0 if deadline is None else max(0.5, deadline - time.time())
+            delay = 3600.0 if not due else max(0.5, min(due) - time.time())
             self._wake.wait(min(delay, 3600.0))
             self._wake.clear()
-            if deadline is not None and time.time() >= deadline:
+            if due and time.time() >= min(due):
                 self.expire(int(time.time()))
 
     def _timer(self) -> None:
@@ -190,7 +215,8 @@ class RecipientRole(Role):
     def on_htlc(self, params: dict, respond: Respond) -> bool:
         """Take an HTLC paying one of our paths. Once taken it is always answered
         once: an error after that fails it, unless its preimage is already out
-        (then it, and every waiting part of its payment, is resolved)."""
+        (then it, and every waiting part of its payment, is resolved); a store
+        failure keeps it open until it can be decided, or until its time."""
         onion, h = params.get("onion") or {}, params.get("htlc") or {}
         if onion.get("short_channel_id") or onion.get("next_node_id"):
             return False  # lightningd parsed a hop it forwards: not a final hop of ours
@@ -213,9 +239,6 @@ class RecipientRole(Role):
             # A replay after a restart: lightningd v26.06 does not keep an incoming HTLC's path key
             # (wallet/wallet.c: "FIXME: save path_key in db"), so our hop cannot be decrypted. It is
             # ours if it is a stored part, or pays a payment whose preimage we gave out.
-            with self.node.lock:
-                if not self.claimer.knows(htlc_key, payment_hash):
-                    return False
             data = EncryptedData()
         else:
             try:
@@ -227,89 +250,179 @@ class RecipientRole(Role):
                 return False
             if data.next_node_id is not None or data.short_channel_id is not None:
                 return False  # we forward this one: not a final hop
+        ours: bool | None = True
+        if payment_hash not in self.paid:
             with self.node.lock:
-                if not self.claimer.is_ours(data, payment_hash, now):
-                    return False
-        # Ours from here on.
+                ours = self._ours(htlc_key, payment_hash, data, now)
+            if ours is False:
+                return False
+        # Ours from here on (or, if the store cannot say, until it can).
         once = AnswerOnce(respond)
-        height = self.height
+        amount = msat(h.get("amount_msat"))
         try:
             height = int(h["cltv_expiry"]) - int(h["cltv_expiry_relative"])
-            htlc = Htlc(htlc_key, payment_hash, msat(h.get("amount_msat")), int(h["cltv_expiry"]), payload, data)
-            with self.node.lock:
-                self.height = max(self.height, height)
-                self.waiting[htlc_key] = (once, payment_hash)
-                verdicts = self.claimer.decide(htlc, height, now)
-            if any(isinstance(v, Wait) for _, v in verdicts):
-                self._wake.set()  # the MPP timer re-reads the earliest deadline
-            self._answer(verdicts)
-        except Exception:
-            self.node.log(f"recipient: claiming {payment_hash.hex()} failed: {traceback.format_exc()}", level="warn")
-            self._answer_anyway(htlc_key, once, payment_hash, msat(h.get("amount_msat")), height)
+            self.node.saw_height(height)
+            htlc = Htlc(htlc_key, payment_hash, amount, int(h["cltv_expiry"]), payload, data)
+        except (KeyError, TypeError, ValueError):
+            once({"result": "fail", "failure_message": failure(amount, self.node.height).hex()})
+            return True
+        by = AnswerBy(now + self.config.recipient_mpp_timeout, htlc.cltv_expiry - self.claimer.margin - 1)
+        self.waiting.open(htlc_key, once, by, (payment_hash, amount))
+        if payment_hash in self.paid:  # its preimage went out: resolve, the store need not be asked
+            self._answer([(htlc_key, Resolve(self.paid[payment_hash]))])
+            return True
+        self._decide(htlc, now, ours is not None)
         return True
 
-    def _answer_anyway(self, key: tuple[str, int], once: AnswerOnce, payment_hash: bytes, amount_msat: int,
-                       height: int) -> None:
-        """The claim raised. With the preimage durable, resolve this HTLC and every waiting
+    def _ours(self, key: tuple[str, int], payment_hash: bytes, data: EncryptedData, now: int) -> bool | None:
+        """Is this HTLC ours (None: the store cannot say now)? Node lock held."""
+        try:
+            if data.path_id is None:  # a replay without its path key
+                return self.claimer.knows(key, payment_hash)
+            return self.claimer.is_ours(data, payment_hash, now)
+        except Exception as e:
+            if not is_store_failure(e):
+                raise
+            self.node.log(f"recipient: the store cannot say whether {payment_hash.hex()} is ours: {e}", level="warn")
+            return None
+
+    def _decide(self, htlc: Htlc, now: int, checked: bool) -> None:
+        """Decide an HTLC whose call is open. A store failure (or a commit whose
+        outcome is unknown) keeps the call open for the MPP timer to try again;
+        any other error fails it (or resolves it, its preimage being out)."""
+        try:
+            with self.node.lock:
+                ours = True if checked else self._ours(htlc.key, htlc.payment_hash, htlc.data, now)
+                if ours is None:
+                    raise StoreUnknown
+                checked = True
+                verdicts = None if not ours else self.claimer.decide(htlc, self.node.current_height(), now,
+                                                                     self.waiting.keys())
+        except Exception as e:
+            if isinstance(e, StoreUnknown) or is_store_failure(e):
+                if not isinstance(e, StoreUnknown):
+                    self.node.log(f"recipient: claiming {htlc.payment_hash.hex()} failed on the store, tried "
+                                  f"again: {e}", level="warn")
+                    if checked:
+                        self.unsure.add(htlc.payment_hash)
+                self.retry[htlc.key] = (htlc, checked)
+                self._wake.set()
+                return
+            self.retry.pop(htlc.key, None)
+            self.node.log(f"recipient: claiming {htlc.payment_hash.hex()} failed: {traceback.format_exc()}",
+                          level="warn")
+            self._answer_anyway(htlc.key, htlc.payment_hash, htlc.amount_msat, self.node.height)
+            return
+        self.retry.pop(htlc.key, None)
+        if verdicts is None:
+            once = self.waiting.pop(htlc.key)
+            if once is not None:
+                once({"result": "continue"})  # as the router answers an HTLC no role takes
+            return
+        for key, v in verdicts:
+            if isinstance(v, Wait) and v.deadline:
+                call = self.waiting.get(key)
+                if call is not None:
+                    self.waiting.set_by(key, AnswerBy(min(call.by.seconds, v.deadline), call.by.height))
+        if any(isinstance(v, Wait) for _, v in verdicts):
+            self._wake.set()  # the MPP timer re-reads the earliest deadline
+        self._answer(verdicts)
+
+    def _answer_anyway(self, key: tuple[str, int], payment_hash: bytes, amount_msat: int, height: int) -> None:
+        """The claim raised. With the preimage out, resolve this HTLC and every waiting
         part of its payment; else fail this one and forget it as a part (it must not count)."""
-        with self.node.lock:
-            if key in self.waiting and self.waiting[key][0] is once:
-                del self.waiting[key]
-            if once.called:
-                return  # it was answered before the error (e.g. in the notification)
+        preimage = self.paid.get(payment_hash)
+        if preimage is None:
             try:
-                preimage = self.claimer.preimage_out(payment_hash)
-                if preimage is None:
-                    self.claimer.forget_part(key, payment_hash)
+                with self.node.lock:
+                    preimage = self.claimer.preimage_out(payment_hash)
+                    if preimage is None:
+                        self.claimer.forget_part(key, payment_hash)
             except Exception:
                 preimage = None
-            siblings = [k for k, (_, ph) in self.waiting.items() if ph == payment_hash] if preimage else []
         if preimage is not None:
+            siblings = [k for k, c in self.waiting.items() if c.tag[0] == payment_hash]
             self._answer([(k, Resolve(preimage)) for k in siblings])
-            once({"result": "resolve", "payment_key": preimage.hex()})
             return
-        self.node.store.bump("claim_failed_internal_error")
+        once = self.waiting.pop(key)
+        if once is None:
+            return  # answered before the error
+        try:
+            self.node.store.bump("claim_failed_internal_error")
+        except Exception:
+            pass
         once({"result": "fail", "failure_message": failure(amount_msat, max(height, 0)).hex()})
 
     def _answer(self, verdicts) -> None:
-        resolved: set[bytes] = set()
+        announce: set[bytes] = set()
         for key, verdict in verdicts:
             if not isinstance(verdict, (Resolve, Fail)):
                 continue  # a part that waits for the rest keeps its responder
-            with self.node.lock:
-                once, payment_hash = self.waiting.pop(key, (None, b""))
-            if once is None:
+            call = self.waiting.take_one(key)
+            if call is None:
                 continue  # not replayed since our restart yet: lightningd will ask again
             try:
-                if isinstance(verdict, Resolve):
-                    once({"result": "resolve", "payment_key": verdict.preimage.hex()})
-                    resolved.add(payment_hash)
-                else:
-                    once({"result": "fail", "failure_message": verdict.failure_message.hex()})
+                self._give(call, verdict)
             except Exception:
                 self.node.log(f"recipient: answering an HTLC failed: {traceback.format_exc()}", level="warn")
-        for payment_hash in resolved:
-            with self.node.lock:
-                row = self.core.records.payment(payment_hash)
-            if row is not None:
+            payment_hash = call.tag[0]
+            if isinstance(verdict, Resolve) and (verdict.recorded or payment_hash in self.unsure):
+                announce.add(payment_hash)
+        for payment_hash in announce:
+            self.unsure.discard(payment_hash)
+            try:
+                with self.node.lock:
+                    row = self.core.records.payment(payment_hash)
+            except Exception:
+                self.node.log(f"recipient: payment {payment_hash.hex()} not announced: {traceback.format_exc()}",
+                              level="warn")
+                continue
+            if row is not None:  # once per payment: when it was recorded (docs/rpc.md)
                 self.node.notify("asyncpay_payment_received", {
                     "payment_hash": payment_hash.hex(), "payment_preimage": row["payment_preimage"].hex(),
                     "amount_msat": row["amount_msat"], "slot": row["slot"], "kind": row["kind"],
                     "received_at": row["received_at"]})
 
+    def _give(self, call: OpenCall, verdict: Resolve | Fail) -> None:
+        if isinstance(verdict, Resolve):
+            # Remembered before it goes out: the rest of the payment is resolved, never failed.
+            self.paid[call.tag[0]] = verdict.preimage
+            self.paid.move_to_end(call.tag[0])
+            while len(self.paid) > PAID_KEPT:
+                self.paid.popitem(last=False)
+            call.respond({"result": "resolve", "payment_key": verdict.preimage.hex()})
+        else:
+            call.respond({"result": "fail", "failure_message": verdict.failure_message.hex()})
+
     def on_block(self, height: int, now: int) -> None:
-        with self.node.lock:
-            self.height = max(self.height, height)
+        self.node.saw_height(height)
         self.expire(now)
 
     def expire(self, now: int) -> None:
-        """Fail the multi-part payments whose wait is over or whose parts came within the margin."""
-        try:
-            with self.node.lock:
-                verdicts = self.claimer.expire(self.height, now)
+        """Claims the store failed decided again; the multi-part payments whose wait
+        is over or whose parts came within the margin failed; with the store gone,
+        the calls whose time came answered from memory."""
+        if self.retry and self.node.lock.acquire(timeout=STORE_WAIT):  # a store hanging under it: answer below
+            try:
+                for htlc, checked in list(self.retry.values()):
+                    if htlc.key in self.waiting:
+                        self._decide(htlc, now, checked)
+                    else:
+                        self.retry.pop(htlc.key, None)
+            finally:
+                self.node.lock.release()
+        height = self.node.height
+        verdicts = store_pass(self.node, lambda: self.claimer.expire(height, now), "recipient MPP expiry")
+        if verdicts is not None:
             self._answer(verdicts)
-        except Exception:
-            self.node.log(f"recipient: expiring multi-part payments failed: {traceback.format_exc()}", level="warn")
+            return
+        for key, call in self.waiting.overdue(height, now):
+            payment_hash, amount = call.tag
+            preimage = self.paid.get(payment_hash)
+            self.node.log(f"recipient: {'resolving' if preimage else 'failing'} HTLC {key} of {payment_hash.hex()} "
+                          "from memory: the store cannot be used and its time came", level="warn")
+            self.retry.pop(key, None)
+            self._give(call, Resolve(preimage) if preimage else Fail("store_unavailable", failure(amount, height)))
 
     def status(self) -> dict:
         c = self.node.store.counters()

@@ -10,6 +10,7 @@ depends on the adapters, never the reverse.
 from __future__ import annotations
 
 import threading
+import traceback
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -20,6 +21,7 @@ from ..endpoint import Delivered, Endpoint
 from ..store import Store
 
 C = TypeVar("C")
+T = TypeVar("T")
 
 # Answers the htlc_accepted hook; may be called later, from any thread.
 Respond = Callable[[dict], None]
@@ -68,6 +70,16 @@ class Host(Protocol):
         ...
 
     cltv_delta: int  # lightningd's cltv-delta, read once (payment/forward_budget.py)
+    height: int  # the tip as far as we know it (0 before the first block or HTLC; current_height asks)
+
+    def current_height(self) -> int:
+        """The highest block height lightningd told us of (block_added, an HTLC's
+        cltv_expiry - cltv_expiry_relative), else getinfo's, asked once."""
+        ...
+
+    def saw_height(self, height: int) -> None:
+        """lightningd told us of this height (the tip never goes back)."""
+        ...
 
     def secret(self, label: str) -> bytes:
         """A 32-byte secret derived by the node's HSM."""
@@ -90,6 +102,31 @@ class Host(Protocol):
     def is_connected(self, peer_id: str) -> bool: ...
 
     def peer_for_scid(self, scid_dir: str) -> str | None: ...
+
+
+# Seconds a timer pass waits for the node lock before it answers the calls
+# whose time came from memory: a store that hangs under the lock (a server
+# gone without a reset) must not hold an HTLC past its deadline.
+STORE_WAIT = 5.0
+
+
+def store_pass(node: Host, run: Callable[[], T], what: str) -> T | None:
+    """One timer pass through the store, under the node lock: its result, or
+    None (logged) when the store failed or the lock stayed busy, and the
+    caller answers from memory (``open_calls.OpenCalls.overdue``). Any
+    exception counts: a dropped connection raises the driver's own error."""
+    if not node.lock.acquire(timeout=STORE_WAIT):
+        node.log(f"{what}: the node lock stayed busy {STORE_WAIT:.0f} s; answering due HTLCs from memory",
+                 level="warn")
+        return None
+    try:
+        return run()
+    except Exception:
+        node.log(f"{what}: store pass failed, answering due HTLCs from memory: {traceback.format_exc()}",
+                 level="warn")
+        return None
+    finally:
+        node.lock.release()
 
 
 class Role:

@@ -20,6 +20,13 @@ later change returns a ``Step``: the answers owed to HTLCs whose
 * lightningd replays unresolved HTLCs after a restart: ``accept`` of a known
   key answers from the store (held again, forwarded if the release came
   meanwhile and the budget allows, refused if it was failed).
+* An answer lost to the store (a commit that failed, or whose outcome is
+  unknown: it may have landed) leaves the call open; the adapter passes its
+  open calls to ``release`` and ``tick``, which answer each from the row as
+  it is on disk (continue for a released or forwarded one within its
+  budget, fail for a failed one). ``Hold.answer_by`` is when the adapter
+  fails the call from memory if the store cannot be read by then
+  (``open_calls.py``).
 
 The budget of an HTLC is the last height at which we may still forward it:
 min(incoming ``cltv_expiry`` - our ``cltv-delta``, outgoing CLTV). The
@@ -36,10 +43,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ..actions import InjectOnion
 from ..endpoint import Delivered, Dropped, Endpoint, Resolver
+from ..open_calls import AnswerBy
 from ..payment.forward_budget import CLN_CLTV_DELTA, forward_budget
 from ..payment.hold_request import HoldRequest
 from ..store import Store
@@ -74,6 +83,7 @@ class HtlcToHold:
 @dataclass(frozen=True)
 class Hold:
     actions: list[InjectOnion]
+    answer_by: AnswerBy  # when the call is failed back at the latest, store or no store
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,11 @@ class Holder:
         longest = row.since + self.config.hold_max_seconds
         return min(row.deadline, longest) if row.deadline else longest
 
+    def answer_by(self, row: HeldRow) -> AnswerBy:
+        """The deadline and last height ``_end_reason`` lets a held row reach."""
+        return AnswerBy(self._deadline(row),
+                        self.budget(row.cltv_expiry, row.outgoing_cltv) - self.config.hold_min_blocks)
+
     def _end_reason(self, row: HeldRow, height: int, now: int) -> str | None:
         """Why this row must not be held (or forwarded) any more, if it must not."""
         if self.budget(row.cltv_expiry, row.outgoing_cltv) - height < self.config.hold_min_blocks:
@@ -172,7 +187,7 @@ class Holder:
                 return Refuse("no_usable_path")
             self.store.bump("hold_held")
         log.info("holding HTLC %s from %s until its release", h.payment_hash.hex(), h.peer_id)
-        return Hold(actions)
+        return Hold(actions, self.answer_by(row))
 
     def _replay(self, row: HeldRow, height: int, now: int) -> Hold | Forward | Refuse:
         """lightningd restarted and asks again about an HTLC it had no verdict for."""
@@ -183,7 +198,7 @@ class Holder:
                 return Refuse(self._fail(row, reason, now).reason)
         if row.state == HELD:
             # The first held_htlc_available may have been lost with us: send it again now.
-            return Hold(self._resend(row, now))
+            return Hold(self._resend(row, now), self.answer_by(row))
         if row.state in (RELEASED, FORWARDED):
             return Forward(row.payload)
         return Refuse(row.reason or "failed")
@@ -234,15 +249,22 @@ class Holder:
 
     # -- release -----------------------------------------------------------
 
-    def release(self, d: Delivered, height: int, now: int) -> Step:
+    def release(self, d: Delivered, height: int, now: int, open_calls: Collection[str] = ()) -> Step:
         """A ``release_held_htlc`` for one of our holds: ``Continue`` for a
         held HTLC within its budget and deadline, ``FailBack`` for one past
-        them (raises Dropped for anything that changes nothing)."""
+        them (raises Dropped for anything that changes nothing). A row already
+        released or failed whose call is in ``open_calls`` (its answer was
+        lost to the store) is answered as the row says."""
         if d.payload.release_held_htlc is None:
             raise Dropped("unexpected_message", "not a release_held_htlc")
         row = self.records.get(d.owner)
         if row is None:
             raise Dropped("unknown_hold", d.owner)
+        if row.state != HELD and row.key in open_calls:
+            answer = self._settle(row, height, now)
+            if answer is not None:
+                self.store.bump("hold_release_settled")
+                return Step([answer])
         if row.state != HELD:
             raise Dropped("release_replayed" if row.state in (RELEASED, FORWARDED) else "release_too_late",
                           row.state)
@@ -264,9 +286,11 @@ class Holder:
 
     # -- time --------------------------------------------------------------
 
-    def tick(self, height: int, now: int) -> Step:
+    def tick(self, height: int, now: int, open_calls: Collection[str] = ()) -> Step:
         """Every block and every few seconds: holds past their budget or
-        deadline failed back; held_htlc_available again for the rest when due."""
+        deadline failed back; held_htlc_available again for the rest when due.
+        A call in ``open_calls`` whose row is no longer held (its answer was
+        lost to the store) is answered from the row."""
         step = Step()
         with self.store.tx():
             for row in self.records.by_state(HELD, RELEASED):
@@ -275,7 +299,25 @@ class Holder:
                     step.answers.append(self._fail(row, reason, now))
                 elif row.state == HELD and row.next_send_at <= now:
                     step.sends += self._resend(row, now)
+            answered = {a.key for a in step.answers}
+            for key in sorted(set(open_calls) - answered):
+                row = self.records.get(key)
+                answer = self._settle(row, height, now) if row is not None else None
+                if answer is not None:
+                    step.answers.append(answer)
         return step
+
+    def _settle(self, row: HeldRow, height: int, now: int) -> Answer | None:
+        """The answer an open call is owed from its row, when the row is no longer
+        held: released or forwarded (on disk, yet no ``continue`` given) goes on if
+        the budget allows, else fails; failed fails."""
+        if row.state in (RELEASED, FORWARDED):
+            if self._end_reason(row, height, now) is not None:
+                return self._fail(row, "cltv_budget", now)
+            return Continue(row.key, row.payload)
+        if row.state == FAILED:
+            return FailBack(row.key, row.reason or "failed")
+        return None
 
     # -- failing -----------------------------------------------------------
 

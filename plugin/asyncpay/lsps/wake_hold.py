@@ -22,12 +22,20 @@ once, to RELEASED or FAILED, and each transition returns the one answer the
 adapter owes: exactly one verdict per HTLC, whatever the order of events.
 The deadline is kept on disk, so a restart (lightningd replays the HTLC)
 does not extend the wait.
+
+An answer lost to the store (a commit that failed or whose outcome is
+unknown) leaves the call open: ``tick`` answers each call the adapter still
+has open from its row as it is on disk, and ``Hold.answer_by`` is when the
+adapter fails it from memory if the store cannot be read by then
+(``open_calls.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
+from ..open_calls import AnswerBy
 from ..payment.forward_budget import CLN_CLTV_DELTA, forward_budget
 from ..storage import SchemaEditor
 from ..store import RowTable, Store
@@ -84,6 +92,7 @@ class WakeCandidate:
 @dataclass(frozen=True)
 class Hold:
     deadline: int
+    answer_by: AnswerBy  # when the call is failed back at the latest, store or no store
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,10 @@ class WakeHolder:
         """The last height at which the HTLC may still be forwarded."""
         return forward_budget(cltv_expiry, outgoing_cltv, self.cltv_delta)
 
+    def answer_by(self, row: WakeRow) -> AnswerBy:
+        """The deadline and last height ``_end_reason`` lets a held row reach."""
+        return AnswerBy(row.deadline, self.budget(row.cltv_expiry, row.outgoing_cltv) - self.config.wake_min_blocks)
+
     def _too_close(self, cltv_expiry: int, outgoing_cltv: int, height: int) -> bool:
         return self.budget(cltv_expiry, outgoing_cltv) - height < self.config.wake_min_blocks
 
@@ -135,12 +148,12 @@ class WakeHolder:
         if self.count_held() >= self.config.wake_max_total:
             self.store.bump("wake_not_held_total_limit")
             return None
-        deadline = now + self.config.wake_timeout
+        row = WakeRow(h.key, h.peer_id, h.payment_hash, h.amount_msat, h.cltv_expiry, h.outgoing_cltv,
+                      now, now + self.config.wake_timeout, HELD, None, now)
         with self.store.tx():
-            self.rows.put(WakeRow(h.key, h.peer_id, h.payment_hash, h.amount_msat, h.cltv_expiry, h.outgoing_cltv,
-                                  now, deadline, HELD, None, now))
+            self.rows.put(row)
             self.store.bump("wake_held")
-        return Hold(deadline)
+        return Hold(row.deadline, self.answer_by(row))
 
     def _replay(self, row: WakeRow, online: bool, height: int, now: int) -> Hold | Answer:
         """lightningd restarted and asks again. A failure stands; a release
@@ -158,7 +171,7 @@ class WakeHolder:
         if row.state != HELD:
             row.state, row.updated_at = HELD, now
             self.rows.put(row)
-        return Hold(row.deadline)
+        return Hold(row.deadline, self.answer_by(row))
 
     def _end_reason(self, row: WakeRow, height: int, now: int) -> str | None:
         if self._too_close(row.cltv_expiry, row.outgoing_cltv, height):
@@ -177,14 +190,24 @@ class WakeHolder:
                 out.append(self._fail(r, "cltv_budget", now) if too_close else self._release(r, now))
         return out
 
-    def tick(self, height: int, now: int) -> list[Answer]:
-        """Every block and every few seconds: fail back what waited too long."""
+    def tick(self, height: int, now: int, open_calls: Collection[str] = ()) -> list[Answer]:
+        """Every block and every few seconds: fail back what waited too long. A
+        call in ``open_calls`` whose row is no longer held (its answer was lost
+        to the store) is answered from the row."""
         out: list[Answer] = []
         with self.store.tx():
             for r in self.rows.where("state = ?", (HELD,), "since"):
                 reason = self._end_reason(r, height, now)
                 if reason is not None:
                     out.append(self._fail(r, reason, now))
+            answered = {a.key for a in out}
+            for key in sorted(set(open_calls) - answered):
+                r = self.rows.get(key)
+                if r is not None and r.state == RELEASED:
+                    too_close = self._too_close(r.cltv_expiry, r.outgoing_cltv, height)
+                    out.append(self._fail(r, "cltv_budget", now) if too_close else Release(r.key))
+                elif r is not None and r.state == FAILED:
+                    out.append(FailBack(r.key, r.reason or "failed"))
             self.store.conn.execute("DELETE FROM lsps5_wake_htlcs WHERE state != ? AND updated_at < ?",
                                     (HELD, now - KEEP_ANSWERED))
         return out

@@ -29,7 +29,11 @@ Multi-part payments: the parts are stored (``recipient_claims``,
 middle loses nothing: lightningd replays every HTLC we did not answer. A set
 fails together after ``recipient_mpp_timeout`` seconds, or as soon as one of
 its parts comes within the claim margin (checked on every block, timer tick
-and on completion), always before any preimage is out. The number of sets
+and on completion), always before any preimage is out. Only the parts
+lightningd has handed to this process and not had answered (``live``: the
+adapter's open calls) count towards the total: a part stored by an earlier
+process may have been failed by lightningd itself while we were away, and
+lightningd hands every part it still holds again after a restart. The number of sets
 and parts waiting is bounded; a part beyond is failed before anything is
 stored. Whatever is ours but wrong fails with
 ``incorrect_or_unknown_payment_details``; a path we do not know is not ours
@@ -40,7 +44,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 
 from ..blinded_path import EncryptedData
 from ..endpoint import Dropped
@@ -72,6 +77,8 @@ class Htlc:
 @dataclass(frozen=True)
 class Resolve:
     preimage: bytes
+    # This verdict's claim recorded the payment (the one moment to announce it).
+    recorded: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -80,14 +87,12 @@ class Fail:
     failure_message: bytes
 
 
+@dataclass(frozen=True)
 class Wait:
-    """Part of a multi-part payment: the verdict comes later."""
+    """Part of a multi-part payment: the verdict comes later, when its set
+    times out (``deadline``, seconds) at the latest."""
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Wait)
-
-    def __hash__(self) -> int:
-        return 0
+    deadline: int = field(default=0, compare=False)
 
 
 Verdict = Resolve | Fail | Wait
@@ -146,8 +151,11 @@ class Claimer:
         """Multi-part payments waiting, with their parts."""
         return {c.payment_hash: self.records.parts_of(c.payment_hash) for c in self.records.claims.where()}
 
-    def decide(self, htlc: Htlc, height: int, now: int) -> list[tuple[HtlcKey, Verdict]]:
-        """Verdicts for ``htlc`` and for any earlier parts its arrival settles."""
+    def decide(self, htlc: Htlc, height: int, now: int,
+               live: Collection[HtlcKey] = ()) -> list[tuple[HtlcKey, Verdict]]:
+        """Verdicts for ``htlc`` and for any earlier parts its arrival settles;
+        ``live``: the other parts lightningd handed to this process that wait
+        for their verdict (only those count towards a total)."""
         # 1. The preimage is out already: resolve, whatever else holds (a replay, a late part).
         preimage = self.preimage_out(htlc.payment_hash)
         if preimage is not None:
@@ -159,8 +167,7 @@ class Claimer:
             claim = self.records.claim(htlc.payment_hash)
             if claim is not None:
                 self.store.bump("claim_part_replayed")
-                failed = self._check_set(claim, height, now)
-                return failed if failed else [(htlc.key, Wait())]
+                return self._complete(claim, htlc.key, height, now, live)
         # 3. A new HTLC.
         try:
             c = self._check(htlc, height, now)
@@ -187,13 +194,18 @@ class Claimer:
                               total, now + self.config.recipient_mpp_timeout, now)
                 self.records.claims.put(claim)
             self.records.parts.put(part)
-        got = self.records.parts_of(htlc.payment_hash)
-        if sum(p.amount_msat for p in got) < claim.total_msat:
-            return [(htlc.key, Wait())]
-        # Complete: every part must still leave the margin when the preimage goes out.
+        return self._complete(claim, htlc.key, height, now, live)
+
+    def _complete(self, claim: Claim, key: HtlcKey, height: int, now: int,
+                  live: Collection[HtlcKey]) -> list[tuple[HtlcKey, Verdict]]:
+        """The set failed if its time is up; claimed if the live parts reach the total; else ``key`` waits."""
         failed = self._check_set(claim, height, now)
         if failed:
             return failed
+        got = [p for p in self.records.parts_of(claim.payment_hash) if p.key == key or p.key in live]
+        if sum(p.amount_msat for p in got) < claim.total_msat:
+            return [(key, Wait(claim.deadline))]
+        # Complete: every part left the margin (_check_set) when the preimage goes out.
         return self._claim(claim.payment_hash, claim.path_id, claim.slot, claim.kind, claim.offer_id, claim.preimage,
                            [(p.key, p.amount_msat) for p in got], now)
 
@@ -244,11 +256,9 @@ class Claimer:
         amount = sum(a for _, a in parts)
         with self.store.tx():
             self.records.drop_claim(payment_hash)
-            if self.records.received(payment_hash, preimage, amount, slot, kind, now, path_id, offer_id):
-                self.store.bump("recipient_payments_received")
-            else:
-                self.store.bump("claim_replayed")
-        return [(k, Resolve(preimage)) for k, _ in parts]
+            recorded = self.records.received(payment_hash, preimage, amount, slot, kind, now, path_id, offer_id)
+            self.store.bump("recipient_payments_received" if recorded else "claim_replayed")
+        return [(k, Resolve(preimage, recorded)) for k, _ in parts]
 
     def _fail(self, htlc: Htlc, height: int, reason: str) -> list[tuple[HtlcKey, Verdict]]:
         self.store.bump(f"claim_failed_{reason}")

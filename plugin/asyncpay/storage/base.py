@@ -4,6 +4,8 @@ one-writer lock."""
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -21,6 +23,16 @@ class StoreLocked(StoreError):
 class CommitUnknown(StoreError):
     """COMMIT was sent and its answer lost (the connection broke): the transaction
     may or may not have committed. Re-read the database before acting on it."""
+
+
+def is_store_failure(e: BaseException) -> bool:
+    """The database could not be used (as opposed to a bug): ours, or the
+    driver's own error (a connection reset raises psycopg's; a full disk,
+    sqlite3's). After one, a commit's outcome is unknown."""
+    if isinstance(e, (StoreError, sqlite3.Error)):
+        return True
+    psycopg = sys.modules.get("psycopg")  # loaded only with a PostgreSQL store
+    return psycopg is not None and isinstance(e, psycopg.Error)
 
 
 class Result:
