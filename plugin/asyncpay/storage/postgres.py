@@ -154,7 +154,7 @@ class PostgresBackend(Backend):
                     if committing:
                         raise CommitUnknown(f"PostgreSQL {self.where}: COMMIT sent, its answer lost "
                                             f"({' '.join(str(e).split())})") from e
-                    raise
+                    raise StoreError(f"PostgreSQL {self.where}: {' '.join(str(e).split())}") from e
                 finally:
                     self._local.conn = None
         finally:
