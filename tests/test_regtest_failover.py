@@ -184,9 +184,11 @@ def _alive(node) -> bool:
 
 
 def _exit_reason(node) -> str:
-    """The last **BROKEN** line lightningd logged before it exited."""
-    broken = [line for line in node.daemon.logs if "**BROKEN**" in line and "backtrace" not in line]
-    return broken[-1].split("**BROKEN**", 1)[1].strip()[:120] if broken else "no reason logged"
+    """The first **BROKEN** line of lightningd's last run (its log file)."""
+    with open(os.path.join(node.daemon.lightning_dir, "log"), errors="replace") as f:
+        lines = f.read().split("Server started with public key")[-1].splitlines()
+    broken = [line for line in lines if "**BROKEN**" in line and "backtrace" not in line]
+    return broken[0].split("**BROKEN**", 1)[1].strip()[:100] if broken else "no reason logged"
 
 
 def _failover_run(node_factory, cluster: Replicated, fault: str) -> None:
