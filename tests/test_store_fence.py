@@ -266,3 +266,21 @@ def test_a_missing_user_schema_is_skipped_as_postgres_does(schemas):
     s = Store(pg_cluster.with_schema(pg_cluster.DSN, f'"$user",{x}'))
     assert s.backend.where.endswith("/" + x)
     s.close()
+
+
+def test_every_connection_has_keepalives_and_timeouts(schemas):
+    """A silent server (NAT drop, black hole) ends a connection in about 30 s, not TCP's
+    2 h; a stuck statement or lock wait ends on the server. A URI's own value wins."""
+    import asyncpay.storage.postgres as pg
+
+    s = Store(schemas.fresh())
+    with s.backend._connection() as conn:
+        given = conn.info.get_parameters()
+        assert (given.get("keepalives"), given.get("keepalives_idle"), given.get("tcp_user_timeout")) == (
+            "1", "10", "30000")
+        settings = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name IN "
+                                     "('statement_timeout', 'lock_timeout')").fetchall())
+        assert settings == {"statement_timeout": str(pg.STATEMENT_TIMEOUT), "lock_timeout": str(pg.LOCK_TIMEOUT)}
+    s.close()
+    assert pg.connect_kwargs("postgresql://h/db?keepalives_idle=99")["keepalives_count"] == "3"
+    assert "keepalives_idle" not in pg.connect_kwargs("postgresql://h/db?keepalives_idle=99")
