@@ -16,9 +16,10 @@ sleeping recipient, stores a sleeping wallet's static invoice and queues
 mail for it. Then (a) the primary's server restarts (``pg_ctl restart -m
 fast``) under the running LSP, or (b) the primary is killed (SIGKILL of the
 postmaster), the standby promoted, and Ls's lightningd started against it
-with the same ``hsm_secret``. Each prints a table: the HTLCs held at the
-fault, when each was answered, the channels, the mail and invoices before
-and after, the books.
+with the same ``hsm_secret``. CLN exits when its database connection
+breaks; the test starts it again, as a supervisor would. Each prints a
+table: the HTLCs held at the fault, when each was answered, the channels,
+the mail and invoices before and after, the books.
 
 Needs lightningd built with PostgreSQL (libpq) and a PostgreSQL server: the
 cluster of ``ASYNCPAY_TEST_PG``, else a throwaway one started with
