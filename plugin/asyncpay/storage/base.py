@@ -120,7 +120,10 @@ class ProcessLocks:
     it is given back when the last one closes. Another process is refused."""
 
     def __init__(self) -> None:
-        self._mutex = threading.Lock()
+        # Re-entrant: a Store dropped without close() is closed by its finalizer, which the
+        # garbage collector may run inside acquire's ``take`` on this very thread (seen as
+        # a hang of the PostgreSQL suite); its release then needs the mutex acquire holds.
+        self._mutex = threading.RLock()
         self._held: dict[str, list] = {}  # name -> [HeldLock, count]
 
     def acquire(self, name: str, take: Callable[[], HeldLock]) -> HeldLock:
