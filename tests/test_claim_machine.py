@@ -7,14 +7,24 @@ a verdict for an HTLC the current process was not handed (it was handed to
 a process that restarted) is lost, as the adapter drops it; on a restart
 every HTLC without a verdict is handed again (``replay``), in any order and
 interleaved with new ones, and without its path key (CLN v26.06 does not
-store it), so the plugin cannot decrypt its hop. Invariants checked after
+store it), so the plugin cannot decrypt its hop. The store fails too
+(tests/store_faults.py: the server gone for a while, the lock lost until a
+restart, a commit rolled back, a commit that landed but raised), with the
+adapter's side modelled as ``cln/recipient.py`` does it: an HTLC the store
+could not decide stays open and is decided again by the timer; with the
+store gone, a call whose time came is resolved from memory if a preimage of
+its payment went out in this process, else failed. Invariants checked after
 every step:
 
 * every HTLC gets exactly one verdict (and, in the end, one at all);
 * a preimage is revealed only when, at the moment it is first decided,
   every HTLC it resolves is more than the claim margin from its expiry, and
   those HTLCs still wait in lightningd and pay at least the total;
-* an HTLC of a payment whose preimage was revealed is never failed;
+* an HTLC of a payment whose preimage was revealed is never failed (but
+  for one whose store stayed unreadable until its expiry less the claim
+  margin, and whose preimage went out in an earlier process: the channel
+  comes first);
+* no open call is past its time after a timer pass;
 * a payment is recorded received once.
 
 The CI profile runs a few dozen machines; HYPOTHESIS_PROFILE=thorough runs
@@ -35,11 +45,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from asyncpay.blinded_path import EncryptedData, PaymentConstraints
 from asyncpay.crypto import pubkey_of
 from asyncpay.offers import InvoiceRequest, Offer
+from asyncpay.open_calls import AnswerBy
 from asyncpay.payment import HopPayload
 from asyncpay.recipient import PAYMENT, Claimer, Fail, Htlc, RecipientConfig, Resolve, Wait
+from asyncpay.recipient.claim import failure
 from asyncpay.recipient.config import HTLC_FAIL_BACK_BUFFER
 from asyncpay.recipient.records import READY, OfferRow
+from asyncpay.storage import StoreError
 from asyncpay.store import Store
+from store_faults import LOCK_LOST, SERVER_GONE, faulty
 
 AMOUNT = 10_000  # the offers' amount: what a payment must cover
 MARGIN = HTLC_FAIL_BACK_BUFFER
@@ -143,6 +157,21 @@ class ClaimMachine(RuleBasedStateMachine):
         self.unreplayed: list[tuple[str, int]] = []  # to be handed again after a restart
         self.revealed: set[bytes] = set()  # payment hashes whose preimage the claimer gave out
         self.steps = 0
+        self.faults = faulty(self.b.store)
+        self.paid: dict[bytes, bytes] = {}  # preimages handed out by this process (the adapter's memory)
+        self.by: dict[tuple[str, int], AnswerBy] = {}  # live HTLC -> when it is answered at the latest
+        self.retry: dict[tuple[str, int], tuple[Htlc, bool]] = {}  # the store could not decide them yet
+        self.forced: set[tuple[str, int]] = set()  # failed from memory at their expiry less the margin
+        self.from_memory: set[tuple[str, int]] = set()  # failed without the store
+        self.decided_before: set[bytes] = set()  # claims recorded by a commit that raised
+
+    def _truth(self, read):
+        """What the test reads of the store, whatever faults the plugin sees."""
+        down, self.faults.down = self.faults.down, None
+        try:
+            return read()
+        finally:
+            self.faults.down = down
 
     # -- lightningd -------------------------------------------------------------------
 
@@ -151,25 +180,64 @@ class ClaimMachine(RuleBasedStateMachine):
         not store it), so the adapter cannot decrypt our hop: it asks ``knows`` instead."""
         h = self.htlcs[key]
         if replay:
-            ours = self.b.claimer.knows(key, h.payment_hash)
             h = dataclasses.replace(h, data=EncryptedData())
-        else:
-            ours = self.b.claimer.is_ours(h.data, h.payment_hash, self.b.now)
-        if not ours:
-            assert key not in self.verdict
-            # lightningd's other plugins, then lightningd, fail it: never one whose preimage is out.
-            assert h.payment_hash not in self.revealed, "a part of a revealed payment left to lightningd"
-            self.verdict[key] = "continue"
+        if h.payment_hash in self.paid:
+            self.live.add(key)
+            self.apply([(key, Resolve(self.paid[h.payment_hash]))])
+            return
+        try:
+            ours = self._ours(h)
+        except StoreError:
+            ours = None
+        if ours is False:
+            self._not_ours(key)
             return
         self.live.add(key)
-        self.apply(self.b.claimer.decide(h, self.b.height, self.b.now, self.live))
+        self.by[key] = AnswerBy(2**62, h.cltv_expiry - MARGIN - 1)
+        self._decide(h, ours is not None)
+
+    def _ours(self, h: Htlc) -> bool:
+        if h.data.path_id is None:  # a replay without its path key
+            return self.b.claimer.knows(h.key, h.payment_hash)
+        return self.b.claimer.is_ours(h.data, h.payment_hash, self.b.now)
+
+    def _not_ours(self, key) -> None:
+        assert key not in self.verdict
+        # lightningd's other plugins, then lightningd, fail it: never one whose preimage is out.
+        assert self.htlcs[key].payment_hash not in self.revealed, "a part of a revealed payment left to lightningd"
+        self.live.discard(key)
+        self.verdict[key] = "continue"
+
+    def _decide(self, h: Htlc, checked: bool) -> None:
+        """The adapter's decision for an open call; a store error keeps it open for the timer."""
+        try:
+            if not checked and not self._ours(h):
+                self.retry.pop(h.key, None)
+                self._not_ours(h.key)
+                return
+            # A claim whose commit landed but raised: its preimage was decided in time, and
+            # is handed out now, however near the expiry (as any replay of a claimed payment).
+            if h.key in self.retry and self._truth(lambda: self.b.claimer.preimage_out(h.payment_hash)):
+                self.decided_before.add(h.payment_hash)
+            verdicts = self.b.claimer.decide(h, self.b.height, self.b.now, self.live)
+        except StoreError:
+            event("claim: store failed, kept open")
+            self.retry[h.key] = (h, True if checked else False)
+            self._from_memory()  # one whose time came already is answered now
+            return
+        self.retry.pop(h.key, None)
+        for k, v in verdicts:
+            if isinstance(v, Wait) and k in self.by:
+                self.by[k] = AnswerBy(min(self.by[k].seconds, v.deadline), self.by[k].height)
+        self.apply(verdicts)
 
     def apply(self, verdicts) -> None:
         keys = [k for k, _ in verdicts]
         assert len(keys) == len(set(keys)), f"two verdicts in one batch: {verdicts}"
         for k, _ in verdicts:
-            # A verdict for an HTLC that has one already: the claimer counted an HTLC that is gone.
-            assert k not in self.verdict, f"{k} answered twice"
+            # A verdict for an HTLC that has one already: the claimer counted an HTLC that is gone
+            # (its row stays after an answer from memory: the adapter has no call for it then).
+            assert k not in self.verdict or k in self.from_memory, f"{k} answered twice"
         resolved: dict[bytes, list[Htlc]] = {}
         for k, v in verdicts:
             if isinstance(v, Resolve):
@@ -179,6 +247,9 @@ class ClaimMachine(RuleBasedStateMachine):
         for ph, hs in resolved.items():
             if ph in self.revealed:
                 continue
+            if ph in self.decided_before:
+                self.revealed.add(ph)
+                continue
             # First decision for this payment: every part it resolves leaves the margin, and pays the total.
             assert all(h.cltv_expiry - self.b.height > MARGIN for h in hs), "preimage revealed too close to expiry"
             pay = next(p for p in self.pays if p.payment_hash == ph)
@@ -186,11 +257,14 @@ class ClaimMachine(RuleBasedStateMachine):
             self.revealed.add(ph)
         for k, v in verdicts:
             event(f"verdict {type(v).__name__} {getattr(v, 'reason', '')}".strip())
-            if isinstance(v, Fail):
+            if isinstance(v, Resolve):
+                self.paid[self.htlcs[k].payment_hash] = v.preimage
+            if isinstance(v, Fail) and k not in self.forced:
                 assert self.htlcs[k].payment_hash not in self.revealed, "failed a part of a revealed payment"
-            if isinstance(v, Wait) or k not in self.live:
+            if isinstance(v, Wait) or k not in self.live or k in self.verdict:
                 continue  # waits; or the adapter has no responder for it (lightningd will replay it)
             self.live.discard(k)
+            self.by.pop(k, None)
             self.verdict[k] = "resolve" if isinstance(v, Resolve) else "fail"
 
     # -- rules --------------------------------------------------------------------------
@@ -209,18 +283,80 @@ class ClaimMachine(RuleBasedStateMachine):
     @rule(n=st.integers(1, 6))
     def block(self, n: int) -> None:
         self.b.height += n
-        self.apply(self.b.expire())
+        self._timer()
 
     @rule(seconds=st.sampled_from([1, 20, 59, 61, 300]))
     def tick(self, seconds: int) -> None:
         """The adapter's MPP timer."""
         self.b.now += seconds
-        self.apply(self.b.expire())
+        self._timer()
+
+    def _timer(self) -> None:
+        """As the adapter's expire: claims the store failed tried again, then the sets
+        due failed; with the store gone, the calls whose time came answered from memory."""
+        for key, (h, checked) in sorted(self.retry.items()):
+            if key not in self.retry:
+                continue  # answered from memory meanwhile
+            if key in self.live:
+                self._decide(h, checked)
+            else:
+                self.retry.pop(key)
+        try:
+            verdicts = self.b.claimer.expire(self.b.height, self.b.now)
+        except StoreError:
+            self._from_memory()
+        else:
+            self.apply(verdicts)
+        for k in self.live:
+            assert not self.by[k].due(self.b.height, self.b.now), f"{k} open past its time after a timer pass"
+
+    def _from_memory(self) -> None:
+        """The store cannot be used: each call whose time came is resolved if a preimage of its
+        payment went out in this process, else failed (cln/recipient.py ``_from_memory``)."""
+        for k in sorted(self.live):
+            if not self.by[k].due(self.b.height, self.b.now):
+                continue
+            h = self.htlcs[k]
+            if h.payment_hash in self.paid:
+                self.apply([(k, Resolve(self.paid[h.payment_hash]))])
+                continue
+            if self.b.height > self.by[k].height:
+                self.forced.add(k)
+            event("failed from memory")
+            self.retry.pop(k, None)
+            self.from_memory.add(k)
+            self.apply([(k, Fail("store_unavailable", failure(h.amount_msat, self.b.height)))])
+
+    # -- store faults ---------------------------------------------------------------------
+
+    @rule(seconds=st.sampled_from([5, 30, 61, 300, 3600]), blocks=st.integers(0, 12))
+    def server_gone_for_a_while(self, seconds: int, blocks: int) -> None:
+        """Every statement raises for ``seconds`` (``blocks`` come meanwhile); the timer runs."""
+        down, self.faults.down = self.faults.down, SERVER_GONE
+        for i in range(4):
+            self.b.now += seconds // 4
+            self.b.height += blocks // 4 + (1 if i < blocks % 4 else 0)
+            self._timer()
+        self.faults.down = down
+
+    @rule(kind=st.sampled_from(["lock_lost", "commit_fails", "commit_outcome_unknown"]))
+    def store_fault(self, kind: str) -> None:
+        if kind == "lock_lost":
+            self.faults.down = LOCK_LOST  # until the plugin restarts and takes it again
+        elif kind == "commit_fails":
+            self.faults.fail_commits = 1
+        else:
+            self.faults.unknown_commits = 1
 
     @rule(replay_now=st.booleans())
     def restart(self, replay_now: bool) -> None:
+        self.faults.down = None  # it starts once the store can be used
+        self.faults.fail_commits = self.faults.unknown_commits = 0
         self.b.restart()
         self.live.clear()
+        self.paid.clear()
+        self.by.clear()
+        self.retry.clear()
         self.unreplayed = [k for k in self.htlcs if k not in self.verdict]
         if replay_now:
             while self.unreplayed:
@@ -235,18 +371,19 @@ class ClaimMachine(RuleBasedStateMachine):
     @rule()
     def forget_oldest_path(self) -> None:
         """The oldest offer's payment context expires and is purged."""
-        self.b.store.conn.execute("DELETE FROM path_contexts WHERE path_id = ?", (self.b.paths[0][0],))
+        self._truth(lambda: self.b.store.conn.execute("DELETE FROM path_contexts WHERE path_id = ?",
+                                                      (self.b.paths[0][0],)))
 
     @precondition(lambda self: len(self.b.paths) < 4)
     @rule()
     def new_offer(self) -> None:
-        self.b.new_offer(f"offer {len(self.b.paths)}")
+        self._truth(lambda: self.b.new_offer(f"offer {len(self.b.paths)}"))
 
     # -- invariants ------------------------------------------------------------------------
 
     @invariant()
     def waiting_parts_leave_the_margin(self) -> None:
-        pending = self.b.claimer.pending()
+        pending = self._truth(self.b.claimer.pending)
         for parts in pending.values():
             for part in parts:
                 if part.key in self.live:
@@ -255,12 +392,21 @@ class ClaimMachine(RuleBasedStateMachine):
 
     @invariant()
     def received_once(self) -> None:
+        self._truth(self._received_once)
+
+    def _received_once(self) -> None:
         counters = self.b.store.counters()
-        assert counters.get("recipient_payments_received", 0) == len(self.revealed)
+        received = {r[0] for r in self.b.store.conn.execute(
+            "SELECT payment_hash FROM recipient_payments WHERE status = 'received'")}
+        assert counters.get("recipient_payments_received", 0) == len(received)
         for ph in self.revealed:
             row = self.b.records.payment(ph)
             assert row is not None and row["status"] == "received"
-        assert len(self.b.records.payments()) == len(self.revealed)
+        # Recorded but not revealed: only a claim whose commit raised (its parts open for the
+        # timer, or failed from memory: no preimage went out).
+        for ph in received - self.revealed:
+            keys = {k for k, h in self.htlcs.items() if h.payment_hash == ph}
+            assert keys & (set(self.retry) | self.from_memory | self.live), f"{ph.hex()} recorded, never revealed"
 
     def teardown(self) -> None:
         """lightningd replays what is left; the MPP timer runs out: every HTLC has its verdict."""
@@ -268,7 +414,7 @@ class ClaimMachine(RuleBasedStateMachine):
         self.tick(self.b.config.recipient_mpp_timeout + 1)
         missing = [k for k in self.htlcs if k not in self.verdict]
         assert not missing, f"HTLCs never answered: {missing}"
-        assert not self.b.claimer.pending()
+        assert not self._truth(self.b.claimer.pending)
         self.b.store.close()
 
 

@@ -10,7 +10,12 @@ not a release at all), blocks, the clock past hold_until or the longest
 hold, restarts (store kept, calls and memory dropped, maybe a larger
 cltv-delta; releases, blocks and the timer may come before lightningd
 replays every HTLC without a verdict), operator fails and internal errors
-(``abort``).
+(``abort``), and store faults (tests/store_faults.py): the lock lost (until
+a restart), the server gone for some seconds, a commit that fails, a commit
+whose outcome is unknown (it landed, then raised). The adapter's side is
+modelled as ``cln/hold.py`` does it: open calls with their ``AnswerBy``,
+releases whose commit raised tried again by the timer, and the calls whose
+time came failed from memory when the timer cannot use the store.
 
 After every step:
 
@@ -22,8 +27,10 @@ After every step:
   within its budget and deadline, and nothing is continued with its budget
   spent;
 * a FAILED row's HTLC was answered fail, a FORWARDED one's continue, a HELD
-  one has its call open; held_htlc_available goes only for held HTLCs, at
-  most hold-resend-attempts times each.
+  one has its call open (but for a call failed from memory while the store
+  was gone: its row may say held or forwarded; fail is safe either way);
+  held_htlc_available goes only for held HTLCs, at most
+  hold-resend-attempts times each.
 
 Runs small under the "ci" profile; HYPOTHESIS_PROFILE=thorough for many
 examples (tests/conftest.py).
@@ -42,11 +49,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from asyncpay.actions import InjectOnion
 from asyncpay.endpoint import Delivered, Dropped
 from asyncpay.hold import Continue, Forward, Hold, HoldConfig, Holder, HtlcToHold, Refuse, Step
-from asyncpay.hold.holder import RELEASE
+from asyncpay.hold.holder import RELEASE, FailBack
 from asyncpay.onion_message import HeldHtlcAvailable, OnionMessagePayload, ReleaseHeldHtlc
+from asyncpay.open_calls import OpenCalls
 from asyncpay.payment import HopPayload
 from asyncpay.payment.hold_request import HoldRequest
+from asyncpay.storage import StoreError
 from asyncpay.store import Store
+from store_faults import LOCK_LOST, SERVER_GONE, faulty
 from test_hold import held_path
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
@@ -76,7 +86,6 @@ class FakeEndpoint:
         assert row is not None and row.state == "held", "held_htlc_available for an HTLC not held"
         assert expires_at <= row.since + LONGEST  # the reply path dies with the hold
         usable = [p for p in paths if p.encode() != BAD_BYTES]
-        self.machine.sends[owner] = self.machine.sends.get(owner, 0) + len(usable)
         return ([InjectOnion(b"\x02" * 33, owner.encode(), None, "held_htlc_available") for _ in usable],
                 ["unresolvable_path"] * (len(paths) - len(usable)))
 
@@ -116,6 +125,10 @@ class HoldMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.store = Store(":memory:")
+        self.faults = faulty(self.store)
+        self.back_at: int | None = None  # the server comes back then (None: not gone, or the lock is lost)
+        self.faulted = False  # a fault happened: answers may come from memory or from a later pass
+        self.from_memory: set[str] = set()  # HTLCs answered without their row saying so
         self.endpoint = FakeEndpoint(self)
         self.height, self.now = HEIGHT, NOW
         self.htlcs: dict[str, Lightningd] = {}
@@ -128,7 +141,8 @@ class HoldMachine(RuleBasedStateMachine):
         """The plugin (re)starts: a new Holder over the same store, no open calls."""
         self.delta = delta
         self.holder = Holder(self.store, self.endpoint, config(), lambda i: i.node_id, cltv_delta=delta)
-        self.waiting: dict[str, object] = {}
+        self.waiting: OpenCalls[str] = OpenCalls()
+        self.releases: dict[str, Delivered] = {}
 
     def teardown(self) -> None:
         self.store.close()
@@ -148,31 +162,71 @@ class HoldMachine(RuleBasedStateMachine):
     def _accept(self, key: str) -> None:
         x = self.htlcs[key]
         respond = self._respond(key)
-        verdict = self.holder.accept(x.h, self.height, self.now)
+        try:
+            verdict = self.holder.accept(x.h, self.height, self.now)
+            if isinstance(verdict, Forward):
+                self.holder.forwarded(key, self.now)
+        except StoreError:
+            # The adapter's abort (it may fail too); the router answers fail.
+            event("accept: store failed")
+            try:
+                self.holder.abort(key, self.now)
+            except StoreError:
+                pass
+            self.from_memory.add(key)
+            respond({"result": "fail", "failure_message": "2002"})
+            return
         if isinstance(verdict, Hold):
-            self.waiting[key] = respond
+            self.waiting.open(key, respond, verdict.answer_by)
+            self._sent(verdict.actions)
         elif isinstance(verdict, Forward):
-            self.holder.forwarded(key, self.now)
             respond({"result": "continue", "payload": verdict.payload.hex()})
         else:
             assert isinstance(verdict, Refuse)
             respond({"result": "fail", "failure_message": verdict.failure_message.hex()})
 
+    def _sent(self, onions: list[InjectOnion]) -> None:
+        """held_htlc_available the adapter sends (a pass whose commit failed sends nothing)."""
+        for a in onions:
+            self.sends[a.packet.decode()] = self.sends.get(a.packet.decode(), 0) + 1
+
+    def _mark_forwarded(self, step: Step) -> None:
+        for a in step.answers:
+            if isinstance(a, Continue) and a.key in self.waiting:
+                self.holder.forwarded(a.key, self.now)
+
     def _run(self, step: Step) -> None:
         for a in step.answers:
-            respond = self.waiting.pop(a.key, None)
+            respond = self.waiting.pop(a.key)
             if respond is None:
                 continue  # answered from the store on lightningd's replay
-            if isinstance(a, Continue):
-                self.holder.forwarded(a.key, self.now)
             respond(a.hook_answer())
 
     def _tick(self) -> None:
-        step = self.holder.tick(self.height, self.now)
+        try:
+            step = Step()
+            with self.store.tx():
+                for key, d in sorted(self.releases.items()):
+                    if key in self.waiting:
+                        try:
+                            step += self.holder.release(d, self.height, self.now, self.waiting.keys())
+                        except Dropped:
+                            pass
+                answered = {a.key for a in step.answers}
+                step += self.holder.tick(self.height, self.now, self.waiting.keys() - answered)
+                self._mark_forwarded(step)
+            self.releases.clear()
+        except StoreError:
+            for key, call in self.waiting.overdue(self.height, self.now):
+                event("tick failed a hold back from memory")
+                self.from_memory.add(key)
+                call.respond(FailBack(key, "store_unavailable").hook_answer())
+            return
         if step.answers:
             event("tick failed a hold back")
         if step.sends:
             event("tick sent held_htlc_available again")
+            self._sent(step.sends)
         self._run(step)
 
     # -- events ------------------------------------------------------------------
@@ -197,8 +251,16 @@ class HoldMachine(RuleBasedStateMachine):
             assert x.verdicts and x.verdicts[0]["result"] == "fail", (spec, x.verdicts)
         event("new HTLC held" if key in self.waiting else "new HTLC refused")
 
+    def _truth(self, read):
+        """What the test reads of the store, whatever faults the plugin sees."""
+        down, self.faults.down = self.faults.down, None
+        try:
+            return read()
+        finally:
+            self.faults.down = down
+
     def _held(self) -> list[str]:
-        return sorted(r.key for r in self.holder.records.by_state("held"))
+        return self._truth(lambda: sorted(r.key for r in self.holder.records.by_state("held")))
 
     @rule(data=st.data(), late=st.sampled_from([0, 0, 1, 20, 300]))
     @precondition(lambda self: self._held())
@@ -216,7 +278,7 @@ class HoldMachine(RuleBasedStateMachine):
     def _release(self, key: str, kind: str, late: int, tick: bool = True) -> None:
         # late > 0: the adapter learnt of blocks (from another HTLC) before their block_added.
         self.height += late
-        x, row = self.htlcs.get(key), self.holder.records.get(key)
+        x, row = self.htlcs.get(key), self._truth(lambda: self.holder.records.get(key))
         payload = OnionMessagePayload(release_held_htlc=ReleaseHeldHtlc()) if kind != "not_a_release" else \
             OnionMessagePayload(held_htlc_available=HeldHtlcAvailable())
         valid = (kind != "not_a_release" and x is not None and row is not None and row.state == "held"
@@ -224,20 +286,32 @@ class HoldMachine(RuleBasedStateMachine):
         if valid:
             x.valid_release = True
         before = {k: list(v.verdicts) for k, v in self.htlcs.items()}
+        d = Delivered(RELEASE, key, None, payload, os.urandom(32))
         try:
-            step = self.holder.release(Delivered(RELEASE, key, None, payload, os.urandom(32)), self.height, self.now)
+            with self.store.tx():
+                step = self.holder.release(d, self.height, self.now, self.waiting.keys())
+                self._mark_forwarded(step)
         except Dropped as e:
             event(f"release dropped: {e.reason}")
-            assert not valid, f"a valid release of {key} was dropped: {e}"
-            assert {k: v.verdicts for k, v in self.htlcs.items()} == before
-            if row is not None:
-                assert self.holder.records.get(key).state == row.state  # nothing changed
+            if not self.faulted:
+                assert not valid, f"a valid release of {key} was dropped: {e}"
+                assert {k: v.verdicts for k, v in self.htlcs.items()} == before
+                if row is not None:
+                    assert self._truth(lambda: self.holder.records.get(key)).state == row.state  # nothing changed
+        except StoreError:
+            # As the adapter: kept for the timer, which re-reads the row at once.
+            event("release: store failed")
+            if key in self.waiting:
+                self.releases[key] = d
+                self._tick()
         else:
             [answer] = step.answers
-            assert answer.key == key and isinstance(answer, Continue) is valid
+            assert answer.key == key
+            if not self.faulted:
+                assert isinstance(answer, Continue) is valid
             event("release: " + ("continue" if valid else "fail back"))
             self._run(step)
-            if key in self.waiting or not self.replay_pending:
+            if (key in self.waiting or not self.replay_pending) and not self.faulted:
                 assert self.htlcs[key].verdicts[0]["result"] == ("continue" if valid else "fail")
         if tick:
             self._tick()
@@ -250,26 +324,73 @@ class HoldMachine(RuleBasedStateMachine):
     @rule(seconds=st.one_of(st.integers(1, 700), st.integers(701, 8000)))
     def clock(self, seconds) -> None:
         self.now += seconds
+        if self.back_at is not None and self.now >= self.back_at:
+            self.faults.down, self.back_at = None, None  # the server is back
         self._tick()
+
+    # -- store faults --------------------------------------------------------------
+
+    @rule(seconds=st.integers(60, 9000), blocks=st.integers(0, 100))
+    def server_gone_for_a_while(self, seconds, blocks) -> None:
+        """Every statement raises for ``seconds`` (``blocks`` come meanwhile); the timer runs."""
+        self.faulted = True
+        down, self.faults.down = self.faults.down, SERVER_GONE
+        for _ in range(10):
+            self.height += blocks // 10
+            self.now += seconds // 10
+            self._tick()
+            self.none_held_past_its_margin_or_deadline()
+        self.faults.down = down
+
+    @rule(kind=st.sampled_from(["server_gone", "lock_lost", "commit_fails", "commit_outcome_unknown"]),
+          seconds=st.one_of(st.integers(1, 9000), st.just(10**6)))
+    def store_fault(self, kind, seconds) -> None:
+        """The server gone for ``seconds`` (every statement raises); the lock lost
+        (every statement raises until the plugin restarts and takes it again); the
+        next commit rolled back, or landed but raising (its outcome unknown)."""
+        self.faulted = True
+        event(f"store fault: {kind}")
+        if kind == "server_gone" and self.faults.down is None:
+            self.faults.down, self.back_at = SERVER_GONE, self.now + seconds
+        elif kind == "lock_lost":
+            self.faults.down, self.back_at = LOCK_LOST, None
+        elif kind == "commit_fails":
+            self.faults.fail_commits = 1
+        elif kind == "commit_outcome_unknown":
+            self.faults.unknown_commits = 1
 
     @rule(data=st.data())
     @precondition(lambda self: self.htlcs)
     def operator_fails(self, data) -> None:
         key = data.draw(st.sampled_from(sorted(self.htlcs)))
-        self._run(self.holder.fail(self.htlcs[key].h.payment_hash, self.now))
+        try:
+            step = self.holder.fail(self.htlcs[key].h.payment_hash, self.now)
+        except StoreError:  # the RPC errors; as the adapter, the truth is re-read at once
+            self._tick()
+            return
+        self._run(step)
 
     @rule(data=st.data())
     @precondition(lambda self: self.htlcs)
     def internal_error(self, data) -> None:
         key = data.draw(st.sampled_from(sorted(self.htlcs)))
-        self._run(self.holder.abort(key, self.now))
+        try:
+            step = self.holder.abort(key, self.now)
+        except StoreError:  # as the adapter: the open call fails from memory
+            if key in self.waiting:
+                self.from_memory.add(key)
+            step = Step([FailBack(key, "internal_error")])
+        self._run(step)
 
     @rule(data=st.data(), delta=st.one_of(st.just(DELTA), st.integers(DELTA + 1, DELTA + 300)),
           before=st.lists(st.sampled_from(["release", "blocks", "tick", "clock"]), max_size=3))
     def restart(self, data, delta, before) -> None:
         """The plugin restarts (maybe with a larger cltv-delta); before
         lightningd's replays reach it, releases may come, the chain and the
-        clock may move, its timer may run."""
+        clock may move, its timer may run. It starts once the store can be
+        used (a lost lock is taken again)."""
+        self.faults.down = self.back_at = None
+        self.faults.fail_commits = self.faults.unknown_commits = 0
         self._start(delta)
         self.replay_pending = True
         for what in before:
@@ -307,9 +428,14 @@ class HoldMachine(RuleBasedStateMachine):
 
     @invariant()
     def rows_match_the_answers(self) -> None:
+        self._truth(self._rows_match_the_answers)
+
+    def _rows_match_the_answers(self) -> None:
         for row in self.holder.records.all():
             x = self.htlcs[row.key]
-            if row.state == "failed":
+            if row.key in self.from_memory:
+                assert [v["result"] for v in x.verdicts] in ([], ["fail"]), (row, x.verdicts)
+            elif row.state == "failed":
                 assert [v["result"] for v in x.verdicts] == ["fail"], (row, x.verdicts)
             elif row.state == "forwarded":
                 assert [v["result"] for v in x.verdicts] == ["continue"]
@@ -319,7 +445,7 @@ class HoldMachine(RuleBasedStateMachine):
                 assert not x.verdicts and row.key in self.waiting
         for key, x in self.htlcs.items():
             if x.verdicts and x.verdicts[0]["result"] == "continue":
-                assert self.holder.records.get(key).state == "forwarded"
+                assert self.holder.records.get(key).state == "forwarded", "continued without a durable release"
 
     @invariant()
     def held_htlc_available_is_bounded(self) -> None:

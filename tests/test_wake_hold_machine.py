@@ -4,14 +4,17 @@ state machine), against a model of lightningd and of the adapter's open
 with or without webhooks, with budgets near and far; clients connect and
 disconnect; blocks and seconds pass; the plugin and lightningd restart
 (calls dropped, the store kept) and lightningd replays each HTLC that had
-no verdict.
+no verdict; the store fails (tests/store_faults.py: the server gone for
+some seconds, the lock lost until a restart, a commit rolled back, a commit
+that landed but raised), with the adapter's answers from memory
+(``cln/lsps5.py``, ``open_calls.py``) modelled.
 
 After every step:
 
 * each hook call got at most one answer, and each HTLC at most one
   verdict that lightningd acted on;
 * no call is held past its deadline, or with its budget within the
-  margin, once a tick ran;
+  margin, once a tick ran, whether or not the store could be used;
 * an HTLC continued by us was continued while its client was connected
   and its budget outside the margin;
 * nothing is held for a client that is connected, once its connect ran.
@@ -29,7 +32,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from asyncpay.lsps.config import Lsps5Config
 from asyncpay.lsps.wake_hold import FailBack, Hold, Release, WakeCandidate, WakeHolder
+from asyncpay.open_calls import AnswerBy
+from asyncpay.storage import StoreError
 from asyncpay.store import Store
+from store_faults import LOCK_LOST, SERVER_GONE, faulty
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
 
@@ -44,6 +50,11 @@ class WakeMachine(RuleBasedStateMachine):
         super().__init__()
         self.dir = tempfile.TemporaryDirectory()
         self.store = Store(os.path.join(self.dir.name, "w.sqlite3"))
+        self.faults = faulty(self.store)
+        self.back_at: int | None = None
+        self.faulted = False
+        self.by: dict[str, AnswerBy] = {}  # open call -> when the adapter answers it at the latest
+        self.reconnected: set[str] = set()  # clients whose release was not recorded (the adapter's)
         self.config = Lsps5Config(wake_timeout=TIMEOUT, wake_min_blocks=MARGIN, wake_max_per_peer=3,
                                   wake_max_total=5)
         self.holder = WakeHolder(self.store, self.config, DELTA)
@@ -76,8 +87,18 @@ class WakeMachine(RuleBasedStateMachine):
             self.unanswered.discard(key)
             if answer["result"] == "continue" and key in self.held_ever:
                 h = self.htlcs[key]
-                assert h.peer_id in self.online, "continued for a client that is not connected"
+                # A release recorded while the store failed goes on from its row once read back,
+                # whoever is connected then (lightningd fails it if the client left again).
+                assert h.peer_id in self.online or self.faulted, "continued for a client that is not connected"
                 assert min(h.cltv_expiry - DELTA, h.outgoing_cltv) - self.height >= MARGIN
+
+    def _truth(self, read):
+        """What the test reads of the store, whatever faults the plugin sees."""
+        down, self.faults.down = self.faults.down, None
+        try:
+            return read()
+        finally:
+            self.faults.down = down
 
     def _deliver(self, answers: list[Release | FailBack]) -> None:
         for a in answers:
@@ -89,12 +110,17 @@ class WakeMachine(RuleBasedStateMachine):
         h = self.htlcs[key]
         call = self._call(key)
         online = h.peer_id in self.online
-        verdict = self.holder.accept(h, online, not online and h.peer_id in self.wakeable, self.height, self.now)
+        try:
+            verdict = self.holder.accept(h, online, not online and h.peer_id in self.wakeable, self.height, self.now)
+        except StoreError:  # as the adapter: abort fails too, the router answers fail
+            self._answer(call, key, {"result": "fail", "failure_message": "2002"})
+            return
         if verdict is None:
             self._answer(call, key, {"result": "continue"})  # the router goes on: lightningd forwards or fails
         elif isinstance(verdict, Hold):
             self.held_ever.add(key)
             self.open[key] = call
+            self.by[key] = verdict.answer_by
         else:
             self._answer(call, key, verdict.hook_answer())
 
@@ -111,8 +137,14 @@ class WakeMachine(RuleBasedStateMachine):
     @rule(peer=st.sampled_from(PEERS))
     def connect(self, peer):
         self.online.add(peer)
-        self._deliver(self.holder.connected(peer, self.height, self.now))
-        assert not [k for k in self.open if self.htlcs[k].peer_id == peer]
+        try:
+            answers = self.holder.connected(peer, self.height, self.now)
+        except StoreError:  # as the adapter: tried again by the timer
+            self.reconnected.add(peer)
+            return
+        self._deliver(answers)
+        if not self.faulted:
+            assert not [k for k in self.open if self.htlcs[k].peer_id == peer]
 
     @rule(peer=st.sampled_from(PEERS))
     def disconnect(self, peer):
@@ -122,11 +154,53 @@ class WakeMachine(RuleBasedStateMachine):
     def time_passes(self, seconds, blocks):
         self.now += seconds
         self.height += blocks
-        self._deliver(self.holder.tick(self.height, self.now))
+        if self.back_at is not None and self.now >= self.back_at:
+            self.faults.down = self.back_at = None
+        self._tick()
         for key in self.open:
-            row = self.holder.get(key)
+            row = self._truth(lambda k=key: self.holder.get(k))
+            assert not self.by[key].due(self.height, self.now), "an open call past its time after a tick"
             assert self.now < row.deadline, "held past its deadline after a tick"
             assert min(row.cltv_expiry - DELTA, row.outgoing_cltv) - self.height >= MARGIN, "held within the margin"
+
+    def _tick(self) -> None:
+        """The adapter's timer (cln/lsps5.py tick)."""
+        try:
+            answers: list[Release | FailBack] = []
+            with self.store.tx():
+                for peer in sorted(self.reconnected & self.online):
+                    answers += self.holder.connected(peer, self.height, self.now)
+                answered = {a.key for a in answers}
+                answers += self.holder.tick(self.height, self.now, set(self.open) - answered)
+            self.reconnected.clear()
+        except StoreError:
+            for key in [k for k in self.open if self.by[k].due(self.height, self.now)]:
+                self._answer(self.open.pop(key), key, FailBack(key, "store_unavailable").hook_answer())
+            return
+        self._deliver(answers)
+
+    @rule(seconds=st.integers(1, 150), blocks=st.integers(0, 10))
+    def server_gone_for_a_while(self, seconds, blocks):
+        """Every statement raises for ``seconds`` (``blocks`` come meanwhile); the timer runs."""
+        self.faulted = True
+        self.faults.down = SERVER_GONE
+        for _ in range(0, seconds, 10):
+            self.time_passes(10, 1 if blocks > 0 else 0)
+            blocks -= 1
+        self.faults.down = self.back_at = None
+
+    @rule(kind=st.sampled_from(["server_gone", "lock_lost", "commit_fails", "commit_outcome_unknown"]),
+          seconds=st.one_of(st.integers(1, 120), st.just(10**6)))
+    def store_fault(self, kind, seconds):
+        self.faulted = True
+        if kind == "server_gone" and self.faults.down is None:
+            self.faults.down, self.back_at = SERVER_GONE, self.now + seconds
+        elif kind == "lock_lost":
+            self.faults.down, self.back_at = LOCK_LOST, None
+        elif kind == "commit_fails":
+            self.faults.fail_commits = 1
+        else:
+            self.faults.unknown_commits = 1
 
     @rule(blocks=st.integers(1, 20))
     def block_before_the_tick(self, blocks):
@@ -136,6 +210,9 @@ class WakeMachine(RuleBasedStateMachine):
     @rule()
     def restart(self):
         self.open.clear()  # lightningd's calls die with the plugin
+        self.reconnected.clear()
+        self.faults.down = self.back_at = None  # it starts once the store can be used
+        self.faults.fail_commits = self.faults.unknown_commits = 0
         self.holder = WakeHolder(self.store, self.config, DELTA)
 
     @precondition(lambda self: self.unanswered - set(self.open))
@@ -156,9 +233,9 @@ class WakeMachine(RuleBasedStateMachine):
 
     @invariant()
     def bounded(self):
-        assert self.holder.count_held() <= self.config.wake_max_total
+        assert self._truth(self.holder.count_held) <= self.config.wake_max_total
         for p in PEERS:
-            assert self.holder.count_held(p) <= self.config.wake_max_per_peer
+            assert self._truth(lambda q=p: self.holder.count_held(q)) <= self.config.wake_max_per_peer
 
 
 WakeMachine.TestCase.settings = settings(

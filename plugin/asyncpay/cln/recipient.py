@@ -12,8 +12,8 @@ to it), so we decrypt our ``encrypted_recipient_data`` with
 ``decryptencrypteddata`` (design §8).
 
 An HTLC taken is an open call with the second and height it is answered by
-(``open_calls.py``: its set's MPP timeout, its expiry less the claim
-margin). A claim that raised a store error (the store gone, or a commit
+(``open_calls.py``: its expiry less the claim margin; its set's MPP timeout
+once the store has said it waits). A claim that raised a store error (the store gone, or a commit
 whose outcome is unknown) keeps its call open and is decided again by the
 MPP timer from the store as it is then; while the store cannot be read, a
 call whose time came is failed, unless a preimage of its payment went out
@@ -50,6 +50,7 @@ OFFER_KEY_LABEL = "asyncpay/recipient/offer-key/v1"
 # payment without the store; one is needed only while a part of it is open.
 PAID_KEPT = 10_000
 RETRY_SECONDS = 1.0  # a claim the store failed is tried again this often
+NO_SECONDS = 2**62  # an AnswerBy bounded by its height only
 
 
 class StoreUnknown(Exception):
@@ -127,7 +128,7 @@ class RecipientRole(Role):
             except Exception:  # a store error: the timer must not die, and the open calls' times still count
                 self.node.log(f"recipient: MPP deadline unknown: {traceback.format_exc()}", level="warn")
                 deadline = int(time.time() + RETRY_SECONDS)
-            due = [d for d in (deadline, self.waiting.earliest()) if d is not None]
+            due = [d for d in (deadline, self.waiting.earliest()) if d is not None and d < NO_SECONDS]
             if self.retry:
                 due.append(int(time.time() + RETRY_SECONDS))
             # At least half a second between two passes: a set that cannot be expired must not spin.
@@ -266,7 +267,9 @@ class RecipientRole(Role):
         except (KeyError, TypeError, ValueError):
             once({"result": "fail", "failure_message": failure(amount, self.node.height).hex()})
             return True
-        by = AnswerBy(now + self.config.recipient_mpp_timeout, htlc.cltv_expiry - self.claimer.margin - 1)
+        # Until the store decides it, only its expiry bounds the wait: a part of a payment claimed
+        # before our restart must not be failed early while the store cannot say so.
+        by = AnswerBy(NO_SECONDS, htlc.cltv_expiry - self.claimer.margin - 1)
         self.waiting.open(htlc_key, once, by, (payment_hash, amount))
         if payment_hash in self.paid:  # its preimage went out: resolve, the store need not be asked
             self._answer([(htlc_key, Resolve(self.paid[payment_hash]))])
@@ -307,6 +310,7 @@ class RecipientRole(Role):
                         self.unsure.add(htlc.payment_hash)
                 self.retry[htlc.key] = (htlc, checked)
                 self._wake.set()
+                self._from_memory(self.node.height, now)  # one whose time came already is answered now
                 return
             self.retry.pop(htlc.key, None)
             self.node.log(f"recipient: claiming {htlc.payment_hash.hex()} failed: {traceback.format_exc()}",
@@ -416,6 +420,11 @@ class RecipientRole(Role):
         if verdicts is not None:
             self._answer(verdicts)
             return
+        self._from_memory(height, now)
+
+    def _from_memory(self, height: int, now: int) -> None:
+        """The store cannot be used: each call whose time came is resolved if a preimage
+        of its payment went out in this process, else failed."""
         for key, call in self.waiting.overdue(height, now):
             payment_hash, amount = call.tag
             preimage = self.paid.get(payment_hash)
