@@ -13,7 +13,7 @@ see them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,6 +22,7 @@ from asyncpay.store import Store
 
 LOCK_LOST = StoreLocked("lost the advisory lock's session (test)")
 SERVER_GONE = StoreError("server closed the connection unexpectedly (test)")
+KINDS = ("lock_lost", "commit_fails", "commit_outcome_unknown")  # the faults ``inject`` makes
 
 
 class FaultyBackend:
@@ -32,6 +33,26 @@ class FaultyBackend:
         self.unknown_commits = 0
         self.raised = 0  # faults raised so far
         self._depth = threading.local()
+
+    def truth(self, read: Callable[[], Any]) -> Any:
+        """What a test reads of the database, whatever faults the code under test sees."""
+        down, self.down = self.down, None
+        try:
+            return read()
+        finally:
+            self.down = down
+
+    def inject(self, kind: str) -> None:
+        """One of ``KINDS``: the lock lost (every call raises until ``down`` is cleared, as a
+        restart takes the lock again), or the next commit rolled back, or landed but raising."""
+        if kind == "lock_lost":
+            self.down = LOCK_LOST
+        elif kind == "commit_fails":
+            self.fail_commits = 1
+        elif kind == "commit_outcome_unknown":
+            self.unknown_commits = 1
+        else:
+            raise ValueError(kind)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)

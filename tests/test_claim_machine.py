@@ -53,7 +53,7 @@ from asyncpay.recipient.config import HTLC_FAIL_BACK_BUFFER
 from asyncpay.recipient.records import READY, OfferRow
 from asyncpay.storage import StoreError
 from asyncpay.store import Store
-from store_faults import LOCK_LOST, SERVER_GONE, faulty
+from store_faults import SERVER_GONE, faulty
 
 AMOUNT = 10_000  # the offers' amount: what a payment must cover
 MARGIN = HTLC_FAIL_BACK_BUFFER
@@ -165,14 +165,6 @@ class ClaimMachine(RuleBasedStateMachine):
         self.from_memory: set[tuple[str, int]] = set()  # failed without the store
         self.decided_before: set[bytes] = set()  # claims recorded by a commit that raised
 
-    def _truth(self, read):
-        """What the test reads of the store, whatever faults the plugin sees."""
-        down, self.faults.down = self.faults.down, None
-        try:
-            return read()
-        finally:
-            self.faults.down = down
-
     # -- lightningd -------------------------------------------------------------------
 
     def deliver(self, key: tuple[str, int], replay: bool = False) -> None:
@@ -215,9 +207,9 @@ class ClaimMachine(RuleBasedStateMachine):
                 self.retry.pop(h.key, None)
                 self._not_ours(h.key)
                 return
-            # A claim whose commit landed but raised: its preimage was decided in time, and
-            # is handed out now, however near the expiry (as any replay of a claimed payment).
-            if h.key in self.retry and self._truth(lambda: self.b.claimer.preimage_out(h.payment_hash)):
+            # A claim recorded already (a commit that landed but raised, then maybe a restart):
+            # its preimage was decided in time and is handed out now, however near the expiry.
+            if self.faults.truth(lambda: self.b.claimer.preimage_out(h.payment_hash)):
                 self.decided_before.add(h.payment_hash)
             verdicts = self.b.claimer.decide(h, self.b.height, self.b.now, self.live)
         except StoreError:
@@ -341,12 +333,7 @@ class ClaimMachine(RuleBasedStateMachine):
 
     @rule(kind=st.sampled_from(["lock_lost", "commit_fails", "commit_outcome_unknown"]))
     def store_fault(self, kind: str) -> None:
-        if kind == "lock_lost":
-            self.faults.down = LOCK_LOST  # until the plugin restarts and takes it again
-        elif kind == "commit_fails":
-            self.faults.fail_commits = 1
-        else:
-            self.faults.unknown_commits = 1
+        self.faults.inject(kind)  # a lost lock: until the plugin restarts and takes it again
 
     @rule(replay_now=st.booleans())
     def restart(self, replay_now: bool) -> None:
@@ -371,19 +358,19 @@ class ClaimMachine(RuleBasedStateMachine):
     @rule()
     def forget_oldest_path(self) -> None:
         """The oldest offer's payment context expires and is purged."""
-        self._truth(lambda: self.b.store.conn.execute("DELETE FROM path_contexts WHERE path_id = ?",
+        self.faults.truth(lambda: self.b.store.conn.execute("DELETE FROM path_contexts WHERE path_id = ?",
                                                       (self.b.paths[0][0],)))
 
     @precondition(lambda self: len(self.b.paths) < 4)
     @rule()
     def new_offer(self) -> None:
-        self._truth(lambda: self.b.new_offer(f"offer {len(self.b.paths)}"))
+        self.faults.truth(lambda: self.b.new_offer(f"offer {len(self.b.paths)}"))
 
     # -- invariants ------------------------------------------------------------------------
 
     @invariant()
     def waiting_parts_leave_the_margin(self) -> None:
-        pending = self._truth(self.b.claimer.pending)
+        pending = self.faults.truth(self.b.claimer.pending)
         for parts in pending.values():
             for part in parts:
                 if part.key in self.live:
@@ -392,7 +379,7 @@ class ClaimMachine(RuleBasedStateMachine):
 
     @invariant()
     def received_once(self) -> None:
-        self._truth(self._received_once)
+        self.faults.truth(self._received_once)
 
     def _received_once(self) -> None:
         counters = self.b.store.counters()
@@ -406,7 +393,8 @@ class ClaimMachine(RuleBasedStateMachine):
         # timer, or failed from memory: no preimage went out).
         for ph in received - self.revealed:
             keys = {k for k, h in self.htlcs.items() if h.payment_hash == ph}
-            assert keys & (set(self.retry) | self.from_memory | self.live), f"{ph.hex()} recorded, never revealed"
+            assert keys & (set(self.retry) | self.from_memory | self.live | set(self.unreplayed)), \
+                f"{ph.hex()} recorded, never revealed"
 
     def teardown(self) -> None:
         """lightningd replays what is left; the MPP timer runs out: every HTLC has its verdict."""
@@ -414,7 +402,7 @@ class ClaimMachine(RuleBasedStateMachine):
         self.tick(self.b.config.recipient_mpp_timeout + 1)
         missing = [k for k in self.htlcs if k not in self.verdict]
         assert not missing, f"HTLCs never answered: {missing}"
-        assert not self._truth(self.b.claimer.pending)
+        assert not self.faults.truth(self.b.claimer.pending)
         self.b.store.close()
 
 

@@ -56,7 +56,7 @@ from asyncpay.payment import HopPayload
 from asyncpay.payment.hold_request import HoldRequest
 from asyncpay.storage import StoreError
 from asyncpay.store import Store
-from store_faults import LOCK_LOST, SERVER_GONE, faulty
+from store_faults import SERVER_GONE, faulty
 from test_hold import held_path
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
@@ -203,6 +203,18 @@ class HoldMachine(RuleBasedStateMachine):
             respond(a.hook_answer())
 
     def _tick(self) -> None:
+        """The adapter's timer: a pass through the store, tried once more at once if it
+        raised (its commit may have landed), else the calls whose time came failed from memory."""
+        step = self._store_tick() or self._store_tick()
+        if step is None:
+            for key, call in self.waiting.overdue(self.height, self.now):
+                event("tick failed a hold back from memory")
+                self.from_memory.add(key)
+                call.respond(FailBack(key, "store_unavailable").hook_answer())
+            return
+        self._after_tick(step)
+
+    def _store_tick(self) -> Step | None:
         try:
             step = Step()
             with self.store.tx():
@@ -217,11 +229,10 @@ class HoldMachine(RuleBasedStateMachine):
                 self._mark_forwarded(step)
             self.releases.clear()
         except StoreError:
-            for key, call in self.waiting.overdue(self.height, self.now):
-                event("tick failed a hold back from memory")
-                self.from_memory.add(key)
-                call.respond(FailBack(key, "store_unavailable").hook_answer())
-            return
+            return None
+        return step
+
+    def _after_tick(self, step: Step) -> None:
         if step.answers:
             event("tick failed a hold back")
         if step.sends:
@@ -251,16 +262,8 @@ class HoldMachine(RuleBasedStateMachine):
             assert x.verdicts and x.verdicts[0]["result"] == "fail", (spec, x.verdicts)
         event("new HTLC held" if key in self.waiting else "new HTLC refused")
 
-    def _truth(self, read):
-        """What the test reads of the store, whatever faults the plugin sees."""
-        down, self.faults.down = self.faults.down, None
-        try:
-            return read()
-        finally:
-            self.faults.down = down
-
     def _held(self) -> list[str]:
-        return self._truth(lambda: sorted(r.key for r in self.holder.records.by_state("held")))
+        return self.faults.truth(lambda: sorted(r.key for r in self.holder.records.by_state("held")))
 
     @rule(data=st.data(), late=st.sampled_from([0, 0, 1, 20, 300]))
     @precondition(lambda self: self._held())
@@ -278,7 +281,7 @@ class HoldMachine(RuleBasedStateMachine):
     def _release(self, key: str, kind: str, late: int, tick: bool = True) -> None:
         # late > 0: the adapter learnt of blocks (from another HTLC) before their block_added.
         self.height += late
-        x, row = self.htlcs.get(key), self._truth(lambda: self.holder.records.get(key))
+        x, row = self.htlcs.get(key), self.faults.truth(lambda: self.holder.records.get(key))
         payload = OnionMessagePayload(release_held_htlc=ReleaseHeldHtlc()) if kind != "not_a_release" else \
             OnionMessagePayload(held_htlc_available=HeldHtlcAvailable())
         valid = (kind != "not_a_release" and x is not None and row is not None and row.state == "held"
@@ -297,7 +300,7 @@ class HoldMachine(RuleBasedStateMachine):
                 assert not valid, f"a valid release of {key} was dropped: {e}"
                 assert {k: v.verdicts for k, v in self.htlcs.items()} == before
                 if row is not None:
-                    assert self._truth(lambda: self.holder.records.get(key)).state == row.state  # nothing changed
+                    assert self.faults.truth(lambda: self.holder.records.get(key)).state == row.state  # nothing changed
         except StoreError:
             # As the adapter: kept for the timer, which re-reads the row at once.
             event("release: store failed")
@@ -350,14 +353,12 @@ class HoldMachine(RuleBasedStateMachine):
         next commit rolled back, or landed but raising (its outcome unknown)."""
         self.faulted = True
         event(f"store fault: {kind}")
-        if kind == "server_gone" and self.faults.down is None:
-            self.faults.down, self.back_at = SERVER_GONE, self.now + seconds
-        elif kind == "lock_lost":
-            self.faults.down, self.back_at = LOCK_LOST, None
-        elif kind == "commit_fails":
-            self.faults.fail_commits = 1
-        elif kind == "commit_outcome_unknown":
-            self.faults.unknown_commits = 1
+        if kind == "server_gone":
+            if self.faults.down is None:
+                self.faults.down, self.back_at = SERVER_GONE, self.now + seconds
+        else:
+            self.back_at = None if kind == "lock_lost" else self.back_at
+            self.faults.inject(kind)
 
     @rule(data=st.data())
     @precondition(lambda self: self.htlcs)
@@ -428,7 +429,7 @@ class HoldMachine(RuleBasedStateMachine):
 
     @invariant()
     def rows_match_the_answers(self) -> None:
-        self._truth(self._rows_match_the_answers)
+        self.faults.truth(self._rows_match_the_answers)
 
     def _rows_match_the_answers(self) -> None:
         for row in self.holder.records.all():

@@ -61,7 +61,6 @@ def test_hold_release_is_on_disk_before_continue(tmp_path):
     from asyncpay.hold.holder import RELEASE
     from asyncpay.hold.records import HeldRow
     from asyncpay.onion_message import ReleaseHeldHtlc
-    from asyncpay.open_calls import AnswerBy
     from asyncpay.payment import HopPayload
     from asyncpay.store import Store
     from pg_cluster import other_connection
@@ -73,12 +72,11 @@ def test_hold_release_is_on_disk_before_continue(tmp_path):
         store=store, endpoint=Endpoint(store, pubkey_of(bytes([1]) * 32), os.urandom(32), os.urandom),
         lock=threading.RLock(), log=lambda *a, **k: None, perform=lambda actions: None,
         resolve_intro=lambda i: i.node_id, config_for=lambda cls: HoldConfig(), cltv_delta=34,
-        current_height=lambda: height,
+        height=height, current_height=lambda: height, saw_height=lambda h: None,
         rpc=types.SimpleNamespace(call=lambda *a, **k: {"configs": {"cltv-delta": {"value_int": 34}}}))
     node.books = Bookkeeping(store, node.lock)
     node.books.start(3600)
     role = HoldRole(node)
-    role.height = height
     payload = HopPayload(amt_to_forward=10_000, outgoing_cltv_value=height + 500, short_channel_id=7).encode()
     role.core.records.put(HeldRow("1x1x1/0", os.urandom(32), 10_100, height + 540, height + 500, "02" + "00" * 32,
                                   payload, since=now, updated_at=now))
@@ -92,7 +90,7 @@ def test_hold_release_is_on_disk_before_continue(tmp_path):
         finally:
             other.close()
 
-    role.waiting.open("1x1x1/0", respond, AnswerBy(now + 3600, height + 400))
+    role.waiting.open("1x1x1/0", respond, role.core.answer_by(role.core.records.get("1x1x1/0")))
     role.on_message(Delivered(RELEASE, "1x1x1/0", None, OnionMessagePayload(release_held_htlc=ReleaseHeldHtlc()),
                               b""), now)
     assert seen == [("continue", "forwarded")] and not role.waiting

@@ -287,3 +287,16 @@ def test_a_driver_error_counts_as_a_store_failure_a_bug_does_not():
 
     assert is_store_failure(StoreError("x")) and is_store_failure(sqlite3.OperationalError("disk I/O error"))
     assert not is_store_failure(ZeroDivisionError())
+
+
+def test_forwards_through_the_lsp_go_on_while_the_store_is_gone(tmp_path):
+    """Every forward passes the wake hold's hook: with the store gone it is not ours
+    (lightningd forwards or fails it as without us), never failed by us."""
+    host, role = make(tmp_path)
+    register(role)
+    faulty(host.store).down = SERVER_GONE
+    answers = Answers()
+    host.online.add(CLIENT)
+    assert role.on_htlc(htlc(), answers) is False and answers.got == []
+    host.online.discard(CLIENT)
+    assert role.on_htlc(htlc(htlc_id=1), answers) is False and answers.got == []

@@ -45,6 +45,7 @@ from ..lsps.wake_hold import FailBack, Hold, Release, WakeCandidate, WakeHolder
 from ..lsps.webhooks import PROTOCOL_NUMBER, WebhookService
 from ..open_calls import OpenCalls
 from ..ratelimit import TokenBuckets
+from ..storage.base import is_store_failure
 from .convert import msat
 from .role import Host, Respond, Role, store_pass
 
@@ -102,6 +103,8 @@ class Lsps5Role(Role):
         height = self.node.current_height()
         back = [p for p in sorted(self.reconnected) if self.node.is_connected(p)]
         answers = store_pass(self.node, lambda: self._store_tick(back, height, now), "lsps5 wake tick")
+        if answers is None:  # its commit may have landed: the truth re-read once now
+            answers = store_pass(self.node, lambda: self._store_tick(back, height, now), "lsps5 wake tick")
         if answers is None:
             for key, call in self.waiting.overdue(height, now):
                 self.node.log(f"lsps5: failing HTLC {key} held for wake-up: the store cannot be used and its "
@@ -117,7 +120,7 @@ class Lsps5Role(Role):
                 answers += self.wake.connected(peer, height, now)
             answered = {a.key for a in answers}
             answers += self.wake.tick(height, now, self.waiting.keys() - answered)
-        self.reconnected.clear()
+        self.reconnected.difference_update(back)
         return answers
 
     # -- LSPS0 over custom messages ------------------------------------------
@@ -292,6 +295,7 @@ class Lsps5Role(Role):
         self.node.saw_height(height)
         now = int(time.time())
         online = self.node.is_connected(peer)
+        verdict = None
         try:
             with self.node.lock:
                 wakeable = not online and (peer in self.wallets or self.service.has_webhooks(peer))
@@ -310,7 +314,12 @@ class Lsps5Role(Role):
             else:
                 respond(verdict.hook_answer())
             return True
-        except Exception:
+        except Exception as e:
+            if verdict is None and is_store_failure(e):
+                # Not held: lightningd forwards it (or fails it) as it would without us. Every
+                # forward of the LSP passes here: a store that is gone must not fail them all.
+                self.node.log(f"lsps5: not holding HTLC {key}, the store cannot be used: {e}", level="warn")
+                return False
             try:
                 with self.node.lock:
                     answers = self.wake.abort(key, now)

@@ -49,7 +49,7 @@ OFFER_KEY_LABEL = "asyncpay/recipient/offer-key/v1"
 # Preimages handed out by this process, kept to resolve the rest of their
 # payment without the store; one is needed only while a part of it is open.
 PAID_KEPT = 10_000
-RETRY_SECONDS = 1.0  # a claim the store failed is tried again this often
+RETRY_SECONDS = 5.0  # a claim the store failed is tried again this often
 NO_SECONDS = 2**62  # an AnswerBy bounded by its height only
 
 
@@ -125,9 +125,9 @@ class RecipientRole(Role):
             try:
                 with self.node.lock:
                     deadline = self.claimer.next_deadline()
-            except Exception:  # a store error: the timer must not die, and the open calls' times still count
-                self.node.log(f"recipient: MPP deadline unknown: {traceback.format_exc()}", level="warn")
-                deadline = int(time.time() + RETRY_SECONDS)
+            except Exception as e:  # a store error: the timer must not die, and the open calls' times still count
+                self.node.log(f"recipient: MPP deadline unknown: {type(e).__name__}: {e}", level="warn")
+                deadline = None
             due = [d for d in (deadline, self.waiting.earliest()) if d is not None and d < NO_SECONDS]
             if self.retry:
                 due.append(int(time.time() + RETRY_SECONDS))

@@ -10,7 +10,6 @@ depends on the adapters, never the reverse.
 from __future__ import annotations
 
 import threading
-import traceback
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -121,9 +120,9 @@ def store_pass(node: Host, run: Callable[[], T], what: str) -> T | None:
         return None
     try:
         return run()
-    except Exception:
-        node.log(f"{what}: store pass failed, answering due HTLCs from memory: {traceback.format_exc()}",
-                 level="warn")
+    except Exception as e:  # one line a pass: an outage lasts many
+        node.log(f"{what}: the store failed ({type(e).__name__}: {' '.join(str(e).split())}); answering due "
+                 "HTLCs from memory", level="warn")
         return None
     finally:
         node.lock.release()
