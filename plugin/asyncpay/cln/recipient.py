@@ -431,6 +431,8 @@ class RecipientRole(Role):
             self.node.log(f"recipient: {'resolving' if preimage else 'failing'} HTLC {key} of {payment_hash.hex()} "
                           "from memory: the store cannot be used and its time came", level="warn")
             self.retry.pop(key, None)
+            if not any(c.tag[0] == payment_hash for _, c in self.waiting.items()):
+                self.unsure.discard(payment_hash)  # no part left to announce it with
             self._give(call, Resolve(preimage) if preimage else Fail("store_unavailable", failure(amount, height)))
 
     def status(self) -> dict:
