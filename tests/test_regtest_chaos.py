@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 
+import pytest
+
 from regtest import require_binaries
 
 require_binaries()
@@ -23,10 +25,27 @@ SEED = int(os.environ.get("CHAOS_SEED", "1"))
 PAYMENTS = int(os.environ.get("CHAOS_PAYMENTS", "12"))
 DURATION = float(os.environ.get("CHAOS_DURATION", "300"))
 SETTLE = float(os.environ.get("CHAOS_SETTLE", "300"))
+# "postgresql": the LSPs on a PostgreSQL primary with a synchronous standby, which the
+# driver restarts and fails over (tests/pg_replicated.py).
+STORE = os.environ.get("CHAOS_STORE", "sqlite")
 
 
-def test_chaos(node_factory, bitcoind):
-    net = Network(node_factory, bitcoind)
+@pytest.fixture
+def cluster():
+    if STORE != "postgresql":
+        yield None
+        return
+    from pg_replicated import Replicated, lightningd_has_postgres, server_binaries
+
+    if not lightningd_has_postgres() or not server_binaries():
+        pytest.skip("chaos on PostgreSQL: lightningd without libpq, or no PostgreSQL server binaries")
+    r = Replicated()
+    yield r
+    r.close()
+
+
+def test_chaos(node_factory, bitcoind, cluster):
+    net = Network(node_factory, bitcoind, cluster)
     net.build()
     before = invariants.balances(net)
     driver = Driver(net, SEED, PAYMENTS, DURATION)

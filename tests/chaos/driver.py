@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 
 from .network import Q_HTLC_MAX_MSAT, Network
 
+# The events that are faults (the settle time counts from the last one).
+FAULTS = ("sleep", "kill", "disconnect", "mine", "db_restart", "db_failover")
+
 WALLETS = ("S", "R1", "R2")
 RECIPIENTS = ("R1", "R2")
 MAX_BLOCKS = 12  # all blocks of a run: far below any HTLC's CLTV margin, so a close would be our fault
@@ -84,6 +87,12 @@ class Driver:
 
     def step(self) -> None:
         self._wake_sleepers_over(MAX_SLEEP)
+        if self.net.cluster is not None:  # at least one restart and one failover, under traffic
+            done = len(self.run.payments)
+            if not self.run.count("db_restart") and done >= self.target // 3:
+                self.database_fault(failover=False)
+            elif not self.run.count("db_failover") and done >= 2 * self.target // 3:
+                self.database_fault(failover=True)
         roll = self.rng.random()
         if roll < 0.45:
             self.pay()
@@ -95,6 +104,8 @@ class Driver:
             self.disconnect()
         elif roll < 0.86:
             self.mine()
+        elif roll < 0.89 and self.net.cluster is not None:
+            self.database_fault()
         else:
             time.sleep(self.rng.uniform(0.5, 3.0))
         self.net.heal()
@@ -204,6 +215,21 @@ class Driver:
             return
         self._event("disconnect", f"{a}-{b}")
 
+    def database_fault(self, failover: bool | None = None) -> None:
+        """The LSPs' PostgreSQL primary restarts (``pg_ctl restart -m fast``), or, once,
+        dies (SIGKILL) and its standby is promoted (Network.database_failover)."""
+        if failover is None:
+            failover = self.rng.random() < 0.3
+        if failover and self.net.cluster.standby is not None:
+            self.net.database_failover()
+            self._event("db_failover", "primary killed, standby promoted, Ls and Lr moved")
+            return
+        self.net.cluster.restart_primary()
+        self._event("db_restart", "primary restarted")
+        time.sleep(2)
+        for name in self.net.supervise():
+            self._event("restart", f"{name}: lightningd exited with its database connection")
+
     def mine(self) -> None:
         n = min(self.rng.randint(1, 3), MAX_BLOCKS - self.run.blocks)
         if n <= 0:
@@ -246,7 +272,7 @@ class Driver:
         return True
 
     def last_fault(self) -> float:
-        faults = [t for t, kind, _ in self.run.events if kind in ("sleep", "kill", "disconnect", "mine")]
+        faults = [t for t, kind, _ in self.run.events if kind in FAULTS]
         return max(faults, default=self.run.started)
 
 

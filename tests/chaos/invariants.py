@@ -10,7 +10,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from .driver import Run
+from .driver import FAULTS, Run
 from .network import RATELIMIT_WARNING, Network
 
 DOCS_RPC = Path(__file__).resolve().parents[2] / "docs" / "rpc.md"
@@ -137,13 +137,7 @@ def check(net: Network, run: Run, before: dict[str, int]) -> list[tuple[str, boo
         st = n.rpc("asyncpay-status")
         for reason, v in ((st.get("recipient") or {}).get("claims_failed") or {}).items():
             drops[f"{n.name}:claim {reason}"] += v  # HTLCs of ours we failed, and why
-        db = sqlite3.connect(f"file:{st['database']}?mode=ro", uri=True)
-        try:
-            ok = db.execute("PRAGMA integrity_check").fetchone()[0]
-            counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
-            queued = db.execute("SELECT COUNT(*) FROM mailbox").fetchone()[0]
-        finally:
-            db.close()
+        ok, counters, queued = _store_books(st["database"])
         if ok != "ok":
             problems.append(f"{n.name}: integrity {ok}")
         buffered = counters.get("mailbox_buffered", 0)
@@ -160,6 +154,23 @@ def check(net: Network, run: Run, before: dict[str, int]) -> list[tuple[str, boo
     rows.append(("stores intact, every drop counted and documented", not problems,
                  "; ".join(problems) or f"drops: {dict(drops) or 'none'}"))
     return rows
+
+
+def _store_books(database: str) -> tuple[str, dict[str, int], int]:
+    """(integrity, counters, queued mail) of a node's store, read as another client."""
+    if database.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        with psycopg.connect(database) as db:  # PostgreSQL checks its pages itself: nothing to run
+            counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
+            return "ok", counters, db.execute("SELECT COUNT(*) FROM mailbox").fetchone()[0]
+    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        ok = db.execute("PRAGMA integrity_check").fetchone()[0]
+        counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
+        return ok, counters, db.execute("SELECT COUNT(*) FROM mailbox").fetchone()[0]
+    finally:
+        db.close()
 
 
 def peer_warnings(net: Network) -> tuple[tuple[str, bool, str], Counter]:
@@ -206,6 +217,9 @@ def figures(net: Network, run: Run, limited: Counter | None = None) -> list[tupl
         ("sleeps / wakes / disconnects / blocks",
          f"{run.count('sleep')} / {run.count('wake')} / {run.count('disconnect')} / {run.blocks}"),
         ("recipient wake -> complete", _spread(waits)),
+        *([("database restarts / failovers (lightningd restarted)",
+            f"{run.count('db_restart')} / {run.count('db_failover')} ({run.count('restart')})")]
+          if run.count("db_restart") or run.count("db_failover") else []),
         ("onion-message rate-limit warnings", ", ".join(f"{k} {v}" for k, v in sorted((limited or {}).items()))
          or "0"),
         ("fault phase", f"{run.faults_ended - run.started:.0f} s"),
@@ -214,7 +228,7 @@ def figures(net: Network, run: Run, limited: Counter | None = None) -> list[tupl
 
 
 def _last_fault(run: Run) -> float:
-    return max((t for t, k, _ in run.events if k in ("sleep", "kill", "disconnect", "mine")), default=run.started)
+    return max((t for t, k, _ in run.events if k in FAULTS), default=run.started)
 
 
 def _spread(xs: list[float]) -> str:

@@ -80,8 +80,11 @@ class ChaosNode:
 class Network:
     """The seven nodes, their channels, and the faults the driver injects."""
 
-    def __init__(self, node_factory, bitcoind):
+    def __init__(self, node_factory, bitcoind, cluster=None):
         self.factory, self.bitcoind = node_factory, bitcoind
+        # With a replicated PostgreSQL (tests/pg_replicated.py): Ls and Lr keep their wallets
+        # and asyncpay's state on its primary, and the driver restarts or fails it over.
+        self.cluster = cluster
         self.nodes: dict[str, ChaosNode] = {}
         # (client, server): the client connects to the server (a wallet to
         # its LSP, as a real one would), both ways are the same channel.
@@ -92,10 +95,18 @@ class Network:
 
     def build(self) -> None:
         f = self.factory
-        ls = f.get_node(options={"plugin": ASYNCPAY, **LSP_HOLD_OPTS}, may_reconnect=True, allow_warning=True,
-                        broken_log=RELOADED_HTLC_BROKEN)
-        lr = f.get_node(options={"plugin": ASYNCPAY}, may_reconnect=True, allow_warning=True,
-                        broken_log=RELOADED_HTLC_BROKEN)
+        on_db, broken = {"Ls": {}, "Lr": {}}, RELOADED_HTLC_BROKEN
+        if self.cluster is not None:
+            for name in on_db:
+                self.cluster.create_database(name.lower())
+                on_db[name] = self.cluster.lightningd_options(name.lower())
+            from pg_replicated import DATABASE_GONE_BROKEN
+
+            broken += "|" + DATABASE_GONE_BROKEN
+        ls = f.get_node(options={"plugin": ASYNCPAY, **LSP_HOLD_OPTS, **on_db["Ls"]}, may_reconnect=True,
+                        allow_warning=True, broken_log=broken, may_fail=self.cluster is not None)
+        lr = f.get_node(options={"plugin": ASYNCPAY, **on_db["Lr"]}, may_reconnect=True, allow_warning=True,
+                        broken_log=broken, may_fail=self.cluster is not None)
         r1 = f.get_node(options={"plugin": ASYNCPAY}, may_reconnect=True, allow_warning=True)
         r2 = f.get_node(options={"plugin": ASYNCPAY}, may_reconnect=True, allow_warning=True)
         s = f.get_node(options={"plugin": ASYNCPAY, "asyncpay-payer-lsp": ls.info["id"], **PAYER_OPTS},
@@ -193,9 +204,40 @@ class Network:
                     n.node.daemon.proc.wait()
                 time.sleep(2)
 
+    def supervise(self) -> list[str]:
+        """What a supervisor does for the LSPs on PostgreSQL: a lightningd that exited
+        (its database connection broke) is started again. The names started."""
+        started = []
+        for name in ("Ls", "Lr") if self.cluster is not None else ():
+            n = self[name]
+            if n.awake and n.node.daemon.proc is not None and n.node.daemon.proc.poll() is not None:
+                now = time.monotonic()
+                n.transitions += [(now, False), (now, True)]
+                n.node.daemon.proc = None
+                self._start(n)
+                started.append(name)
+        return started
+
+    def database_failover(self) -> None:
+        """The primary killed, the standby promoted, Ls and Lr moved to it: the active
+        lightningd is fenced (killed) and started on the new primary, same hsm_secret."""
+        self.cluster.kill_primary_and_promote()
+        for name in ("Ls", "Lr"):
+            n = self[name]
+            if n.node.daemon.proc is not None and n.node.daemon.proc.poll() is None:
+                n.node.daemon.proc.kill()
+            if n.node.daemon.proc is not None:
+                n.node.daemon.proc.wait()
+            n.node.daemon.proc = None
+            n.node.daemon.opts.update(self.cluster.lightningd_options(name.lower()))
+            now = time.monotonic()
+            n.transitions += [(now, False), (now, True)]
+            self._start(n)
+
     def heal(self, only: str | None = None) -> None:
         """Reconnect every channel whose two ends are up (the client side
         dials, as a wallet does on waking)."""
+        self.supervise()
         for a, b in self.links:
             if only is not None and only not in (a, b):
                 continue

@@ -20,6 +20,7 @@ from ..endpoint import Delivered
 from ..lsp import Flush, LspConfig, Mailbox, StaticInvoiceServer
 from ..lsp.mailbox import Send, Wait
 from ..lsp.server import KINDS
+from ..storage import StoreError
 from .role import Host, Role
 
 Intake = tuple[str, "str | None", bytes, bytes, int]  # peer, source, path_key, onion, received at
@@ -75,6 +76,8 @@ class IntakeWriter:
                     break
             try:
                 self.role.commit_intake(items)
+            except StoreError as e:  # the store down or locked out: these messages are lost in flight, no bug
+                self.role.node.log(f"mailbox intake failed: {e}", level="unusual")
             except Exception:
                 self.role.node.log(f"mailbox intake failed: {traceback.format_exc()}", level="broken")
             finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..blinded_path import BlindedPath
 from ..offers import StaticInvoice
+from ..storage import shown
 from ..wire import WireError
 
 
@@ -45,7 +46,7 @@ def status(node, now: int) -> dict:
     messages, size = node.lsp.mailbox.total  # kept by the mailbox: no count of its rows under the node lock
     return {
         "endpoint_id": node.endpoint.public_key.hex(),
-        "database": node.db_path,
+        "database": shown(node.db_path),  # no password in an RPC answer either
         "uptime": now - node.started_at,
         "server": {
             "recipients": node.store.row_count("recipients"),

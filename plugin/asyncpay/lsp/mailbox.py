@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..ratelimit import TokenBuckets
@@ -46,6 +48,24 @@ class Mailbox:
         self.source_cache_size = SOURCE_CACHE
         self._load_totals()
 
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """A transaction whose failure (a COMMIT refused, lost or of unknown outcome)
+        marks the in-memory totals stale: they counted changes the database may not
+        have; the next use reads them again from the database, which has the truth
+        either way. Nested in another: that one's failure marks them."""
+        self._fresh()
+        try:
+            with self.store.tx():
+                yield
+        except BaseException:
+            self._stale = True
+            raise
+
+    def _fresh(self) -> None:
+        if self._stale:
+            self._load_totals()  # raises while the store is down: nothing is admitted then
+
     def _load_totals(self) -> None:
         # Kept in memory so intake never scans the table; the mailbox object
         # is the only writer of the mailbox table. Per peer and per source,
@@ -54,6 +74,7 @@ class Mailbox:
         # issue 24). A peer's breakdown by source is read from the table when
         # its intake needs it (its rows only, at most its quota) and kept in
         # a bounded LRU (``per_source``).
+        self._stale = True  # until read in full
         self.total = [0, 0]
         self.per_peer: dict[str, list[int]] = {}
         self.per_source: OrderedDict[str, dict[str | None, list[int]]] = OrderedDict()  # peer -> source -> [n, b]
@@ -64,6 +85,7 @@ class Mailbox:
             self.total[1] += b
         for source, n, b in self.store.mailbox_source_totals():
             self.source_total[source] = [n, b]
+        self._stale = False
 
     def _sources(self, peer_id: str) -> dict[str | None, list[int]]:
         """``peer_id``'s messages and bytes by source (cached, LRU)."""
@@ -86,9 +108,10 @@ class Mailbox:
     def intake(self, peer_id: str, source: str | None, path_key: bytes, onion: bytes, now: int) -> str | None:
         """Queue a message for ``peer_id`` from ``source``; returns why it was
         dropped, or None. May evict older mail of a larger source."""
+        self._fresh()
         reason = self._refusal(peer_id, source, len(onion), now)
         if reason is None:
-            with self.store.tx():
+            with self._tx():
                 if self.store.mailbox_contains(path_key, onion):
                     self.store.bump("mailbox_duplicate")
                     return None
@@ -105,12 +128,8 @@ class Mailbox:
     def intake_batch(self, items: list[tuple[str, str | None, bytes, bytes]], now: int) -> list[str | None]:
         """``intake`` for each (peer_id, source, path_key, onion), in one
         transaction: one commit, so one fsync, for the whole batch."""
-        try:
-            with self.store.tx():
-                return [self.intake(peer, source, key, onion, now) for peer, source, key, onion in items]
-        except Exception:
-            self._load_totals()  # the in-memory totals counted a batch that rolled back
-            raise
+        with self._tx():
+            return [self.intake(peer, source, key, onion, now) for peer, source, key, onion in items]
 
     def wakeup(self, peer_id: str, now: int) -> dict | None:
         """The ``asyncpay_mailbox_queued`` notification for ``peer_id``, at most
@@ -194,7 +213,7 @@ class Mailbox:
         return self.store.mailbox_pending(peer_id, self.config.mailbox_max_messages_per_peer)
 
     def delivered(self, row: MailboxRow) -> None:
-        with self.store.tx():
+        with self._tx():
             if self.store.mailbox_delete(row.id, row.path_key, row.onion):
                 self.store.bump("mailbox_flushed")
                 self._account(row.peer_id, row.source, -1, -row.size)
@@ -205,17 +224,14 @@ class Mailbox:
 
     def expire(self, now: int) -> int:
         """Delete the messages past the TTL. The totals follow the deleted rows
-        (no recount of the table: a block's cost is what expired, issue 24)."""
-        try:
-            with self.store.tx():
-                gone = self.store.mailbox_expire(now - self.config.mailbox_ttl)
-                if gone:
-                    self.store.bump("mailbox_expired", len(gone))
-                for peer, source, size in gone:
-                    self._account(peer, source, -1, -size)
-        except Exception:
-            self._load_totals()  # a rollback after part of the accounting: trust the table
-            raise
+        (no recount of the table: a block's cost is what expired, issue 24); a
+        failed commit marks them stale (``_tx``)."""
+        with self._tx():
+            gone = self.store.mailbox_expire(now - self.config.mailbox_ttl)
+            if gone:
+                self.store.bump("mailbox_expired", len(gone))
+            for peer, source, size in gone:
+                self._account(peer, source, -1, -size)
         return len(gone)
 
     def summary(self, now: int) -> list[dict]:

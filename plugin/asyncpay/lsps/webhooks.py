@@ -99,6 +99,12 @@ def _key(peer_id: str, name: str) -> str:
     return f"{peer_id}/{name}"
 
 
+def storable_text(text: str) -> bool:
+    """Text both stores keep as given: PostgreSQL's TEXT refuses NUL (SQLite keeps it),
+    and neither encodes a lone surrogate (JSON's "\\ud800") as UTF-8."""
+    return "\x00" not in text and not any("\ud800" <= c <= "\udfff" for c in text)
+
+
 class WebhookService:
     def __init__(self, store: Store, config: Lsps5Config) -> None:
         self.store, self.config = store, config
@@ -138,6 +144,9 @@ class WebhookService:
                              request.id)
         if len(app_name.encode("utf-8", "surrogatepass")) > MAX_APP_NAME_BYTES:
             raise Lsps0Error(TOO_LONG_CODE, "too_long: app_name", None, request.id)
+        if not storable_text(app_name):
+            raise Lsps0Error(INVALID_PARAMS, "Invalid params: app_name must be UTF-8 text without NUL",
+                             {"unrecognized": []}, request.id)
         return app_name
 
     def _slow_down(self, peer_id: str, request: Request, now: int) -> None:

@@ -13,24 +13,44 @@ taken at open, refused with ``StoreLocked``).
 
 from __future__ import annotations
 
-from .base import Backend, Migration, Result, SchemaEditor, StoreError, StoreLocked
+from .base import Backend, CommitUnknown, Migration, Result, SchemaEditor, StoreError, StoreLocked
 
 
 def is_postgres(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
 
 
-def shown(target: str) -> str:
-    """``target`` fit for a log line: a PostgreSQL URI without its password."""
-    if not is_postgres(target):
-        return target
-    from urllib.parse import urlsplit, urlunsplit
+# libpq parameters whose value is a secret (the password, the client key's passphrase).
+# Paths (passfile, sslkey, sslcert) are shown: a path is not the secret it names.
+SECRET_PARAMETERS = ("password", "sslpassword")
 
+
+def shown(target: str) -> str:
+    """``target`` fit for a log line: every secret a PostgreSQL connection string
+    can carry replaced by ``***``: the password of ``user:password@``, and
+    ``password=`` / ``sslpassword=`` both as URI query parameters and in the
+    ``key=value`` form (quoted values included). Anything else is kept."""
+    import re
+    from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+    secret = "|".join(SECRET_PARAMETERS)
+    if not is_postgres(target):
+        # key=value connection strings: `password=x`, `password='a b\'c'`
+        return re.sub(rf"(?i)(?<![\w.])({secret})(\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", r"\1\2***", target)
     parts = urlsplit(target)
-    if parts.password is None:
-        return target
-    netloc = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{netloc[1]}"))
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, hosts = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(k.lower() in SECRET_PARAMETERS for k, _ in pairs):
+            query = "&".join(f"{quote(k, safe='')}=" + ("***" if k.lower() in SECRET_PARAMETERS
+                                                          else quote(v, safe="/:-_.~,"))
+                             for k, v in pairs)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def open_backend(target: str, synchronous: str = "FULL") -> Backend:
@@ -50,5 +70,5 @@ def open_backend(target: str, synchronous: str = "FULL") -> Backend:
     return SqliteBackend(target, synchronous)
 
 
-__all__ = ["Backend", "Migration", "Result", "SchemaEditor", "StoreError", "StoreLocked", "is_postgres",
-           "open_backend", "shown"]
+__all__ = ["Backend", "CommitUnknown", "Migration", "Result", "SchemaEditor", "StoreError", "StoreLocked",
+           "is_postgres", "open_backend", "shown"]

@@ -20,6 +20,11 @@ class StoreLocked(StoreError):
     """Another process holds the database: two writers would corrupt each other's state."""
 
 
+class CommitUnknown(StoreError):
+    """COMMIT was sent and its answer lost (the connection broke): the transaction
+    may or may not have committed. Re-read the database before acting on it."""
+
+
 def is_store_failure(e: BaseException) -> bool:
     """The database could not be used (as opposed to a bug): ours, or the
     driver's own error (a connection reset raises psycopg's; a full disk,
@@ -101,10 +106,12 @@ class Backend:
 
 
 class HeldLock:
-    """One process's hold on a database: ``check`` raises StoreLocked once it is lost."""
+    """One process's hold on a database: ``check`` raises StoreLocked once it is lost;
+    ``fence`` is what a backend checks before each COMMIT (PostgreSQL's ``Fence``)."""
 
-    def __init__(self, release: Callable[[], None], check: Callable[[], None] = lambda: None) -> None:
-        self.release, self.check = release, check
+    def __init__(self, release: Callable[[], None], check: Callable[[], None] = lambda: None,
+                 fence: Any = None) -> None:
+        self.release, self.check, self.fence = release, check, fence
 
 
 class ProcessLocks:
@@ -113,16 +120,20 @@ class ProcessLocks:
     it is given back when the last one closes. Another process is refused."""
 
     def __init__(self) -> None:
-        self._mutex = threading.Lock()
+        # Re-entrant: a Store dropped without close() is closed by its finalizer, which the
+        # garbage collector may run inside acquire's ``take`` on this very thread (seen as
+        # a hang of the PostgreSQL suite); its release then needs the mutex acquire holds.
+        self._mutex = threading.RLock()
         self._held: dict[str, list] = {}  # name -> [HeldLock, count]
 
-    def acquire(self, name: str, take: Callable[[], HeldLock]) -> None:
-        """``take`` locks (raising StoreLocked if it cannot)."""
+    def acquire(self, name: str, take: Callable[[], HeldLock]) -> HeldLock:
+        """``take`` locks (raising StoreLocked if it cannot); the lock this process holds."""
         with self._mutex:
             if name in self._held:
                 self._held[name][1] += 1
-                return
-            self._held[name] = [take(), 1]
+            else:
+                self._held[name] = [take(), 1]
+            return self._held[name][0]
 
     def check(self, name: str) -> None:
         entry = self._held.get(name)

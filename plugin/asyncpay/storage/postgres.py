@@ -14,9 +14,21 @@ held HTLCs where the old one left them.
   as on SQLite, so a check and its write never interleave with another's.
 * One writer: ``pg_try_advisory_lock`` on a connection of its own, held
   while the store is open; PostgreSQL drops it when that session ends (the
-  process died or was cut off), so a standby takes over only then.
-* Schema: the tables live in the connection's ``search_path`` (set it with
-  ``?options=-csearch_path%3Dname`` in the URI to share a database).
+  process died or was cut off), so a standby takes over only then. Every
+  transaction checks, on its own connection and right before ``COMMIT``,
+  that the lock's session still holds it (``_advisory_lock``, ``Fence``): a
+  transaction open when the lock is lost rolls back instead of committing.
+* Bounded waits: a transaction waits at most ``POOL_WAIT`` seconds for its
+  turn and a connection; statements and lock waits time out on the server
+  (``STATEMENT_TIMEOUT``, ``LOCK_TIMEOUT``); TCP keepalives and
+  ``tcp_user_timeout`` end a connection to a silent server; the lock's
+  session is checked every ``LOCK_CHECK_INTERVAL`` seconds by a heartbeat.
+  An outage therefore raises ``StoreError`` within seconds, never stalls
+  the caller (the hook thread) for a minute.
+* Schema: the tables live in the ``search_path``'s first schema, created if
+  missing (set it with ``?options=-csearch_path%3Dname`` in the URI to share
+  a database); asyncpay refuses to start when its tables are in another
+  schema of the path (``_schema``).
 
 psycopg 3 and psycopg_pool: https://www.psycopg.org/psycopg3/docs/
 """
@@ -32,15 +44,27 @@ from functools import lru_cache
 from typing import Any
 
 import psycopg
+import psycopg.conninfo
+import psycopg.errors
 import psycopg.sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .base import LOCKS, Backend, HeldLock, Result, StoreError, StoreLocked
+from .base import LOCKS, Backend, CommitUnknown, HeldLock, Result, StoreError, StoreLocked
 
 POOL_SIZE = 8  # main, hold timer, mailbox intake, endpoint worker, payer, flushes to peers
 CONNECT_TIMEOUT = 10  # seconds to reach the server at start
 LOCK_WAIT = 5.0  # seconds to wait for a previous process's session to end before refusing
-LOCK_CHECK_INTERVAL = 1.0  # seconds between two checks that the lock's session is alive
+LOCK_CHECK_INTERVAL = 1.0  # seconds between two heartbeats of the lock's session
+POOL_WAIT = 3.0  # seconds a transaction waits for its turn and a connection before StoreError
+STATEMENT_TIMEOUT = 30_000  # ms: no statement of ours takes longer; a stuck one is cancelled
+LOCK_TIMEOUT = 5_000  # ms: a row or advisory lock awaited longer is an error, not a stall
+# A dead or silent server ends the connection within ~30 s, not TCP's 2 h default
+# (libpq parameters; a value given in the URI wins; Unix sockets ignore them).
+KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3",
+              "tcp_user_timeout": "30000"}
+
+# Two tables every asyncpay database has (and CLN's has not): their schema is asyncpay's.
+OWN_TABLES = ("schema_version", "component_versions")
 
 # Python types of the migrations' column definitions (sqlite-utils' vocabulary).
 # msat amounts and timestamps need 64 bits: every integer is a BIGINT.
@@ -69,18 +93,20 @@ class PostgresBackend(Backend):
         self._tx_lock = threading.RLock()
         self._lock_name = ""
         try:
-            setup = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+            setup = psycopg.connect(dsn, autocommit=True, **connect_kwargs(dsn))
         except psycopg.Error as e:
             raise StoreError(f"cannot connect to PostgreSQL: {' '.join(str(e).split())}") from e
         with setup:
             database, schema = _schema(setup)
             self.where = f"{setup.info.host}:{setup.info.port}/{database}/{schema}"
         self._lock_name = "pg:" + self.where
-        LOCKS.acquire(self._lock_name, lambda: _advisory_lock(dsn, database, schema, self.where))
+        self._fence: Fence = LOCKS.acquire(self._lock_name,
+                                           lambda: _advisory_lock(dsn, database, schema, self.where)).fence
         try:
-            self.pool = ConnectionPool(dsn, min_size=1, max_size=POOL_SIZE, timeout=60, open=False,
-                                       kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
-                                       configure=self._configure, name="asyncpay")
+            self.pool = ConnectionPool(dsn, min_size=1, max_size=POOL_SIZE, timeout=POOL_WAIT, open=False,
+                                       kwargs={"autocommit": True, **connect_kwargs(dsn)},
+                                       configure=self._configure, check=ConnectionPool.check_connection,
+                                       name="asyncpay")
             self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         except (psycopg.Error, PoolTimeout) as e:
             self._release()
@@ -88,6 +114,8 @@ class PostgresBackend(Backend):
 
     def _configure(self, conn: psycopg.Connection) -> None:
         conn.execute(f"SET synchronous_commit = {self._commit}")
+        conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT}")
+        conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT}")
 
     # -- statements and transactions -----------------------------------------
 
@@ -95,8 +123,11 @@ class PostgresBackend(Backend):
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             return _run(conn, sql, args)
+        if not _reads_only(sql):
+            with self.transaction():  # a write is fenced like any other (see Fence)
+                return _run(self._local.conn, sql, args)
         LOCKS.check(self._lock_name)
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             return _run(conn, sql, args)
 
     @contextmanager
@@ -106,14 +137,37 @@ class PostgresBackend(Backend):
             with conn.transaction():  # a savepoint
                 yield
             return
-        with self._tx_lock, self.pool.connection() as conn:
-            LOCKS.check(self._lock_name)
-            self._local.conn = conn
-            try:
-                with conn.transaction():
-                    yield
-            finally:
-                self._local.conn = None
+        LOCKS.check(self._lock_name)
+        if not self._tx_lock.acquire(timeout=POOL_WAIT):
+            raise StoreError(f"PostgreSQL {self.where}: another transaction has held the store for "
+                             f"{POOL_WAIT:g} s (server slow or unreachable)")
+        try:
+            with self._connection() as conn:
+                self._local.conn = conn
+                committing = False
+                try:
+                    with conn.transaction():
+                        yield
+                        self._fence.check(conn)
+                        committing = True
+                except psycopg.OperationalError as e:
+                    if committing:
+                        raise CommitUnknown(f"PostgreSQL {self.where}: COMMIT sent, its answer lost "
+                                            f"({' '.join(str(e).split())})") from e
+                    raise StoreError(f"PostgreSQL {self.where}: {' '.join(str(e).split())}") from e
+                finally:
+                    self._local.conn = None
+        finally:
+            self._tx_lock.release()
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        try:
+            with self.pool.connection(timeout=POOL_WAIT) as conn:
+                yield conn
+        except PoolTimeout as e:
+            raise StoreError(f"PostgreSQL {self.where}: no connection within {POOL_WAIT:g} s "
+                             "(server slow or unreachable)") from e
 
     # -- schema --------------------------------------------------------------
 
@@ -146,64 +200,258 @@ class PostgresBackend(Backend):
             self._lock_name = ""
 
 
+def connect_kwargs(dsn: str) -> dict[str, Any]:
+    """libpq parameters for every connection: the connect timeout, and keepalives
+    unless the URI sets its own."""
+    given = psycopg.conninfo.conninfo_to_dict(dsn)
+    return {"connect_timeout": CONNECT_TIMEOUT, **{k: v for k, v in KEEPALIVES.items() if k not in given}}
+
+
+def _reads_only(sql: str) -> bool:
+    """A statement that cannot write (our SELECTs call no writing function)."""
+    return sql.lstrip()[:6].upper() in ("SELECT", "SHOW")
+
+
+def search_path(path: str) -> list[str]:
+    """The schema names of a ``search_path`` setting, in order (quoted ones kept as
+    written, unquoted ones folded to lower case as PostgreSQL does)."""
+    names, current, quoted, i = [], "", False, 0
+    while i < len(path):
+        c = path[i]
+        if quoted:
+            if c == '"' and path[i + 1:i + 2] == '"':
+                current += '"'
+                i += 1
+            elif c == '"':
+                quoted = False
+            else:
+                current += c
+        elif c == '"':
+            quoted = True
+        elif c == ",":
+            names.append(current)
+            current = ""
+        elif not c.isspace():
+            current += c.lower()
+        i += 1
+    names.append(current)
+    return [n for n in names if n]
+
+
 def _schema(conn: psycopg.Connection) -> tuple[str, str]:
     """(database, schema) the tables go in: the search_path's first schema, created if
     missing (asyncpay beside CLN's tables in one database needs a schema of its own:
-    both have an ``invoices`` table)."""
-    database, schema = conn.execute("SELECT current_database(), current_schema()").fetchone()
-    if schema is not None:
-        return database, schema
-    path = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
-    first = path.split(",")[0].strip()
-    if not first or first.startswith("$"):
+    both have an ``invoices`` table). ``$user`` counts only when that schema exists,
+    as in PostgreSQL's own lookup; with ``asyncpay,public`` and no ``asyncpay`` yet,
+    ``current_schema()`` would say ``public``: the first schema is created instead.
+    Refused: asyncpay's tables in another schema of the path (a database written
+    before the path changed: starting empty would lose it)."""
+    database, user, path = conn.execute(
+        "SELECT current_database(), current_user, current_setting('search_path')").fetchone()
+    given = search_path(path)
+    names = [user if n == "$user" else n for n in given]
+    existing = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)",
+                                           (names,))}
+    candidates = [n for n, g in zip(names, given) if (n in existing or g != "$user") and not n.startswith("pg_")]
+    if not candidates:
         raise StoreError(f"PostgreSQL: no schema to write to (search_path {path!r})")
-    try:
-        conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(first.strip('"'))))
-    except psycopg.Error as e:
-        raise StoreError(f"PostgreSQL: cannot create schema {first}: {' '.join(str(e).split())}") from e
-    return conn.execute("SELECT current_database(), current_schema()").fetchone()
+    schema = candidates[0]
+    elsewhere = [r[0] for r in conn.execute(
+        "SELECT table_schema FROM information_schema.tables WHERE table_name = ANY(%s) "
+        "AND table_schema = ANY(%s) AND table_schema <> %s GROUP BY 1 HAVING count(*) = %s ORDER BY 1",
+        (list(OWN_TABLES), names, schema, len(OWN_TABLES)))]
+    if elsewhere:
+        raise StoreError(f"PostgreSQL: asyncpay's tables are in schema {elsewhere[0]!r} of the search_path "
+                         f"{path!r}, but it would write to {schema!r}; put {elsewhere[0]!r} first in the "
+                         "search_path (or move the tables)")
+    if schema not in existing:
+        try:
+            conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(schema)))
+        except psycopg.Error as e:
+            raise StoreError(f"PostgreSQL: cannot create schema {schema}: {' '.join(str(e).split())}") from e
+    if conn.execute("SELECT current_schema()").fetchone()[0] != schema:
+        raise StoreError(f"PostgreSQL: schema {schema!r} is not writable as the first of {path!r}")
+    return database, schema
+
+
+def _key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def _lock_columns(key: int) -> tuple[int, int]:
+    """pg_locks' (classid, objid) of a bigint advisory lock (objsubid 1)."""
+    unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
+    return unsigned >> 32, unsigned & 0xFFFF_FFFF
+
+
+HELD_BY = ("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted "
+           "AND classid::bigint = %s AND objid::bigint = %s")
+
+
+class Fence:
+    """Stops the writes of a process that lost the lock, at COMMIT.
+
+    The lock is a session lock held by the lock's connection; a transaction
+    runs on another (a pool connection), so it cannot test the lock as its
+    own. Right before COMMIT, on the writing connection and inside the
+    transaction, ``check`` takes the *commit* advisory lock in shared mode
+    (transaction-scoped: many writers of one process at once) and then reads
+    in ``pg_locks`` that the lock's session (its pid) still holds the lock;
+    otherwise it raises ``StoreLocked`` and the transaction rolls back.
+
+    A new owner, once it holds the lock, takes the commit lock exclusively
+    and lets it go (``barrier``) before its first read. So a commit of the old
+    owner either saw its lock held and holds the commit lock until its COMMIT
+    ends, and the new owner waits for that COMMIT; or it runs after the
+    barrier and reads that the lock is no longer its own. Both in one
+    statement: ``pg_advisory_xact_lock_shared`` is a FROM item, the
+    ``pg_locks`` test an init-plan evaluated after it when the row is formed.
+
+    Rejected: ``pg_try_advisory_xact_lock`` on the lock's own key fails while
+    our session holds it (locks of one process's sessions conflict), and a
+    transaction lock alone lets two processes alternate; a check from the
+    lock's connection (``SELECT 1``) leaves a window between the check and
+    another connection's COMMIT that only the commit lock closes anyway; a
+    fencing-token row needs a table and a row lock per commit for the same
+    effect. Cost: one round trip per transaction (tests/test_store_fence.py).
+    """
+
+    def __init__(self, lock_key: int, commit_key: int, pid: int, where: str) -> None:
+        self.commit_key, self.pid, self.where = commit_key, pid, where
+        self.columns = _lock_columns(lock_key)
+
+    def check(self, conn: psycopg.Connection) -> None:
+        held = conn.execute(f"SELECT EXISTS ({HELD_BY} AND pid = %s) FROM pg_advisory_xact_lock_shared(%s)",
+                            (*self.columns, self.pid, self.commit_key)).fetchone()[0]
+        if not held:
+            raise StoreLocked(f"PostgreSQL {self.where}: lost the advisory lock (its session {self.pid} "
+                              "no longer holds it); this transaction is rolled back; restart asyncpay to "
+                              "take the lock again")
 
 
 def _advisory_lock(dsn: str, database: str, schema: str, where: str) -> HeldLock:
     """``pg_try_advisory_lock`` on a session of its own, held until released or until
     that session ends (PostgreSQL then drops the lock: a process that died holds none).
-    ``check`` (at most once a second) refuses to go on once the session is gone: a
-    server restart or a cut connection dropped the lock, and a standby may hold it now;
-    a write in that second may still land."""
-    key = int.from_bytes(hashlib.sha256(f"asyncpay/{database}/{schema}".encode()).digest()[:8], "big", signed=True)
+
+    Taken only when no session holds it, our own included: behind a pooler in
+    transaction mode a server session may already hold the lock for another
+    client (re-entrant lock). A heartbeat every ``LOCK_CHECK_INTERVAL`` seconds
+    reads, on the lock's connection, that the session answering is the one that
+    took the lock and still holds it: a server restart, a cut connection or a
+    pooler handing the connection another server session marks the lock lost,
+    and ``check`` then refuses new transactions at once (the Fence stops the
+    ones already open). A heartbeat not heard from for ``LOCK_TIMEOUT`` plus an
+    interval also refuses, until it is heard again."""
+    key, commit_key = _key(f"asyncpay/{database}/{schema}"), _key(f"asyncpay-commit/{database}/{schema}")
     try:
-        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        conn = psycopg.connect(dsn, autocommit=True, **connect_kwargs(dsn))
     except psycopg.Error as e:
         raise StoreError(f"cannot connect to PostgreSQL: {' '.join(str(e).split())}") from e
-    deadline = time.monotonic() + LOCK_WAIT
-    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
-        if time.monotonic() >= deadline:
-            conn.close()
-            raise StoreLocked(f"PostgreSQL {where}: another asyncpay holds the advisory lock {key} "
-                              "(one active LSP per database); refusing to run")
-        time.sleep(0.2)
-    mutex, checked = threading.Lock(), [time.monotonic()]
+    try:
+        conn.execute(f"SET statement_timeout = {LOCK_TIMEOUT}")
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            row = conn.execute(f"SELECT pg_try_advisory_lock(%s), pg_backend_pid() WHERE NOT EXISTS ({HELD_BY})",
+                               (key, *_lock_columns(key))).fetchone()
+            if row is not None and row[0]:
+                pid = row[1]
+                break
+            if time.monotonic() >= deadline:
+                raise StoreLocked(f"PostgreSQL {where}: another asyncpay holds the advisory lock {key} "
+                                  "(one active LSP per database); refusing to run")
+            time.sleep(0.2)
+        _refuse_a_pooler(dsn, conn, pid, key, where)
+        # The barrier: a commit the previous owner began before it lost the lock ends first.
+        conn.execute(f"SET lock_timeout = {int(LOCK_WAIT * 1000)}")
+        conn.execute("SELECT pg_advisory_lock(%s)", (commit_key,))
+        conn.execute("SELECT pg_advisory_unlock(%s)", (commit_key,))
+    except psycopg.errors.LockNotAvailable as e:
+        conn.close()
+        raise StoreLocked(f"PostgreSQL {where}: the previous asyncpay still has a commit in flight "
+                          f"after {LOCK_WAIT:g} s; refusing to run") from e
+    except psycopg.Error as e:
+        conn.close()
+        raise StoreError(f"PostgreSQL {where}: cannot take the advisory lock: {' '.join(str(e).split())}") from e
+    except BaseException:
+        conn.close()
+        raise
+    mutex, stop = threading.Lock(), threading.Event()
+    state: dict[str, Any] = {"lost": None, "heard": time.monotonic()}
+
+    def beat(blocking: bool = True) -> None:
+        # Never waits behind a heartbeat stuck on a silent server: the caller then
+        # relies on "heard" growing old.
+        if not mutex.acquire(blocking=blocking):
+            return
+        try:
+            if stop.is_set():
+                return
+            ok = conn.execute(f"SELECT pg_backend_pid() = %s AND EXISTS ({HELD_BY} AND pid = pg_backend_pid())",
+                              (pid, *_lock_columns(key))).fetchone()[0]
+        except psycopg.Error as e:
+            state["lost"] = f"lost the advisory lock's session ({' '.join(str(e).split())})"
+            return
+        finally:
+            mutex.release()
+        if not ok:
+            state["lost"] = (f"lost the advisory lock (session {pid} no longer holds it, or a pooler "
+                             "gave this connection another server session)")
+        else:
+            state["heard"] = time.monotonic()
+
+    def heartbeat() -> None:
+        while not stop.wait(max(LOCK_CHECK_INTERVAL, 0.05)) and state["lost"] is None:
+            beat()
+
+    threading.Thread(target=heartbeat, name=f"asyncpay-pg-lock {where}", daemon=True).start()
 
     def check() -> None:
-        if time.monotonic() < checked[0] + LOCK_CHECK_INTERVAL:
-            return
-        with mutex:
-            try:
-                conn.execute("SELECT 1")
-            except psycopg.Error as e:
-                raise StoreLocked(f"PostgreSQL {where}: lost the advisory lock's session "
-                                  f"({' '.join(str(e).split())}); restart asyncpay to take it again") from e
-            checked[0] = time.monotonic()
+        if state["lost"] is None and time.monotonic() - state["heard"] > LOCK_CHECK_INTERVAL:
+            beat(blocking=False)  # the heartbeat is late (or the interval 0 in a test): look now
+        if state["lost"] is not None:
+            raise StoreLocked(f"PostgreSQL {where}: {state['lost']}; restart asyncpay to take it again")
+        silent = time.monotonic() - state["heard"]
+        if silent > LOCK_CHECK_INTERVAL + LOCK_TIMEOUT / 1000:
+            raise StoreLocked(f"PostgreSQL {where}: the advisory lock's session has not answered for "
+                              f"{silent:.0f} s")
 
     def release() -> None:
+        stop.set()
         with mutex:
             conn.close()  # ends the session, and the lock with it
 
-    return HeldLock(release, check)
+    return HeldLock(release, check, Fence(key, commit_key, pid, where))
+
+
+def _refuse_a_pooler(dsn: str, conn: psycopg.Connection, pid: int, key: int, where: str) -> None:
+    """A pooler in transaction or statement mode (pgbouncer) gives each transaction
+    of a client connection any server session: a session lock then belongs to
+    whichever client that session serves next. Seen as another client connection
+    served by the lock's session (a pooler reuses the session it was just given
+    back: pgbouncer's default), or as the lock's connection changing session.
+    Connected directly, every connection is a session of its own."""
+    try:
+        other = psycopg.connect(dsn, autocommit=True, **connect_kwargs(dsn))
+    except psycopg.Error as e:
+        raise StoreError(f"cannot connect to PostgreSQL: {' '.join(str(e).split())}") from e
+    with other:
+        for _ in range(3):
+            now, holds = conn.execute(f"SELECT pg_backend_pid(), EXISTS ({HELD_BY} AND pid = %s)",
+                                      (*_lock_columns(key), pid)).fetchone()
+            shared = other.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
+            if now != pid or not holds or shared:
+                raise StoreLocked(f"PostgreSQL {where}: the advisory lock's server session serves other "
+                                  "connections too (a pooler in transaction or statement mode?); the lock "
+                                  "needs a session of its own: connect directly or in session mode")
 
 
 def _run(conn: psycopg.Connection, sql: str, args: Sequence[Any]) -> Result:
-    cur = conn.execute(to_pg(sql), tuple(args))
+    try:
+        cur = conn.execute(to_pg(sql), tuple(args))
+    except psycopg.OperationalError as e:
+        # The server gone, a timeout, a lock not granted: the store cannot be used now
+        # (an error of our SQL, a constraint, stays psycopg's own).
+        raise StoreError(f"PostgreSQL: {' '.join(str(e).split())}") from e
     return Result(cur.fetchall() if cur.description else [], cur.rowcount)
 
 
