@@ -5,7 +5,10 @@ answer ``continue`` later with a replacement ``payload`` (given without its
 length prefix: ``peer_htlcs.c`` prepends it), and replays every HTLC that
 had no verdict when it restarts. The hold request is an odd record in our
 hop's payload, so lightningd itself parsed the rest of it and knows where
-to forward.
+to forward; except when our hop is the introduction node of the
+recipient's blinded path (we serve the recipient too): lightningd refuses
+any extra record there, so we work out the forward ourselves
+(``cln/blinded_forward.py``) and the ``continue`` carries it.
 
 Every answer the core owes (``Step.answers``) goes through ``_run``, the
 one place that pairs it with the open call; an answer without one (we
@@ -31,8 +34,10 @@ from ..endpoint import Delivered
 from ..hold import KINDS, Continue, Forward, Hold, HoldConfig, Holder, HtlcToHold, Refuse, Step
 from ..hold.records import HeldRow
 from ..payment import HopPayload
+from ..payment.blinded_forward import BlindedForwardError
 from ..payment.hold_request import HOLD_REQUEST, HoldRequest
 from ..wire import WireError
+from . import blinded_forward
 from .convert import has_tlv, hop_payload, msat
 from .role import Host, Respond, Role
 
@@ -63,6 +68,7 @@ class HoldRole(Role):
         self.config: HoldConfig = node.config_for(HoldConfig)
         self.core = Holder(node.store, node.endpoint, self.config, node.resolve_intro, node.cltv_delta)
         self.waiting: dict[str, Respond] = {}  # HTLC key -> its open htlc_accepted call
+        self.forward_fields: dict[str, dict] = {}  # HTLC key -> what its continue adds (a blinded hop)
         self.height = 0
         self._stop = threading.Event()
 
@@ -137,13 +143,25 @@ class HoldRole(Role):
         onion, h = params.get("onion") or {}, params["htlc"]
         rest = HopPayload.decode(payload.encode())
         del rest.unknown[HOLD_REQUEST]
+        outgoing_cltv = int(onion.get("outgoing_cltv_value") or payload.outgoing_cltv_value or 0)
+        if payload.encrypted_recipient_data is not None:  # our hop is the recipient's blinded introduction
+            try:
+                fwd, channel_id = blinded_forward.resolve(self.node.rpc, payload, msat(h.get("amount_msat")),
+                                                          int(h["cltv_expiry"]))
+            except BlindedForwardError as e:
+                self.node.log(f"failing a held HTLC whose blinded hop we cannot forward: {e}", level="info")
+                self.node.store.bump("hold_refused_blinded_hop")
+                respond({"result": "fail", "failure_message": Refuse("blinded_hop").failure_message.hex()})
+                return
+            outgoing_cltv = fwd.outgoing_cltv
+            self.forward_fields[key] = fwd.hook_fields(channel_id)
         height = int(h["cltv_expiry"]) - int(h["cltv_expiry_relative"])
         self.height = max(self.height, height)
         peer_id = str(params.get("peer_id") or self.node.peer_for_scid(str(h.get("short_channel_id"))) or "")
         htlc = HtlcToHold(
             key=key, payment_hash=bytes.fromhex(h["payment_hash"]), amount_msat=msat(h.get("amount_msat")),
             cltv_expiry=int(h["cltv_expiry"]),
-            outgoing_cltv=int(onion.get("outgoing_cltv_value") or payload.outgoing_cltv_value or 0),
+            outgoing_cltv=outgoing_cltv,
             peer_id=peer_id, payload=rest.encode(), request=request,
             peer_channels_private=self._channels_private(peer_id))
         with self.node.lock:
@@ -155,8 +173,9 @@ class HoldRole(Role):
         if isinstance(verdict, Hold):
             self.node.perform(verdict.actions)
         elif isinstance(verdict, Forward):
-            respond({"result": "continue", "payload": verdict.payload.hex()})
+            respond({"result": "continue", "payload": verdict.payload.hex(), **self.forward_fields.pop(key, {})})
         else:
+            self.forward_fields.pop(key, None)
             respond({"result": "fail", "failure_message": verdict.failure_message.hex()})
 
     def _channels_private(self, peer_id: str) -> tuple[bool, ...]:
@@ -185,9 +204,10 @@ class HoldRole(Role):
             respond = self.waiting.pop(a.key, None)
             if respond is None:
                 continue  # lightningd replays it after its restart; the store answers then
+            fields = self.forward_fields.pop(a.key, {})
             if isinstance(a, Continue):
                 self.core.forwarded(a.key, now)
-            ready.append((respond, a.hook_answer()))
+            ready.append((respond, {**a.hook_answer(), **fields} if isinstance(a, Continue) else a.hook_answer()))
         return ready
 
     def _answer(self, ready: list[tuple[Respond, dict]], step: Step) -> None:
