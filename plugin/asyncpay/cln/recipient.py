@@ -56,9 +56,11 @@ class RecipientRole(Role):
     # -- lightningd lookups ------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
+        """The height and our channel from each server's node (payment and
+        held-HTLC paths go through every one of them)."""
         height = int(self.node.rpc.getinfo().get("blockheight", 0))
-        lsp = self.core.lsp_id()
-        return Snapshot(self.lsp_channel(lsp) if lsp else None, height)
+        channels = tuple(c for c in (self.lsp_channel(lsp) for lsp in self.core.lsp_ids()) if c is not None)
+        return Snapshot(channels[0] if channels else None, height, channels)
 
     def lsp_channel(self, lsp: bytes) -> LspChannel | None:
         chans = self.node.rpc.call("listpeerchannels", {"id": lsp.hex()}).get("channels", [])
@@ -132,11 +134,10 @@ class RecipientRole(Role):
         self.refresh(force)
 
     def _lsp_connected(self) -> bool:
-        lsp = self.core.lsp_id()
-        if lsp is None:
-            return True  # nothing to serve to yet; refresh says why
+        """Some server is connected (nothing to serve to yet counts: refresh says why)."""
+        lsps = self.core.lsp_ids()
         try:
-            return self.node.is_connected(lsp.hex())
+            return not lsps or any(self.node.is_connected(lsp.hex()) for lsp in lsps)
         except RpcError:
             return True
 
@@ -150,8 +151,7 @@ class RecipientRole(Role):
             self.node.log(f"recipient refresh failed: {traceback.format_exc()}", level="warn")
 
     def on_connect(self, peer_id: str) -> None:
-        lsp = self.core.lsp_id()
-        if lsp is not None and lsp.hex() == peer_id:
+        if any(lsp.hex() == peer_id for lsp in self.core.lsp_ids()):
             # Back in touch with the server: re-serve, after connectd settles (the
             # start's re-serve if it is still due, else one the reserve interval limits).
             with self.node.lock:

@@ -168,10 +168,16 @@ class StaticInvoiceServer:
             inv.validate(now, self.chain)
         except WireError as e:
             raise Dropped("invalid_invoice", str(e)) from None
+        ours = 0
         for path in inv.offer_paths:
             owner = self.store.offer_path_owner(path.encode())
+            if owner is None and path.introduction.node_id not in (None, self.endpoint.node_id):
+                continue  # another server's path: a wallet may register one offer with several servers
             if owner is None or (owner[0], owner[1]) != (rid, slot):
                 raise Dropped("foreign_offer_path", f"{rid} slot {slot}")
+            ours += 1
+        if not ours:
+            raise Dropped("foreign_offer_path", f"{rid} slot {slot}: none of its offer paths is ours")
         with self.store.tx():
             self.store.put_invoice(
                 rid, slot, msg.invoice, msg.forward_invoice_request_path.encode(),

@@ -73,7 +73,21 @@ def _v2(db: SchemaEditor) -> None:
                    (offer_id_of(offer), slot, offer, bolt12, nonce, (exp or created) + 86400, created))
 
 
-MIGRATIONS = [_v1, _v2]
+def _v3(db: SchemaEditor) -> None:
+    # One offer, several static invoice servers (at most MAX_SERVERS): each one's offer paths,
+    # serve path and confirmation, per slot. A slot's earlier single server becomes server ''.
+    db["recipient_offer_servers"].create(
+        {"slot": int, "server": str, "paths": bytes, "paths_expires_at": int, "serve_path": bytes,
+         "persisted_at": int, "updated_at": int},
+        pk=("slot", "server"),
+    )
+    db["recipient_offers"].add_column("requested_at", int)
+    db.execute("INSERT INTO recipient_offer_servers (slot, server, paths, paths_expires_at, serve_path, "
+               "persisted_at, updated_at) SELECT slot, '', NULL, paths_expires_at, serve_path, persisted_at, "
+               "updated_at FROM recipient_offers WHERE serve_path IS NOT NULL")
+
+
+MIGRATIONS = [_v1, _v2, _v3]
 MAX_OFFERS_PER_SLOT = 16  # older offers of a slot (beyond the user's or the server's churn) are forgotten
 
 # Offer states: paths asked for; invoice sent to the server; server confirmed it.
@@ -141,6 +155,22 @@ class OfferRow:
     persisted_at: int | None = None
     created_at: int = 0
     updated_at: int = 0
+    requested_at: int | None = None  # the last round of offer_paths_request to the servers
+
+
+@dataclass
+class OfferServer:
+    """One static invoice server's part in a slot's offer. ``server`` is its
+    node id in hex ('' for the one server of an offer made before several
+    were possible)."""
+
+    slot: int
+    server: str
+    paths: bytes | None  # its offer paths (concatenated), from its last offer_paths
+    paths_expires_at: int | None
+    serve_path: bytes | None  # where serve_static_invoice goes
+    persisted_at: int | None  # it confirmed our current static invoice
+    updated_at: int
 
 
 class RecipientRecords:
@@ -152,6 +182,8 @@ class RecipientRecords:
         self.issued = RowTable(store, "recipient_issued_offers", IssuedOffer, "offer_id")
         self.claims = RowTable(store, "recipient_claims", Claim, "payment_hash")
         self.parts = RowTable(store, "recipient_parts", Part, "scid")  # keyed by (scid, htlc_id): see part()
+        self.offer_servers = RowTable(store, "recipient_offer_servers", OfferServer, "slot")
+        self.put_offer_server = self.offer_servers.put
 
     @property
     def conn(self):
@@ -174,6 +206,19 @@ class RecipientRecords:
 
     def offers(self) -> list[OfferRow]:
         return self.offer_rows.where(order="slot")
+
+    def servers_of(self, slot: int) -> list[OfferServer]:
+        return self.offer_servers.where("slot = ?", (slot,), order="server")
+
+    def offer_server(self, slot: int, server: str) -> OfferServer | None:
+        [row] = self.offer_servers.where("slot = ? AND server = ?", (slot, server)) or [None]
+        return row
+
+    def drop_offer_servers(self, slot: int, keep: tuple[str, ...]) -> None:
+        """Forget the slot's servers we no longer use."""
+        marks = ", ".join("?" * len(keep)) or "''"
+        self.conn.execute(f"DELETE FROM recipient_offer_servers WHERE slot = ? AND server NOT IN ({marks})",
+                          (slot, *keep))
 
     # -- issued offers -----------------------------------------------------------
 
