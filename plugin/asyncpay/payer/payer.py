@@ -67,6 +67,7 @@ from .records import (
 log = logging.getLogger("asyncpay.payer")
 
 REPLY = "payer:reply"  # reply path of our invoice_request (owner: payment id)
+REQUEST_PATHS = 3  # offer paths one invoice_request goes over at once
 RELEASE = "payer:release"  # reply path of held_htlc_available (owner: payment id)
 KINDS = (REPLY, RELEASE)
 
@@ -194,22 +195,36 @@ class Payer:
                          offer=offer.encode(), amount_msat=amount, nonce=nonce, invreq=req.encode(),
                          expires_at=now + REQUEST_TTL, created_at=now, updated_at=now)
         with self.store.tx():
-            action = self._request(row, offer, now)
-        return row, [action]
+            actions = self._request(row, offer, now)
+        return row, list(actions)
 
-    def _request(self, row: PaymentRow, offer: Offer, now: int) -> InjectOnion:
-        """Send (or resend) the request over the next of the offer's paths."""
+    def _request(self, row: PaymentRow, offer: Offer, now: int) -> list[InjectOnion]:
+        """Send (or resend) the request over up to ``REQUEST_PATHS`` of the
+        offer's paths at once, as LDK does (``offers/flow.rs``), starting at
+        the next one: an offer registered with several servers is answered
+        by whichever is up, the first valid answer wins (``_invoice``,
+        ``_static_invoice``), and a path we cannot send over is not fatal
+        while another is left."""
         if offer.offer_paths:
-            dest = offer.offer_paths[row.attempts % len(offer.offer_paths)]
+            n = len(offer.offer_paths)
+            dests = [offer.offer_paths[(row.attempts + i) % n] for i in range(min(n, REQUEST_PATHS))]
         else:  # no paths: straight to the issuer, a one-hop blinded path to it
             assert offer.offer_issuer_id is not None
-            dest = build_path(self.rng(32), [(offer.offer_issuer_id, EncryptedData())])
+            dests = [build_path(self.rng(32), [(offer.offer_issuer_id, EncryptedData())])]
         reply = self.endpoint.mint_path(REPLY, row.id, None, row.expires_at, now, via=self._via())
         payload = OnionMessagePayload(invoice_request=row.invreq, reply_path=reply)
         row.attempts += 1
         row.next_at, row.updated_at = now + self.config.payer_request_retry, now
         self.records.put(row)
-        return self.endpoint.send(dest, payload, "invoice_request", self.resolve_intro)
+        actions, errors = [], []
+        for dest in dests:
+            try:
+                actions.append(self.endpoint.send(dest, payload, "invoice_request", self.resolve_intro))
+            except Dropped as e:
+                errors.append(e)
+        if not actions:
+            raise errors[0]
+        return actions
 
     def _via(self) -> tuple[bytes, ...]:
         """Our reply paths start at our LSP when we have one: a wallet behind
@@ -229,7 +244,7 @@ class Payer:
                     if row.attempts >= self.config.payer_request_attempts:
                         failed.append(self._fail(row, "no invoice came in answer to our invoice_request", now))
                     else:
-                        actions.append(self._request(row, Offer.decode(row.offer), now))
+                        actions += self._request(row, Offer.decode(row.offer), now)
                 elif row.state == STATIC and now >= row.next_at:
                     actions += self._hand_to_lsp(row, now) if self.config.payer_lsp else self._hold(row, now)
                     if row.state == FAILED:  # no path within our limits, or none to send the hold over
