@@ -5,6 +5,7 @@ good, R sleeps, P pays, R wakes reaching L2 only: the payment completes."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 
@@ -121,3 +122,45 @@ def test_a_server_stores_an_invoice_carrying_other_servers_paths_but_not_one_wit
     with pytest.raises(Dropped):
         red.r.recipient.core._serve(red.r.recipient.core.records.offer(0), int(time.time()),
                                     red.r.recipient.snapshot(), only="ff" * 33)
+
+
+def _stored(lsp: Node) -> StaticInvoice:
+    [row] = lsp.store.list_invoices()
+    return StaticInvoice.decode(row["invoice"] if isinstance(row, dict) else row.invoice)
+
+
+def test_a_closed_channel_refreshes_the_invoices_and_an_older_invoice_still_pays(red):
+    """Issue 22 part 3: R's channel with L1 closes while P waits on the static
+    invoice issued before (paths through L1 and L2). Both servers get a
+    fresh invoice at once, with L2's path only; P's payment goes through
+    the path that still works."""
+    red.register_both()
+    offer = red.r.recipient.offer(0, "coffee", None, 2).bolt12
+    red.net.disconnect(red.l1node, red.rnode)
+    red.net.disconnect(red.l2node, red.rnode)  # R sleeps
+    res = red.p.payer.pay(offer, 30_000, None, 0)
+    wait(lambda: red.p.payer.core.records.get(res["id"]).state == "static")
+    old = StaticInvoice.decode(red.p.payer.core.records.get(res["id"]).invoice)
+    assert len(old.invoice_paths) == 2
+    red.p.payer.tick(int(time.time()) + 2)  # held_htlc_available waits at both servers
+    del red.l1node.channels[red.rnode.id], red.rnode.channels[red.l1node.id]  # the channel closes
+    red.net.connect(red.l2node, red.rnode)  # R wakes (reaching L2), sees one channel fewer
+    red.l2.lsp.wait_flushes()
+    red.r.recipient.refresh()  # what the channel_state_changed notification starts
+    wait(lambda: len(_stored(red.l2).invoice_paths) == 1)
+    assert _stored(red.l2).invoice_paths[0].introduction.node_id == red.l2node.node_id
+    wait(lambda: red.p.payer.core.records.get(res["id"]).state in ("complete", "failed"))
+    assert red.p.payer.core.records.get(res["id"]).view()["status"] == "complete"
+
+
+def test_a_fee_change_waits_for_the_reserve_interval_but_a_closed_channel_does_not(red):
+    red.register_both()
+    red.r.recipient.offer(0, "coffee", None, 2)
+    first = _stored(red.l2).encode()
+    red.l1node.policy = dataclasses.replace(red.l1node.policy, fee_base_msat=2000)  # L1's update towards R
+    red.r.recipient.refresh()
+    assert _stored(red.l2).encode() == first
+    del red.l1node.channels[red.rnode.id], red.rnode.channels[red.l1node.id]
+    red.r.recipient.refresh()
+    wait(lambda: _stored(red.l2).encode() != first)
+    assert len(_stored(red.l2).invoice_paths) == 1

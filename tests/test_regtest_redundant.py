@@ -15,6 +15,7 @@ require_binaries()
 
 from pyln.testing.fixtures import *  # noqa: E402,F401,F403
 
+from asyncpay.offers import StaticInvoice  # noqa: E402
 from test_regtest_hold import assert_channels_normal, assert_complete  # noqa: E402
 from test_regtest_recipient import ready_offer  # noqa: E402
 
@@ -55,3 +56,31 @@ def test_the_offer_survives_the_loss_of_one_lsp(node_factory):
     r.rpc.connect(l2.info["id"], "localhost", l2.port)
     assert_complete(p, r, pay)
     assert_channels_normal(p, l2, r)
+
+
+def stored_paths(lsp) -> int:
+    [row] = lsp.rpc.call("asyncpay-listinvoices")["invoices"]
+    return len(StaticInvoice.decode(bytes.fromhex(row["invoice"])).invoice_paths)
+
+
+def test_a_closed_channel_refreshes_the_static_invoices_and_an_older_one_still_pays(node_factory, bitcoind):
+    """P holds R's static invoice (paths through L1 and L2) when L1 closes
+    its channel with the sleeping R. R wakes: L2's stored invoice is
+    refreshed to the path that works, and P's payment over the older
+    invoice goes through it."""
+    p, l1, l2, r = redundant(node_factory)
+    offer = ready_offer(r, description="channel set")["bolt12"]
+    wait_for(lambda: stored_paths(l2) == 2, what="both paths at L2")
+    r.stop()
+    pay = p.rpc.call("asyncpay-pay", {"offer": offer, "amount_msat": 40_000, "timeout": 5})
+    assert pay["status"] == "pending" and pay["kind"] == "static", pay
+    wait_for(lambda: l2.rpc.call("asyncpay-listmailbox")["messages"] >= 1, what="held_htlc_available at L2")
+    l1.rpc.close(r.info["id"], 1)  # R is away: L1 closes unilaterally
+    bitcoind.generate_block(1, wait_for_mempool=1)
+    wait_for(lambda: all(c["state"] != "CHANNELD_NORMAL" for c in l1.rpc.listpeerchannels(r.info["id"])["channels"]),
+             what="L1's channel with R closing")
+    r.start()  # R wakes reaching L2, sees its channel with L1 gone, re-serves
+    r.rpc.connect(l2.info["id"], "localhost", l2.port)
+    wait_for(lambda: stored_paths(l2) == 1, what="L2's invoice refreshed")
+    assert_complete(p, r, pay)
+    assert_channels_normal(p, l2)

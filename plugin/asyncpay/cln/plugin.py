@@ -159,8 +159,11 @@ def on_channel_opened(plugin, **kwargs):
 
 @plugin.subscribe("channel_state_changed")
 @_guard("channel_state_changed")
-def on_channel_state_changed(plugin, **kwargs):
+def on_channel_state_changed(plugin, channel_state_changed=None, **kwargs):
     node.channels_changed()
+    c = channel_state_changed or kwargs
+    if c.get("peer_id"):
+        node.recipient.on_channel_state(c["peer_id"], c.get("old_state"), c.get("new_state"))
 
 
 @plugin.subscribe("disconnect")

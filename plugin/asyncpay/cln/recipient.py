@@ -158,6 +158,15 @@ class RecipientRole(Role):
                 start, self._start_serve_due = self._start_serve_due, False
             threading.Timer(1.0, self.refresh, kwargs={"force": start, "reconnected": not start}).start()
 
+    def on_channel_state(self, peer_id: str, old_state: str | None, new_state: str | None) -> None:
+        """A channel with one of our servers became usable or stopped being
+        so: refresh (the static invoices it serves get our current paths),
+        after lightningd settled."""
+        if "CHANNELD_NORMAL" not in (old_state, new_state) or old_state == new_state:
+            return
+        if any(lsp.hex() == peer_id for lsp in self.core.lsp_ids()):
+            threading.Timer(1.0, self.refresh).start()
+
     # -- messages ----------------------------------------------------------------
 
     def on_message(self, d: Delivered, now: int) -> list[InjectOnion]:

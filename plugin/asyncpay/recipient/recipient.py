@@ -203,10 +203,14 @@ class Recipient:
                 margin = self.config.recipient_refresh_margin
                 stale = row.invoice_expires_at is None or row.invoice_expires_at - now < margin
                 changed = bool(snap.lsp_channels()) and snap.fingerprint() != row.channel
+                # A channel to a server opened or closed: the served invoice has a path that
+                # no longer works, or lacks one that does. Re-served at once (opening and
+                # closing channels costs a transaction; a fee change waits for the interval).
+                regrouped = bool(snap.lsp_channels()) and channel_set(snap.fingerprint()) != channel_set(row.channel)
                 # A confirmed invoice served moments ago is not sent again on a reconnect or
                 # a channel change: the next check after recipient_reserve_interval does it.
                 recent = row.state == READY and now - row.updated_at < self.config.recipient_reserve_interval
-                if force or stale or ((reconnected or changed) and not recent):
+                if force or stale or regrouped or ((reconnected or changed) and not recent):
                     actions += self._serve(row, now, snap)
             except Dropped as e:
                 self.store.bump(f"dropped_{e.reason}")
@@ -439,6 +443,11 @@ class Recipient:
             self.store.bump("recipient_invoices_sent")
         payload = OnionMessagePayload(invoice=inv.encode())
         return [self.endpoint.send(d.payload.reply_path, payload, "invoice", self.resolve_intro)]
+
+
+def channel_set(fingerprint: str | None) -> set[str]:
+    """The (LSP, channel) pairs of a ``Snapshot.fingerprint``, without the fees."""
+    return {":".join(x.split(":")[:2]) for x in (fingerprint or "").split("|") if x}
 
 
 def owner_of(slot: int, server: bytes | None) -> str:
