@@ -111,3 +111,45 @@ def test_blinded_forward_follows_lightningds_formula():
     assert fwd.hook_fields("ab" * 32)["extra_tlvs"] == "0021" + "02" * 33
     with pytest.raises(BlindedForwardError, match="no channel"):
         blinded_forward(EncryptedData(path_id=b"\x00" * 32), b"\x02" * 33, 11_002, 800_200)
+
+
+def test_held_is_reported_on_the_lsps_word_not_on_the_lock_in(one_lsp, monkeypatch):
+    """The HTLC is locked in and held at L, but L's confirmation is lost:
+    the payment stays ``paying`` (never ``held``) until it completes."""
+    flow, payer = one_lsp
+    monkeypatch.setattr(flow.lsp.hold, "_confirm", lambda peer, payment_hash: None)
+    offer = flow.offer(description="coffee").to_string()
+    flow.net.disconnect(flow.lnode, flow.rnode)
+    res = payer.payer.pay(offer, 30_000, None, 0)
+    payer.payer.tick(int(time.time()) + 2)
+    wait(lambda: flow.lsp.hold.core.records.by_state("held"))
+    assert flow.pnode.rpc.call("listpeerchannels")["channels"][0]["htlcs"]  # locked in on our channel
+    assert payer.payer.core.records.get(res["id"]).state == "paying"
+    flow.net.connect(flow.lnode, flow.rnode)
+    flow.lsp.lsp.wait_flushes()
+    wait(lambda: payer.payer.core.records.get(res["id"]).state == "complete")
+
+
+def test_a_refused_hold_is_never_reported_held(one_lsp, monkeypatch):
+    flow, payer = one_lsp
+    flow.lsp.hold.core.config.hold_min_blocks = 10_000  # L refuses every hold (cltv_budget)
+    said_held = []
+    monkeypatch.setattr(payer.payer.core, "held", lambda *a: said_held.append(a))
+    offer = flow.offer(description="coffee").to_string()
+    flow.net.disconnect(flow.lnode, flow.rnode)
+    res = payer.payer.pay(offer, 30_000, None, 0)
+    payer.payer.tick(int(time.time()) + 2)
+    wait(lambda: payer.payer.core.records.get(res["id"]).state == "failed")
+    assert said_held == [] and flow.lsp.store.counters().get("hold_refused_cltv_budget") == 1
+
+
+def test_a_hold_confirmation_from_another_peer_is_ignored(one_lsp):
+    flow, payer = one_lsp
+    from asyncpay.payment.hold_request import hold_confirmed
+    offer = flow.offer(description="coffee").to_string()
+    flow.net.disconnect(flow.lnode, flow.rnode)
+    res = payer.payer.pay(offer, 30_000, None, 0)
+    row = payer.payer.core.records.get(res["id"])
+    payer.payer.on_custommsg(flow.rnode.id, hold_confirmed(os.urandom(32)).hex())
+    payer.payer.on_custommsg("02" + "ab" * 32, hold_confirmed(row.payment_hash or b"\x00" * 32).hex())
+    assert payer.payer.core.records.get(res["id"]).state != "held_at_lsp"

@@ -35,7 +35,7 @@ from ..hold import KINDS, Continue, Forward, Hold, HoldConfig, Holder, HtlcToHol
 from ..hold.records import HeldRow
 from ..payment import HopPayload
 from ..payment.blinded_forward import BlindedForwardError
-from ..payment.hold_request import HOLD_REQUEST, HoldRequest
+from ..payment.hold_request import HOLD_REQUEST, HoldRequest, hold_confirmed
 from ..wire import WireError
 from . import blinded_forward
 from .convert import has_tlv, hop_payload, msat
@@ -171,12 +171,22 @@ class HoldRole(Role):
             elif isinstance(verdict, Forward):
                 self.core.forwarded(key, now)  # recorded with the answer, before it
         if isinstance(verdict, Hold):
+            self._confirm(peer_id, htlc.payment_hash)
             self.node.perform(verdict.actions)
         elif isinstance(verdict, Forward):
             respond({"result": "continue", "payload": verdict.payload.hex(), **self.forward_fields.pop(key, {})})
         else:
             self.forward_fields.pop(key, None)
             respond({"result": "fail", "failure_message": verdict.failure_message.hex()})
+
+    def _confirm(self, peer_id: str, payment_hash: bytes) -> None:
+        """Tell the sender we hold its HTLC (``hold_request.HOLD_CONFIRMED``):
+        only then does it report ``held``. Lost if it went offline already,
+        which only leaves its payment ``pending`` until the outcome."""
+        try:
+            self.node.rpc.call("sendcustommsg", {"node_id": peer_id, "msg": hold_confirmed(payment_hash).hex()})
+        except RpcError as e:
+            self.node.log(f"hold confirmation to {peer_id} not sent: {e.error}", level="debug")
 
     def _channels_private(self, peer_id: str) -> tuple[bool, ...]:
         """The private flag of each open channel with the peer (asked only

@@ -391,8 +391,10 @@ class Node:
             self.lsps5.mail_queued(params["peer_id"])
 
     def on_custommsg(self, peer_id: str, payload: str) -> None:
-        """A BOLT 8 custom message: LSPS0 (type 37913) goes to the LSPS5 service."""
+        """A BOLT 8 custom message: LSPS0 (type 37913) goes to the LSPS5
+        service, our LSP's hold confirmation to the payer."""
         self.lsps5.on_custommsg(peer_id, payload)
+        self.payer.on_custommsg(peer_id, payload)
 
     def on_forward_fail(self, params: dict) -> None:
         now = int(time.time())

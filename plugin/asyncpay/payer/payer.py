@@ -491,8 +491,13 @@ class Payer:
         return PayStatic(row.id, tuple(paths), row.amount_msat, row.payment_hash, row.payment_preimage, row.invreq,
                          budget, lsp, hold, tuple(skipped))
 
+    def hold_confirmed(self, payment_hash: bytes, now: int) -> PaymentRow | None:
+        """Our LSP says it holds the HTLC of this payment hash."""
+        row = next((r for r in self.records.in_state(PAYING) if r.payment_hash == payment_hash), None)
+        return self.held(row.id, now) if row is not None else None
+
     def held(self, payment_id: str, now: int) -> PaymentRow | None:
-        """Our LSP holds the HTLC (it is locked in on our channel)."""
+        """Our LSP holds the HTLC (it said so: ``hold_confirmed``)."""
         row = self.records.get(payment_id)
         if row is None or row.state != PAYING:
             return None
