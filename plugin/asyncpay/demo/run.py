@@ -122,7 +122,7 @@ class Demo:
 
     def step_channels(self) -> str:
         channels = [(self.by_name[c.opener], self.by_name[c.peer], c) for c in self.topo.channels]
-        funders = list(dict.fromkeys(a for a, _, _ in channels))
+        funders = [n for n in self.nodes if any(a is n for a, _, _ in channels)]
         self.bitcoind.call("sendmany", "", {_address(n): FUND_BTC for n in funders})
         self.bitcoind.mine(1)
         for n in funders:

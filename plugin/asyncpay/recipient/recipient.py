@@ -145,24 +145,28 @@ class Recipient:
                 and row.amount_msat == amount_msat and not self._paths_stale(row, now)):
             return []
         row = OfferRow(slot=slot, state=REQUESTED, description=description, amount_msat=amount_msat,
-                       nonce=self.rng(16), created_at=now, updated_at=now, requested_at=now)
+                       nonce=self.rng(16), created_at=now, updated_at=now)
         with self.store.tx():
             self.records.put_offer(row)
             self.records.drop_offer_servers(slot, ())
-            return self._offer_paths_requests(slot, now)
+            return self._offer_paths_requests(slot, now, new_round=True)
 
-    def _offer_paths_requests(self, slot: int, now: int, answered_since: int | None = None) -> list[InjectOnion]:
-        """``offer_paths_request`` to each server (those that answered since
-        ``answered_since`` are not asked again). A server we cannot reach does
-        not keep the others from being asked."""
+    def _offer_paths_requests(self, slot: int, now: int, new_round: bool = False) -> list[InjectOnion]:
+        """``offer_paths_request`` to each server: all of them when a round
+        starts, else those that have not answered this round. A server we
+        cannot reach does not keep the others from being asked."""
         servers = self.servers()
         if not servers:
             raise Dropped("no_server", "asyncpay-setserver first")
+        self.records.drop_offer_servers(slot, ("", *(k.hex() for k in servers)))
         actions, reasons = [], []
         for server, paths in servers.items():
-            srow = self.records.offer_server(slot, server.hex())
-            if answered_since is not None and srow is not None and srow.updated_at >= answered_since:
+            srow = self.records.offer_server(slot, server.hex()) or OfferServer(slot, server.hex())
+            if not new_round and srow.requested_at is not None and srow.answered():
                 continue
+            if new_round or srow.requested_at is None:
+                srow.requested_at = now
+                self.records.put_offer_server(srow)
             reply = self.endpoint.mint_path(OFFER_PATHS, owner_of(slot, server), slot, now + REPLY_TTL, now)
             payload = OnionMessagePayload(offer_paths_request=OfferPathsRequest(invoice_slot=slot), reply_path=reply)
             # Spread requests over the server's paths (a broken one does not block us).
@@ -190,15 +194,14 @@ class Recipient:
         self.records.prune_offers(now)
         for row in self.records.offers():
             try:
-                if self._paths_stale(row, now) and (row.requested_at or 0) <= (row.paths_expires_at or 0) - \
-                        self.config.recipient_refresh_margin:
-                    row.requested_at, row.updated_at = now, now  # a new round for fresh paths
-                    self.records.put_offer(row)
                 if row.state == REQUESTED or self._paths_stale(row, now):
-                    if self._can_build(row, now):
+                    # Stale paths: a new round, once (its requests went out after they went stale).
+                    new_round = self._paths_stale(row, now) and self._round_at(row) <= \
+                        (row.paths_expires_at or 0) - self.config.recipient_refresh_margin
+                    if not new_round and self._can_build(row, now):
                         actions += self._build_and_serve(row, now, snap)
                     else:
-                        actions += self._offer_paths_requests(row.slot, now, row.requested_at or row.created_at)
+                        actions += self._offer_paths_requests(row.slot, now, new_round)
                     continue
                 margin = self.config.recipient_refresh_margin
                 stale = row.invoice_expires_at is None or row.invoice_expires_at - now < margin
@@ -250,9 +253,10 @@ class Recipient:
         if expiry is not None and expiry <= now:
             raise Dropped("bad_offer_paths", "paths already expired")
         server = server_of(d.owner)
-        self.records.put_offer_server(OfferServer(
-            row.slot, server, b"".join(p.encode() for p in msg.paths), expiry, d.payload.reply_path.encode(),
-            None, now))
+        srow = self.records.offer_server(row.slot, server) or OfferServer(row.slot, server, requested_at=now)
+        srow.paths, srow.paths_expires_at = b"".join(p.encode() for p in msg.paths), expiry
+        srow.serve_path, srow.answered_at = d.payload.reply_path.encode(), now
+        self.records.put_offer_server(srow)
         if row.offer is None or self._paths_stale(row, now):
             if not self._can_build(row, now):
                 return []  # another server's paths are still to come
@@ -260,15 +264,19 @@ class Recipient:
         return self._serve(row, now, snap, only=server)
 
     def _answered(self, row: OfferRow) -> list[OfferServer]:
-        since = row.requested_at or row.created_at
-        return [s for s in self.records.servers_of(row.slot) if s.paths and s.updated_at >= since]
+        return [s for s in self.records.servers_of(row.slot) if s.answered()]
+
+    def _round_at(self, row: OfferRow) -> int:
+        """When this round of offer_paths_request started."""
+        return min((s.requested_at for s in self.records.servers_of(row.slot) if s.requested_at is not None),
+                   default=row.created_at)
 
     def _can_build(self, row: OfferRow, now: int) -> bool:
         """Every server answered this round, or the slowest had SERVERS_WAIT seconds."""
         answered = {s.server for s in self._answered(row)}
         if not answered:
             return False
-        waited = now - (row.requested_at or row.created_at) >= SERVERS_WAIT
+        waited = now - self._round_at(row) >= SERVERS_WAIT
         return waited or {k.hex() for k in self.servers()} <= answered
 
     def _build_and_serve(self, row: OfferRow, now: int, snap: Snapshot) -> list[InjectOnion]:

@@ -78,13 +78,12 @@ def _v3(db: SchemaEditor) -> None:
     # serve path and confirmation, per slot. A slot's earlier single server becomes server ''.
     db["recipient_offer_servers"].create(
         {"slot": int, "server": str, "paths": bytes, "paths_expires_at": int, "serve_path": bytes,
-         "persisted_at": int, "updated_at": int},
+         "persisted_at": int, "requested_at": int, "answered_at": int},
         pk=("slot", "server"),
     )
-    db["recipient_offers"].add_column("requested_at", int)
     db.execute("INSERT INTO recipient_offer_servers (slot, server, paths, paths_expires_at, serve_path, "
-               "persisted_at, updated_at) SELECT slot, '', NULL, paths_expires_at, serve_path, persisted_at, "
-               "updated_at FROM recipient_offers WHERE serve_path IS NOT NULL")
+               "persisted_at, requested_at, answered_at) SELECT slot, '', NULL, paths_expires_at, serve_path, "
+               "persisted_at, created_at, updated_at FROM recipient_offers WHERE serve_path IS NOT NULL")
 
 
 MIGRATIONS = [_v1, _v2, _v3]
@@ -155,7 +154,6 @@ class OfferRow:
     persisted_at: int | None = None
     created_at: int = 0
     updated_at: int = 0
-    requested_at: int | None = None  # the last round of offer_paths_request to the servers
 
 
 @dataclass
@@ -166,11 +164,16 @@ class OfferServer:
 
     slot: int
     server: str
-    paths: bytes | None  # its offer paths (concatenated), from its last offer_paths
-    paths_expires_at: int | None
-    serve_path: bytes | None  # where serve_static_invoice goes
-    persisted_at: int | None  # it confirmed our current static invoice
-    updated_at: int
+    paths: bytes | None = None  # its offer paths (concatenated), from its last offer_paths
+    paths_expires_at: int | None = None
+    serve_path: bytes | None = None  # where serve_static_invoice goes
+    persisted_at: int | None = None  # it confirmed our current static invoice
+    requested_at: int | None = None  # this round's offer_paths_request went out
+    answered_at: int | None = None  # its last offer_paths came
+
+    def answered(self) -> bool:
+        """Its paths came in answer to this round's request."""
+        return self.paths is not None and (self.answered_at or 0) >= (self.requested_at or 0)
 
 
 class RecipientRecords:
