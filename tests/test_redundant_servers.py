@@ -164,3 +164,19 @@ def test_a_fee_change_waits_for_the_reserve_interval_but_a_closed_channel_does_n
     red.r.recipient.refresh()
     wait(lambda: _stored(red.l2).encode() != first)
     assert len(_stored(red.l2).invoice_paths) == 1
+
+
+def test_a_server_that_never_answers_delays_the_offer_only_until_the_wait(red, monkeypatch):
+    """L1 is down when R asks for offer paths: the offer is built with L2's
+    paths alone once SERVERS_WAIT seconds have passed."""
+    import asyncpay.cln.recipient as adapter
+    import asyncpay.recipient.recipient as core
+    monkeypatch.setattr(adapter, "SERVERS_WAIT", 0)
+    monkeypatch.setattr(core, "SERVERS_WAIT", 0)
+    red.register_both()
+    for peer in (red.rnode, red.pnode):  # L1 is down
+        red.net.disconnect(red.l1node, peer)
+    red.r.recipient.offer(0, "coffee", None, 0)
+    wait(lambda: (row := red.r.recipient.core.records.offer(0)) is not None and row.bolt12 is not None)
+    row = red.r.recipient.core.records.offer(0)
+    assert [p.introduction.node_id for p in Offer.from_string(row.bolt12).offer_paths] == [red.l2node.node_id]

@@ -25,7 +25,7 @@ from ..blinded_path import EncryptedData
 from ..endpoint import Delivered
 from ..recipient import KINDS, Claimer, Fail, Htlc, LspChannel, Recipient, RecipientConfig, Resolve, Snapshot, Wait
 from ..recipient.claim import failure
-from ..recipient.recipient import HELD
+from ..recipient.recipient import HELD, OFFER_PATHS, SERVERS_WAIT
 from ..wire import WireError
 from .convert import hop_payload, msat, parse_scid, path_key_of
 from .role import AnswerOnce, Host, Respond, Role
@@ -174,6 +174,10 @@ class RecipientRole(Role):
         snap = RELEASE_SNAPSHOT if d.kind == HELD else self.snapshot()
         actions = self.core.handle(d, now, snap)
         self.changed.notify_all()
+        if d.kind == OFFER_PATHS and not actions:
+            # Another server's paths are still to come: the offer is built without them
+            # after SERVERS_WAIT seconds, not at the next hourly refresh.
+            threading.Timer(SERVERS_WAIT + 1, self.refresh).start()
         return actions
 
     def offer(self, slot: int, description: str | None, amount_msat: int | None, wait: float) -> dict:
