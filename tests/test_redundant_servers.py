@@ -171,8 +171,8 @@ def test_a_server_that_never_answers_delays_the_offer_only_until_the_wait(red, m
     paths alone once SERVERS_WAIT seconds have passed."""
     import asyncpay.cln.recipient as adapter
     import asyncpay.recipient.recipient as core
-    monkeypatch.setattr(adapter, "SERVERS_WAIT", 0)
-    monkeypatch.setattr(core, "SERVERS_WAIT", 0)
+    monkeypatch.setattr(adapter, "SERVERS_WAIT", 1)
+    monkeypatch.setattr(core, "SERVERS_WAIT", 1)
     red.register_both()
     for peer in (red.rnode, red.pnode):  # L1 is down
         red.net.disconnect(red.l1node, peer)
