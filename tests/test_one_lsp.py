@@ -41,7 +41,7 @@ def test_the_lsp_of_both_wallets_holds_then_forwards_over_the_recipients_path(on
     assert row.payment_hash.hex() == payer.payer.core.records.get(res["id"]).payment_hash.hex()
     [call] = flow.lnode.forward_hook_calls
     assert "short_channel_id" not in call["onion"]  # lightningd could not parse L's hop: the hold request
-    assert flow.lsp.store.mailbox_totals(flow.rnode.id)[0] >= 1  # held_htlc_available waits for R
+    wait(lambda: flow.lsp.store.mailbox_totals(flow.rnode.id)[0] >= 1)  # held_htlc_available waits for R
     flow.net.connect(flow.lnode, flow.rnode)  # R wakes, releases; L forwards over R's blinded path
     flow.lsp.lsp.wait_flushes()
     wait(lambda: payer.payer.core.records.get(res["id"]).state == "complete")

@@ -171,8 +171,8 @@ class HoldRole(Role):
             elif isinstance(verdict, Forward):
                 self.core.forwarded(key, now)  # recorded with the answer, before it
         if isinstance(verdict, Hold):
-            self._confirm(peer_id, htlc.payment_hash)
             self.node.perform(verdict.actions)
+            self._confirm(peer_id, htlc.payment_hash)
         elif isinstance(verdict, Forward):
             respond({"result": "continue", "payload": verdict.payload.hex(), **self.forward_fields.pop(key, {})})
         else:
