@@ -122,12 +122,15 @@ class Demo:
 
     def step_channels(self) -> str:
         channels = [(self.by_name[c.opener], self.by_name[c.peer], c) for c in self.topo.channels]
-        funders = [n for n in self.nodes if any(a is n for a, _, _ in channels)]
-        self.bitcoind.call("sendmany", "", {_address(n): FUND_BTC for n in funders})
+        # One coin per channel: a second fundchannel cannot spend the first one's unconfirmed change.
+        self.bitcoind.call("sendmany", "", {_address(a): FUND_BTC for a, _, _ in channels})
         self.bitcoind.mine(1)
-        for n in funders:
-            self.wait(lambda n=n: any(o["status"] == "confirmed" for o in n.rpc.listfunds()["outputs"]),
-                      f"{n.name} to see its coins", slow=True)
+        for n in self.nodes:
+            count = sum(a is n for a, _, _ in channels)
+            if count:
+                self.wait(lambda n=n, count=count: sum(o["status"] == "confirmed"
+                                                       for o in n.rpc.listfunds()["outputs"]) >= count,
+                          f"{n.name} to see its coins", slow=True)
         for a, b, c in channels:
             self.call(a, "connect", {"id": b.id, "host": LOOPBACK, "port": b.port})
             self.call(a, "fundchannel", {"id": b.id, "amount": c.sat, "announce": c.announce})
