@@ -196,8 +196,9 @@ class Demo:
             if pay.get("status") != "pending" or pay.get("kind") != "static":
                 raise DemoError(f"asyncpay-pay at S answered {pay}, not a pending static payment")
             self.pay = pay
+            # The payment hash comes with the preimage S picks after R's release.
             return (f"asyncpay-pay: pending (static invoice from {self.mailbox.name}), "
-                    f"payment hash {shorten(pay['payment_hash'] or '', 8)}")
+                    f"payment id {shorten(pay['id'], 8)}")
         pay = self.call(self.s, "asyncpay-pay", {"offer": self.offer, "amount_msat": self.amount, "timeout": 60})
         if pay.get("status") != "held":
             raise DemoError(f"asyncpay-pay at S answered {pay.get('status')!r}, not 'held': {pay}")
@@ -228,7 +229,7 @@ class Demo:
     def step_r_wakes(self) -> str:
         self.r.start(self.progress)
         self.call(self.r, "connect", {"id": self.mailbox.id, "host": LOOPBACK, "port": self.mailbox.port})
-        got = self.wait(lambda: self._received(self.pay["payment_hash"]), "R to release and claim",
+        got = self.wait(lambda: self._received(self._payment_hash()), "R to release and claim",
                         timeout=90, slow=True)
         if self.holder is None:
             return f"R claimed {got['amount_msat']} msat over its path through {self.mailbox.name}"
@@ -237,7 +238,13 @@ class Demo:
         return (f"R claimed {got['amount_msat']} msat; {self.holder.name} forwarded it after "
                 f"{int(time.time()) - row['since']} s")
 
-    def _received(self, payment_hash: str) -> dict | None:
+    def _payment_hash(self) -> str | None:
+        """S's payment hash (known once S picked its preimage, after the release when S holds)."""
+        if not self.pay.get("payment_hash"):
+            self.pay = self.call(self.s, "asyncpay-listpays", {"id": self.pay["id"]})["pays"][0]
+        return self.pay.get("payment_hash")
+
+    def _received(self, payment_hash: str | None) -> dict | None:
         return next((p for p in self.call(self.r, "asyncpay-listreceived")["payments"]
                      if p["payment_hash"] == payment_hash), None)
 
