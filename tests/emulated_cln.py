@@ -23,7 +23,14 @@
   through a blinded path (BOLT 4 route blinding: ``payment_relay`` fees and
   CLTV delta), to the final node, whose ``htlc_accepted`` hooks see the raw
   payload (with its length prefix) and ``extra_tlvs`` with the path key as
-  type 0, as lightningd shows them (design §8).
+  type 0, as lightningd shows them (design §8);
+* ``htlc_accepted`` at forwarding nodes too, as lightningd v26.06 runs it
+  (``peer_htlcs.c``): also for a payload it cannot parse (a blinded hop with
+  an extra record), then without ``short_channel_id``; ``continue`` may
+  replace the payload (parsed again with the incoming path key only) and set
+  ``forward_to`` and ``extra_tlvs`` (type 0: the next path key);
+  ``injectpaymentonion`` blocks (``inject_wait`` seconds) while a node holds
+  the HTLC, which ``listpeerchannels`` then shows committed.
 """
 
 from __future__ import annotations
