@@ -68,3 +68,23 @@ def test_an_lsp_that_refuses_the_hold_fails_the_payment_at_the_sender(node_facto
     assert lsp.rpc.call("asyncpay-listheld")["held"] == []
     assert lsp.rpc.call("asyncpay-status")["hold"]["refused"].get("cltv_budget", 0) >= 1
     assert_channels_normal(s, lsp)
+
+
+def test_the_lsp_of_both_restarts_while_holding_and_still_forwards(node_factory):
+    """lightningd replays the held HTLC after L restarts; L's hop is still
+    the blinded introduction (no path key is stored for it, it is in the
+    payload), so the hold comes back and the release forwards it."""
+    s, lsp, r = one_lsp(node_factory)
+    offer = ready_offer(r, description="restart")["bolt12"]
+    r.stop()
+    pay = s.rpc.call("asyncpay-pay", {"offer": offer, "amount_msat": 40_000, "timeout": 60})
+    assert pay["status"] == "held", pay
+    lsp.restart()
+    wait_for(lambda: lsp.rpc.call("asyncpay-listheld")["held"][0]["state"] == "held", what="held again")
+    s.rpc.connect(lsp.info["id"], "localhost", lsp.port)
+    r.start()
+    r.rpc.connect(lsp.info["id"], "localhost", lsp.port)
+    assert_complete(s, r, pay)
+    wait_for(lambda: not any(c.get("htlcs") for n in (s, lsp, r) for c in n.rpc.listpeerchannels()["channels"]),
+             what="no HTLC left")
+    assert_channels_normal(s, lsp, r)
