@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import urllib.request
 from dataclasses import fields
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from regtest import require_binaries
 require_binaries()
 
 from pyln.testing.fixtures import *  # noqa: E402,F401,F403
+from pyln.testing.utils import reserve_unused_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RECKLESS = shutil.which("reckless")
@@ -61,21 +63,33 @@ def _install_from(source: Path, ldir: str) -> Path:
     return entry
 
 
-def _started_with_the_written_config(node, entry: Path) -> None:
+def _started_with_the_written_config(node, entry: Path, ldir: str) -> None:
     """lightningd reads <lightning-dir>/regtest/config by itself: the node's
-    own options name no asyncpay plugin, only options for it."""
+    own options name no asyncpay plugin. Every option the plugin has is set
+    or defaulted there, and reaches the installed plugin."""
+    port = reserve_unused_port()
+    with open(Path(ldir) / "regtest" / "config", "a") as f:
+        f.write("\n" + "\n".join(f"{k}={v}" for k, v in {
+            "asyncpay-hold-max-seconds": 77,
+            "asyncpay-db": Path(ldir) / "regtest" / "asyncpay-reckless.sqlite3",
+            "asyncpay-metrics-listen": f"127.0.0.1:{port}",
+            "asyncpay-payer-lsp": "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798",
+            "asyncpay-lsps5-ca-file": Path(ldir) / "extra-ca.pem",
+        }.items()) + "\n")
     node.start()
     plugins = {p["name"]: p for p in node.rpc.plugin("list")["plugins"]}
     assert str(entry) in plugins and plugins[str(entry)]["active"], plugins.keys()
     status = node.rpc.call("asyncpay-status")
-    assert status["endpoint_id"] and status["uptime"] >= 0
-    # Every option the plugin has is lightningd's, given by the installed plugin.
+    assert status["endpoint_id"] and status["database"].endswith("asyncpay-reckless.sqlite3")
     configs = node.rpc.listconfigs()["configs"]
     expected = {"asyncpay-db", *(option_name(f.name) for cls in CONFIGS for f in fields(cls))}
     missing = sorted(n for n in expected if n not in configs)
     assert not missing, missing
-    assert configs["asyncpay-hold-max-seconds"]["plugin"] == str(entry)
-    assert configs["asyncpay-hold-max-seconds"]["value_int"] == 77  # the option set in the node's config
+    assert {configs[n]["plugin"] for n in expected} == {str(entry)}
+    assert configs["asyncpay-hold-max-seconds"]["value_int"] == 77
+    # The installed plugin's dependencies include prometheus-client: /metrics answers.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        assert b"asyncpay_store_up 1.0" in r.read()
 
 
 def _node(node_factory):
@@ -85,18 +99,12 @@ def _node(node_factory):
     return node, ldir
 
 
-def _set_option_in_config(ldir: str) -> None:
-    with open(Path(ldir) / "regtest" / "config", "a") as f:
-        f.write("\nasyncpay-hold-max-seconds=77\n")
-
-
 def test_reckless_installs_from_a_local_clone_and_lightningd_starts_it(node_factory, tmp_path):
     clone = _committed_tree(tmp_path / "src" / "asyncpay")
     node, ldir = _node(node_factory)
     entry = _install_from(clone, ldir)
     assert os.access(entry, os.X_OK)
-    _set_option_in_config(ldir)
-    _started_with_the_written_config(node, entry)
+    _started_with_the_written_config(node, entry, ldir)
 
 
 def test_reckless_installs_from_a_community_plugins_layout(node_factory, tmp_path):
@@ -114,5 +122,4 @@ def test_reckless_installs_from_a_community_plugins_layout(node_factory, tmp_pat
     subprocess.run([*git, "commit", "-qm", "plugins"], check=True)
     node, ldir = _node(node_factory)
     entry = _install_from(repo, ldir)
-    _set_option_in_config(ldir)
-    _started_with_the_written_config(node, entry)
+    _started_with_the_written_config(node, entry, ldir)
