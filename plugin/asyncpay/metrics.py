@@ -176,11 +176,12 @@ def answering(fn: F) -> F:
 
     @functools.wraps(fn)
     def inner(*args, **kwargs):
+        outer = getattr(_answering, "start", None)  # nested: a handler whose answer is delivered in-process
         _answering.start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
-            _answering.start = None
+            _answering.start = outer
 
     return inner  # type: ignore[return-value]
 
