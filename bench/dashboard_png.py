@@ -117,7 +117,7 @@ def render(dashboard: dict, fetch, start: float, end: float, step: float, scrape
             s.set_visible(False)
         ax.grid(True, color=GRID, linewidth=0.5)
         ax.set_xlim(datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc))
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=timezone.utc))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=timezone.utc))
         if unit == "s":
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_value(v, "s")))
         elif unit == "reqps":

@@ -169,10 +169,10 @@ def test_dashboard_from_a_regtest_run(node_factory, push, tmp_path):
                     if h["state"] == "held":
                         ls.rpc.call("asyncpay-failheld", {"payment_hash": h["payment_hash"]})
             time.sleep(15 + 5 * (i % 3))  # R sleeps: held HTLCs age, mail waits
-            srv.down.clear()
             wake(r, lr)
             wait_for(lambda: ls.rpc.call("asyncpay-status")["hold"]["held"] == 0, what="holds settled")
             time.sleep(10)
+            srv.down.clear()
         end = time.time() + 5
         time.sleep(5)
         subtitle = (f"regtest run {datetime.fromtimestamp(start, timezone.utc):%Y-%m-%d %H:%M} UTC, "

@@ -333,3 +333,11 @@ def test_metric_options_and_every_metric_are_documented(flow):
             assert f"`{name}" in doc, name
     for _prefix, metric, label in m.COUNTER_FAMILIES:
         assert f"`{metric.removesuffix('_total')}" in doc and label in doc, metric
+
+
+def test_the_dashboards_counters_start_at_zero(flow):
+    """rate() sees no increase in a series born at 1: these exist from the start."""
+    fams = scrape(cm.NodeCollector(flow.lsp, clock=Clock()))
+    assert value(fams, "asyncpay_webhook_calls_total", result="failed") == 0
+    assert value(fams, "asyncpay_invoices_served_total") == 0
+    assert value(fams, "asyncpay_payment_state_changes_total", role="payer", state="failed") == 0

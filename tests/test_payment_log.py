@@ -100,3 +100,16 @@ def test_onion_messages_log_nothing_at_info(tmp_path, logs):
     assert [r.getMessage() for r in logs.records if r.levelno >= logging.INFO] == []
     assert [line for node in (flow.lsp, flow.r) for line in node.logs if not line.startswith("debug:")] == []
     assert any(r.levelno == logging.DEBUG for r in logs.records)  # they are there, at debug
+
+
+def test_every_payer_state_is_exported_from_zero():
+    from asyncpay import payment_log
+    from asyncpay.payer import records
+
+    states = {v for k, v in vars(records).items() if k.isupper() and isinstance(v, str) and k in (
+        "REQUESTING", "STATIC", "AWAITING_RELEASE", "PAYING", "HELD_AT_LSP", "COMPLETE", "FAILED")}
+    assert set(payment_log.STATES[payment_log.PAYER]) == states
+    fresh = payment_log.StateChanges()
+    assert fresh.snapshot()[("hold", "failed")] == 0 and fresh.snapshot()[("payer", "complete")] == 0
+    fresh.add("hold", "failed")
+    assert fresh.snapshot()[("hold", "failed")] == 1

@@ -213,6 +213,11 @@ COUNTER_FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("sent_", "asyncpay_onion_messages_sent_total", "purpose"),
 )
 _NAME = re.compile(r"[^a-zA-Z0-9_]")
+# Exported as 0 before their first increment: rate() over a series whose
+# first sample is already 1 shows nothing (the dashboard's panels use these).
+COUNTERS_FROM_ZERO = ("invoices_served", "lsps5_sent_ok", "lsps5_sent_failed", "lsps5_given_up", "hold_held",
+                      "hold_released", "payer_payments_sent", "payer_payments_failed",
+                      "recipient_payments_received")
 
 
 def counter_metric(name: str) -> tuple[str, dict[str, str]]:
@@ -226,7 +231,7 @@ def counter_metric(name: str) -> tuple[str, dict[str, str]]:
 def counter_families(counters: dict[str, int]) -> dict[str, list[tuple[dict[str, str], int]]]:
     """Every counter, grouped by Prometheus metric: metric -> [(labels, value)]."""
     out: dict[str, list[tuple[dict[str, str], int]]] = {}
-    for name, value in sorted(counters.items()):
+    for name, value in sorted({**dict.fromkeys(COUNTERS_FROM_ZERO, 0), **counters}.items()):
         metric, labels = counter_metric(name)
         out.setdefault(metric, []).append((labels, value))
     return out

@@ -23,6 +23,15 @@ from collections import Counter
 log = logging.getLogger("asyncpay.payment")
 
 HOLD, PAYER, RECIPIENT, WAKE_HOLD = "hold", "payer", "recipient", "wake_hold"
+# Every (role, state) is exported from zero: Prometheus' rate() sees no
+# increase in a series whose first sample is already 1. The payer's are
+# payer/records.py's states (tests/test_payment_log.py checks they agree).
+STATES = {
+    HOLD: ("held", "released", "forwarded", "failed"),
+    PAYER: ("requesting", "static", "awaiting_release", "paying", "held_at_lsp", "complete", "failed"),
+    RECIPIENT: ("received", "claimed", "failed"),
+    WAKE_HOLD: ("held", "released", "failed"),
+}
 
 
 class StateChanges:
@@ -35,8 +44,9 @@ class StateChanges:
             self._counts[(role, state)] += 1
 
     def snapshot(self) -> dict[tuple[str, str], int]:
+        """Every known (role, state), zero or not, and any other seen."""
         with self._mu:
-            return dict(self._counts)
+            return {**{(r, s): 0 for r, states in STATES.items() for s in states}, **self._counts}
 
     def clear(self) -> None:
         with self._mu:
