@@ -26,7 +26,6 @@ import http.server
 import json
 import os
 import shutil
-import ssl
 import subprocess
 import sys
 import threading
@@ -52,7 +51,7 @@ from pyln.testing.fixtures import *  # noqa: E402,F401,F403
 from pyln.testing.utils import reserve_unused_port  # noqa: E402
 
 from test_regtest_hold import four_nodes, wake  # noqa: E402
-from test_regtest_lsps5 import LSPS_CLIENT, lsps_request  # noqa: E402
+from test_regtest_lsps5 import LSPS_CLIENT, lsps_request, push_service  # noqa: E402,F401 (a fixture)
 from test_regtest_recipient import ready_offer  # noqa: E402
 
 ROUNDS = int(os.environ.get("ASYNCPAY_DASHBOARD_ROUNDS", "6"))
@@ -62,7 +61,7 @@ PROMETHEUS = shutil.which("prometheus")
 
 
 class Push(http.server.BaseHTTPRequestHandler):
-    """A push service: 200, or 503 while ``server.down`` is set."""
+    """tests/test_regtest_lsps5.py's push service, answering 503 while ``server.down`` is set."""
 
     def do_POST(self):  # noqa: N802 (http.server's name)
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -75,20 +74,10 @@ class Push(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def push(tmp_path):
-    import trustme
-
-    ca = trustme.CA()
-    ca_file = tmp_path / "push-ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Push)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1").configure_cert(ctx)
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    srv.down = threading.Event()
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv, str(ca_file)
-    srv.shutdown()
+def push(push_service):  # noqa: F811 (the fixture imported above)
+    srv, ca_file = push_service
+    srv.RequestHandlerClass, srv.down = Push, threading.Event()
+    return srv, ca_file
 
 
 def start_prometheus(targets: dict[str, int], port: int, workdir: Path) -> subprocess.Popen:
