@@ -247,6 +247,7 @@ def test_a_store_that_cannot_be_read_is_reported_down(flow):
     fams = scrape(cm.NodeCollector(flow.lsp, clock=Clock()))
     assert value(fams, "asyncpay_store_up") == 0
     assert "asyncpay_held_htlcs" not in fams
+    assert "asyncpay_hold_held" not in fams  # no counter falls back to what is pending (a false reset)
 
 
 # -- timings ---------------------------------------------------------------------------------------

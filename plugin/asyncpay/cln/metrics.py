@@ -77,7 +77,6 @@ class NodeCollector(Collector):
         self.clock, self.wall = clock, wall
         self._mu = threading.Lock()  # one scrape at a time
         self._last = Snapshot()
-        self.reads = 0  # snapshots read from the store (tests)
 
     def describe(self) -> list[Metric]:
         return []  # nothing read at registration
@@ -92,7 +91,6 @@ class NodeCollector(Collector):
             return self._last
 
     def _read(self) -> Snapshot:
-        self.reads += 1
         node, snap = self.node, Snapshot(taken_at=self.clock())
         store = node.store
         try:
@@ -104,15 +102,13 @@ class NodeCollector(Collector):
             snap.recipients = store.row_count("recipients")
             snap.webhooks = store.conn.execute("SELECT COUNT(*) FROM lsps5_webhooks").fetchone()[0]
             snap.store_up = True
+            for name, by in node.books.pending_counts().items():
+                counters[name] = counters.get(name, 0) + by
+            snap.counters = counters
         except StoreLocked:
             snap.lock_lost = True
-            counters = {}
         except Exception as e:  # a StoreError, sqlite3's or psycopg's errors alike: the store is down
             node.log(f"metrics: cannot read the store: {e}", level="debug")
-            counters = {}
-        for name, by in node.books.pending_counts().items():
-            counters[name] = counters.get(name, 0) + by
-        snap.counters = counters
         if node.lock.acquire(timeout=LOCK_WAIT):
             try:
                 snap.flushing = frozenset(node.lsp.flushing)
@@ -130,7 +126,8 @@ class NodeCollector(Collector):
         yield _gauge("asyncpay_store_lock_lost",
                      "1 when another process holds the store's one-writer lock (asyncpay stopped writing).",
                      snap.lock_lost)
-        for metric, samples in counter_families(snap.counters).items():
+        # A store that cannot be read gives no counters (absent, not reset to what is pending).
+        for metric, samples in (counter_families(snap.counters) if snap.store_up else {}).items():
             names = sorted({k for labels, _ in samples for k in labels})
             fam = CounterMetricFamily(metric, _counter_help(metric), labels=names)
             for labels, value in samples:
