@@ -33,6 +33,7 @@ from pyln.client import RpcError
 from ..endpoint import Delivered
 from ..hold import KINDS, Continue, Forward, Hold, HoldConfig, Holder, HtlcToHold, Refuse, Step
 from ..hold.records import HeldRow
+from ..metrics import timed
 from ..payment import HopPayload
 from ..payment.blinded_forward import BlindedForwardError
 from ..payment.hold_request import HOLD_REQUEST, HoldRequest, hold_confirmed
@@ -138,6 +139,7 @@ class HoldRole(Role):
             raise
         return True
 
+    @timed("hold_decision")
     def _take(self, key: str, params: dict, payload: HopPayload, request: HoldRequest, respond: Respond,
               now: int) -> None:
         onion, h = params.get("onion") or {}, params["htlc"]
@@ -226,6 +228,7 @@ class HoldRole(Role):
         if step.sends:
             self.node.perform(step.sends)
 
+    @timed("release_forward")
     def on_message(self, d: Delivered, now: int) -> list[InjectOnion]:
         """A release: the released and forwarded marks (and their counter) go
         in one commit, on disk before lightningd gets ``continue`` (a replay

@@ -37,6 +37,7 @@ from ..blinded_path import IntroductionNode
 from ..bookkeeping import Bookkeeping
 from ..endpoint import Dropped, Endpoint
 from ..lsp import LspConfig
+from ..metrics import answering, replied
 from ..offers import CHAINS
 from ..onion_message import Forward, OnionMessage, Receive
 from ..payment.forward_budget import CLN_CLTV_DELTA
@@ -354,6 +355,7 @@ class Node:
         try:
             self.rpc.call("injectonionmessage", {"path_key": action.path_key.hex(), "message": action.packet.hex()})
             self.books.bump(f"sent_{action.purpose}")
+            replied(action.purpose)
             return True
         except RpcError as e:
             self.log(f"injecting {action.purpose} failed: {e.error}", level="debug")
@@ -413,6 +415,7 @@ class Node:
             if role.on_forward_fail(params, now):
                 return
 
+    @answering
     def _for_endpoint(self, outgoing: str | None, now: int, source: str | None = None) -> None:
         """A message for V handed to our node by ``source``: the role's
         answers carry it as their ``cause`` (the mailbox counts them against

@@ -38,6 +38,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 
+from .. import payment_log
 from ..actions import InjectOnion
 from ..endpoint import Delivered, Dropped, Endpoint, Resolver
 from ..payment.forward_budget import CLN_CLTV_DELTA, forward_budget
@@ -171,7 +172,7 @@ class Holder:
                 self._fail(row, "no_usable_path", now)  # answered below, by the Refuse
                 return Refuse("no_usable_path")
             self.store.bump("hold_held")
-        log.info("holding HTLC %s from %s until its release", h.payment_hash.hex(), h.peer_id)
+        payment_log.changed(payment_log.HOLD, h.payment_hash, "held", f"from {h.peer_id}")
         return Hold(actions)
 
     def _replay(self, row: HeldRow, height: int, now: int) -> Hold | Forward | Refuse:
@@ -253,6 +254,7 @@ class Holder:
         row.state, row.updated_at = RELEASED, now
         self.records.put(row)
         self.store.bump("hold_released")
+        payment_log.changed(payment_log.HOLD, row.payment_hash, "released")
         return Step([Continue(row.key, row.payload)])
 
     def forwarded(self, key: str, now: int) -> None:
@@ -261,6 +263,7 @@ class Holder:
         if row is not None and row.state == RELEASED:
             row.state, row.updated_at = FORWARDED, now
             self.records.put(row)
+            payment_log.changed(payment_log.HOLD, row.payment_hash, "forwarded")
 
     # -- time --------------------------------------------------------------
 
@@ -297,5 +300,5 @@ class Holder:
         row.state, row.reason, row.updated_at = FAILED, reason, now
         self.records.put(row)
         self.store.bump(f"hold_failed_{reason}")
-        log.info("failing held HTLC %s: %s", row.payment_hash.hex(), reason)
+        payment_log.changed(payment_log.HOLD, row.payment_hash, "failed", reason)
         return FailBack(row.key, reason)

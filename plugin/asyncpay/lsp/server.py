@@ -143,7 +143,7 @@ class StaticInvoiceServer:
             offer_paths=OfferPaths(paths=[offer_path], paths_absolute_expiry=expires_at),
             reply_path=serve_path,
         )
-        log.info("offer paths for %s slot %d", rid, slot)
+        log.debug("offer paths for %s slot %d", rid, slot)
         return [self._send(d.payload.reply_path, reply, "offer_paths")]
 
     def _paths_in_use(self, rid: str, slot: int) -> list[bytes]:
@@ -184,7 +184,7 @@ class StaticInvoiceServer:
                 ldk_offer_id(inv.to_records()), inv.invoice_created_at, inv.expires_at(), now,
             )
             self.store.bump("invoices_stored")
-        log.info("stored static invoice for %s slot %d", rid, slot)
+        log.debug("stored static invoice for %s slot %d", rid, slot)
         if d.payload.reply_path is None:
             return []
         reply = OnionMessagePayload(static_invoice_persisted=StaticInvoicePersisted())

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import payment_log
 from ..payment.forward_budget import CLN_CLTV_DELTA, forward_budget
 from ..storage import SchemaEditor
 from ..store import RowTable, Store
@@ -140,6 +141,7 @@ class WakeHolder:
             self.rows.put(WakeRow(h.key, h.peer_id, h.payment_hash, h.amount_msat, h.cltv_expiry, h.outgoing_cltv,
                                   now, deadline, HELD, None, now))
             self.store.bump("wake_held")
+        payment_log.changed(payment_log.WAKE_HOLD, h.payment_hash, "held", f"for {h.peer_id}")
         return Hold(deadline)
 
     def _replay(self, row: WakeRow, online: bool, height: int, now: int) -> Hold | Answer:
@@ -200,12 +202,14 @@ class WakeHolder:
         row.state, row.updated_at = RELEASED, now
         self.rows.put(row)
         self.store.bump("wake_released")
+        payment_log.changed(payment_log.WAKE_HOLD, row.payment_hash, "released")
         return Release(row.key)
 
     def _fail(self, row: WakeRow, reason: str, now: int) -> FailBack:
         row.state, row.reason, row.updated_at = FAILED, reason, now
         self.rows.put(row)
         self.store.bump(f"wake_failed_{reason}")
+        payment_log.changed(payment_log.WAKE_HOLD, row.payment_hash, "failed", reason)
         return FailBack(row.key, reason)
 
     def count_held(self, peer_id: str | None = None) -> int:

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import payment_log
 from ..actions import InjectOnion
 from ..blinded_path import BlindedPaymentPath, EncryptedData
 from ..crypto import CryptoError, pubkey_of
@@ -196,6 +197,7 @@ class Payer:
                          expires_at=now + REQUEST_TTL, created_at=now, updated_at=now)
         with self.store.tx():
             actions = self._request(row, offer, now)
+        payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
         return row, list(actions)
 
     def _request(self, row: PaymentRow, offer: Offer, now: int) -> list[InjectOnion]:
@@ -291,6 +293,7 @@ class Payer:
         row.state, row.kind, row.invoice = PAYING, "invoice", inv.encode()
         row.payment_hash, row.updated_at = inv.invoice_payment_hash, now
         self.records.put(row)
+        payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
         return [self.invoice_action(row)]
 
     def check_invoice(self, row: PaymentRow, raw: bytes | None, now: int) -> Invoice:
@@ -349,6 +352,7 @@ class Payer:
         row.next_at = now + self.config.payer_invoice_grace
         row.expires_at, row.updated_at = inv.expires_at(), now
         self.records.put(row)
+        payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
         if self.config.payer_invoice_grace > 0:
             return []
         return self._hand_to_lsp(row, now) if self.config.payer_lsp else self._hold(row, now)
@@ -385,6 +389,7 @@ class Payer:
         row.state, row.payment_preimage = PAYING, preimage
         row.payment_hash, row.updated_at = hashlib.sha256(preimage).digest(), now
         self.records.put(row)  # the preimage is on disk before any HTLC carries it
+        payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
         return [self.retry(row)]
 
     def check_static_invoice(self, row: PaymentRow, raw: bytes | None, now: int) -> StaticInvoice:
@@ -421,6 +426,7 @@ class Payer:
                 return []
             row.state = AWAITING_RELEASE
             self.records.put(row)
+            payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
         return onions
 
     def _send_held(self, row: PaymentRow, now: int) -> list[Action]:
@@ -472,6 +478,7 @@ class Payer:
         row.state, row.payment_preimage = PAYING, preimage
         row.payment_hash, row.updated_at = hashlib.sha256(preimage).digest(), now
         self.records.put(row)  # the preimage is on disk before any HTLC carries it
+        payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
         return [self.retry(row)]
 
     def retry(self, row: PaymentRow) -> PayInvoice | PayStatic:
@@ -503,6 +510,7 @@ class Payer:
             return None
         row.state, row.updated_at = HELD_AT_LSP, now
         self.records.put(row)
+        payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
         return row
 
     # -- outcomes ------------------------------------------------------------------
@@ -517,6 +525,7 @@ class Payer:
         row.state, row.payment_preimage, row.updated_at = COMPLETE, preimage, now
         self.records.put(row)
         self.store.bump("payer_payments_sent")
+        payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
         return row
 
     def pay_failed(self, payment_id: str, reason: str, now: int) -> PaymentRow | None:
@@ -529,7 +538,7 @@ class Payer:
         row.state, row.reason, row.updated_at = FAILED, reason, now
         self.records.put(row)
         self.store.bump("payer_payments_failed")
-        log.info("payment %s failed: %s", row.id, reason)
+        payment_log.changed(payment_log.PAYER, row.payment_hash, FAILED, f"id {row.id}: {reason}")
         return row
 
     def paying(self) -> list[PaymentRow]:

@@ -390,7 +390,7 @@ class Recipient:
         row.state, row.persisted_at, row.updated_at = READY, now, now
         self.records.put_offer(row)
         self.store.bump("recipient_invoices_persisted")
-        log.info("static invoice for slot %d persisted by the server", row.slot)
+        log.debug("static invoice for slot %d persisted by the server", row.slot)
         return []
 
     def _release(self, d: Delivered) -> list[InjectOnion]:
