@@ -23,7 +23,14 @@
   through a blinded path (BOLT 4 route blinding: ``payment_relay`` fees and
   CLTV delta), to the final node, whose ``htlc_accepted`` hooks see the raw
   payload (with its length prefix) and ``extra_tlvs`` with the path key as
-  type 0, as lightningd shows them (design §8).
+  type 0, as lightningd shows them (design §8);
+* ``htlc_accepted`` at forwarding nodes too, as lightningd v26.06 runs it
+  (``peer_htlcs.c``): also for a payload it cannot parse (a blinded hop with
+  an extra record), then without ``short_channel_id``; ``continue`` may
+  replace the payload (parsed again with the incoming path key only) and set
+  ``forward_to`` and ``extra_tlvs`` (type 0: the next path key);
+  ``injectpaymentonion`` blocks (``inject_wait`` seconds) while a node holds
+  the HTLC, which ``listpeerchannels`` then shows committed.
 """
 
 from __future__ import annotations
@@ -56,16 +63,23 @@ def scid_str(scid: int) -> str:
     return f"{scid >> 40}x{(scid >> 16) & 0xFFFFFF}x{scid & 0xFFFF}"
 
 
+def channel_id_of(scid: int) -> str:
+    """The emulation's channel_id of the channel with this scid."""
+    return f"{scid:064x}"
+
+
 @dataclass
 class HtlcResult:
     """The verdict an HTLC got at its final node (None while it is held)."""
 
     answer: dict | None = None
     hops: list[str] = field(default_factory=list)  # node ids it passed, payer first
+    done: threading.Event = field(default_factory=threading.Event)
 
     def respond(self, answer: dict) -> None:
         assert self.answer is None, "an HTLC answered twice"
         self.answer = answer
+        self.done.set()
 
 
 @dataclass(frozen=True)
@@ -132,6 +146,9 @@ class EmulatedNode:
         self.dropped: dict[str, int] = {}
         self.policy = ChannelPolicy()
         self.htlc_hooks: list[Callable[[dict, Callable[[dict], None]], None]] = []
+        self.forward_hook_calls: list[dict] = []  # htlc_accepted calls for HTLCs we forward
+        self.htlcs_out: dict[str, tuple[str, HtlcResult]] = {}  # payment hash -> (peer, its result): our own
+        self.inject_wait = 0.0  # how long injectpaymentonion waits for a held HTLC's outcome
         self.sendpays: dict[str, dict] = {}  # payment hash -> listsendpays entry
         self.rpc = EmulatedRpc(self)
 
@@ -179,26 +196,105 @@ class EmulatedNode:
             self.net.next_htlc_id += 1
             self.run_hooks(params, 0, result)
             return
-        payload = HopPayload.decode(layer.payload)
+        decoded = self._decode_forward(layer.payload, path_key, amount_msat, cltv_expiry)
+        if self.htlc_hooks and source is not None:
+            self._forward_hooks(source, layer, payment_hash, amount_msat, cltv_expiry, path_key, decoded, result)
+            return
+        self._forward(source, layer.next_packet, payment_hash, amount_msat, cltv_expiry, decoded, result)
+
+    def _decode_forward(self, raw: bytes, path_key: bytes | None, amount_msat: int,
+                        cltv_expiry: int) -> tuple[int, int, int, bytes | None] | str:
+        """lightningd's ``onion_decode`` of a hop we forward: (amount out, CLTV
+        out, scid, next path key), or why it does not decode. A blinded hop
+        may carry nothing but ``encrypted_recipient_data`` and
+        ``current_path_key`` (``check_nonfinal_tlv``)."""
+        try:
+            payload = HopPayload.decode(raw)
+        except WireError as e:
+            return f"invalid payload: {e}"
         pk = path_key or payload.current_path_key
-        if payload.encrypted_recipient_data is not None and pk is not None:
-            hk = hop_key(self.secret, pk)
-            data = EncryptedData.decode(decrypt_hop_data(hk.shared_secret, payload.encrypted_recipient_data))
-            relay = data.payment_relay
-            if data.short_channel_id is None or relay is None:
-                result.respond({"result": "fail", "reason": f"{self.name}: not a forwarding blinded hop"})
+        if payload.encrypted_recipient_data is None or pk is None:
+            if payload.amt_to_forward is None or payload.outgoing_cltv_value is None:
+                return "missing amt_to_forward or outgoing_cltv_value"
+            return payload.amt_to_forward, payload.outgoing_cltv_value, payload.short_channel_id, None
+        others = {t for t, _ in read_tlv_stream(raw, lambda t: True, "payload")} - {10, 12}
+        if others:
+            return f"unexpected tlv type {min(others)}"
+        hk = hop_key(self.secret, pk)
+        data = EncryptedData.decode(decrypt_hop_data(hk.shared_secret, payload.encrypted_recipient_data))
+        relay = data.payment_relay
+        if data.short_channel_id is None or relay is None:
+            return "not a forwarding blinded hop"
+        c = data.payment_constraints
+        if c is not None and (cltv_expiry > c.max_cltv_expiry or amount_msat < c.htlc_minimum_msat):
+            return "payment_constraints"
+        out_amount = -(-(amount_msat - relay.fee_base_msat) * 1_000_000
+                       // (1_000_000 + relay.fee_proportional_millionths))
+        return (out_amount, cltv_expiry - relay.cltv_expiry_delta, data.short_channel_id,
+                next_path_key(pk, hk.shared_secret))
+
+    def _forward_hooks(self, source: str, layer, payment_hash: bytes, amount_msat: int, cltv_expiry: int,
+                       path_key: bytes | None, decoded, result: HtlcResult) -> None:
+        """``htlc_accepted`` at a forwarding node, as lightningd v26.06 runs it
+        (``peer_htlcs.c``): called even when the payload does not decode (then
+        without ``short_channel_id``); a ``continue`` may replace the payload
+        (decoded again, with the incoming path key only), set ``forward_to``
+        and ``extra_tlvs`` (type 0 replaces the next path key, which is
+        otherwise the one computed before the hook, none if the payload did
+        not decode)."""
+        onion: dict = {"payload": (bigsize(len(layer.payload)) + layer.payload).hex(),
+                       "shared_secret": layer.shared_secret.hex()}
+        forward_to = None
+        if not isinstance(decoded, str):
+            onion.update(type="tlv", short_channel_id=scid_str(decoded[2]), forward_msat=decoded[0],
+                         outgoing_cltv_value=decoded[1])
+            nxt = self.peer_by_scid(decoded[2])
+            forward_to = None if nxt is None else channel_id_of(decoded[2])
+        params = {"onion": onion, **({"forward_to": forward_to} if forward_to else {}),
+                  "htlc": {"short_channel_id": scid_str(self.channels.get(source, 0)), "id": self.net.next_htlc_id,
+                           "amount_msat": amount_msat, "cltv_expiry": cltv_expiry,
+                           "cltv_expiry_relative": cltv_expiry - self.net.height,
+                           "payment_hash": payment_hash.hex(),
+                           **({"extra_tlvs": (bigsize(0) + bigsize(33) + path_key).hex()} if path_key else {})},
+                  "peer_id": source}
+        self.net.next_htlc_id += 1
+        self.forward_hook_calls.append(params)
+
+        def done(answer: dict, i: int = 0) -> None:
+            if answer.get("result") != "continue":
+                result.respond(answer)
                 return
-            out_amount = -(-(amount_msat - relay.fee_base_msat) * 1_000_000
-                           // (1_000_000 + relay.fee_proportional_millionths))
-            out_cltv, scid, nxt_key = cltv_expiry - relay.cltv_expiry_delta, data.short_channel_id, \
-                next_path_key(pk, hk.shared_secret)
-            c = data.payment_constraints
-            if c is not None and (cltv_expiry > c.max_cltv_expiry or amount_msat < c.htlc_minimum_msat):
-                result.respond({"result": "fail", "reason": f"{self.name}: payment_constraints"})
+            out = decoded
+            if "payload" in answer:
+                out = self._decode_forward(bytes.fromhex(answer["payload"]), path_key, amount_msat, cltv_expiry)
+            if isinstance(out, str):
+                result.respond({"result": "fail", "reason": f"{self.name}: invalid_onion_payload: {out}"})
                 return
-        else:
-            out_amount, out_cltv, scid, nxt_key = (payload.amt_to_forward, payload.outgoing_cltv_value,
-                                                   payload.short_channel_id, None)
+            next_key = None if isinstance(decoded, str) else decoded[3]
+            extra = dict(read_tlv_stream(bytes.fromhex(answer.get("extra_tlvs", "")), lambda t: True, "extra_tlvs"))
+            next_key = extra.get(0, next_key)
+            to = answer.get("forward_to", forward_to)
+            if to is None:
+                result.respond({"result": "fail", "reason": f"{self.name}: unknown_next_peer"})
+                return
+            self._forward(source, layer.next_packet, payment_hash, amount_msat, cltv_expiry,
+                          (out[0], out[1], int(to, 16), next_key), result)
+
+        def chain(i: int) -> None:
+            if i == len(self.htlc_hooks):
+                done({"result": "continue"})
+                return
+            self.htlc_hooks[i](params, lambda a: chain(i + 1) if a == {"result": "continue"} else done(a))
+
+        chain(0)
+
+    def _forward(self, source: str | None, packet: bytes, payment_hash: bytes, amount_msat: int, cltv_expiry: int,
+                 decoded, result: HtlcResult) -> None:
+        if isinstance(decoded, str):
+            result.respond({"result": "fail", "reason": f"{self.name}: {decoded}"})
+            return
+        out_amount, out_cltv, scid, nxt_key = decoded
+        if nxt_key is None:  # an unblinded hop: our channel's fee and CLTV delta
             fee = self.policy.fee_base_msat + out_amount * self.policy.fee_proportional_millionths // 1_000_000
             if source is not None and (amount_msat < out_amount + fee
                                        or cltv_expiry < out_cltv + self.policy.cltv_expiry_delta):
@@ -208,8 +304,9 @@ class EmulatedNode:
         if nxt is None or nxt not in self.peers:
             result.respond({"result": "fail", "reason": f"{self.name}: unknown next channel"})
             return
-        self.net.nodes[nxt].receive_htlc(self.id, layer.next_packet, payment_hash, out_amount, out_cltv, nxt_key,
-                                         result)
+        if source is None:  # our own HTLC, committed on our channel until it is answered
+            self.htlcs_out[payment_hash.hex()] = (nxt, result)
+        self.net.nodes[nxt].receive_htlc(self.id, packet, payment_hash, out_amount, out_cltv, nxt_key, result)
 
     def notify(self, topic: str, params: dict) -> None:
         for listener in list(self.listeners):
@@ -346,6 +443,7 @@ class EmulatedRpc:
                           "groupid": params.get("groupid", 0)}
         result = n.net.pay(n, bytes.fromhex(params["onion"]), bytes.fromhex(ph), params["amount_msat"],
                            params["cltv_expiry"])
+        result.done.wait(n.inject_wait)  # as lightningd: blocks while a node down the route holds it
         answer = result.answer or {"result": "fail", "reason": "held past the emulation"}
         if answer["result"] != "resolve":
             n.sendpays[ph]["status"] = "failed"
@@ -370,7 +468,10 @@ class EmulatedRpc:
     def _channel(self, peer: str, scid: int) -> dict:
         """A channel as listpeerchannels shows it; one alias for both sides."""
         pol = self.node.net.nodes[peer].policy
+        htlcs = [{"direction": "out", "payment_hash": ph, "state": "SENT_ADD_ACK_REVOCATION"}
+                 for ph, (p, r) in self.node.htlcs_out.items() if p == peer and r.answer is None]
         return {"peer_id": peer, "state": "CHANNELD_NORMAL", "short_channel_id": scid_str(scid), "private": True,
+                "channel_id": channel_id_of(scid), "htlcs": htlcs,
                 "alias": {"local": scid_str(scid), "remote": scid_str(scid)},
                 "updates": {"remote": {"fee_base_msat": pol.fee_base_msat,
                                        "fee_proportional_millionths": pol.fee_proportional_millionths,

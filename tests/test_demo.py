@@ -222,3 +222,55 @@ def test_a_failed_or_interrupted_run_cleans_up(tmp_path, monkeypatch, failure, c
     text = out.getvalue()
     assert said in text and f"stopped S, bitcoind; removed {tmp_path / 'net'}" in text
     assert cleaned == [True] and not (tmp_path / "net").exists()
+
+
+# -- topologies (issue 22) ------------------------------------------------------
+
+
+def test_topology_argument_defaults_to_two_lsps_and_refuses_others():
+    assert plan.parse_args([]).topology == "two-lsps"
+    for name in ("one-lsp", "two-lsps", "redundant"):
+        assert plan.parse_args(["--topology", name]).topology == name
+    with pytest.raises(SystemExit) as e:
+        plan.parse_args(["--topology", "mesh"])
+    assert e.value.code == 2
+
+
+@pytest.mark.parametrize("name", sorted(plan.TOPOLOGIES))
+def test_every_topology_tells_the_same_story_with_its_own_nodes(name):
+    topo = plan.TOPOLOGIES[name]
+    keys = [s.key for s in topo.steps]
+    assert len(set(keys)) == len(keys)
+    for step in topo.steps:
+        assert callable(getattr(run.Demo, f"step_{step.key}"))
+    assert keys.index("offer") < keys.index("r_sleeps") < keys.index("pay") < keys.index("held") \
+        < keys.index("r_wakes") < keys.index("s_wakes")
+    names = [n for n, _ in topo.nodes]
+    assert "S" in names and "R" in names and set(topo.servers) <= set(names)
+    for c in topo.channels:
+        assert {c.opener, c.peer} <= set(names)
+    # S sleeps only when an LSP holds its HTLC; a server that goes down is not the one R wakes to.
+    assert ("s_sleeps" in keys) == (topo.holder is not None)
+    assert topo.survivor != topo.down and ("lsp_down" in keys) == (topo.down is not None)
+    n = len(topo.steps)
+    assert plan.step_line(n - 1, topo.steps[-1], topo.steps).startswith(f"[{n}/{n}] ")
+
+
+def test_the_topologies_are_the_three_of_the_architecture():
+    one, two, red = plan.ONE_LSP, plan.TWO_LSPS, plan.REDUNDANT
+    assert two.steps == plan.STEPS and plan.DEFAULT_TOPOLOGY == "two-lsps"
+    assert one.holder == one.servers[0] == "L" and len(one.nodes) == 3  # one LSP for both wallets
+    assert not any(c.announce for c in one.channels)
+    assert two.holder == "Ls" and two.servers == ("Lr",)
+    assert red.servers == ("L1", "L2") and red.down == "L1" and red.survivor == "L2" and red.holder is None
+    assert all(not c.announce for c in red.channels if "R" in (c.opener, c.peer))
+
+
+def test_the_demo_builds_the_nodes_of_its_topology(tmp_path, monkeypatch):
+    monkeypatch.setattr(run.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
+    binaries = {"bitcoind": "/b/bitcoind", "lightningd": "/b/lightningd", "bitcoin-cli": "/b/bitcoin-cli"}
+    demo = run.Demo(io.StringIO(), binaries, "/venv/bin/asyncpay", 60, 40_000, plan.REDUNDANT)
+    assert [n.name for n in demo.nodes] == ["S", "L1", "L2", "R"]
+    assert demo.holder is None and [n.name for n in demo.servers] == ["L1", "L2"] and demo.mailbox.name == "L2"
+    demo = run.Demo(io.StringIO(), binaries, "/venv/bin/asyncpay", 60, 40_000, plan.ONE_LSP)
+    assert [n.name for n in demo.nodes] == ["S", "L", "R"] and demo.holder is demo.mailbox is demo.by_name["L"]

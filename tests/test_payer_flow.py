@@ -28,6 +28,8 @@ def attach_payer(flow: Flow, tmp_path, **payer) -> Node:
     def listener(topic: str, params: dict) -> None:
         if topic == "onionmessage_forward_fail":
             n.on_forward_fail(params["onionmessage_forward_fail"])
+        elif topic == "custommsg":  # as cln/plugin.py's hook
+            n.on_custommsg(params["peer_id"], params["payload"])
 
     flow.pnode.listeners.append(listener)
     return n

@@ -19,10 +19,10 @@ from pyln.testing.utils import sync_blockheight  # noqa: E402
 from test_regtest_recipient import connect_to_server, ready_offer  # noqa: E402
 
 
-def four_nodes(node_factory, s_opts=None, ls_opts=None, r_opts=None, plugin=ASYNCPAY):
+def four_nodes(node_factory, s_opts=None, ls_opts=None, r_opts=None, plugin=ASYNCPAY, lr_opts=None):
     base = {"plugin": plugin}
     ls = node_factory.get_node(options={**base, **(ls_opts or {})}, may_reconnect=True)
-    lr, r = node_factory.get_nodes(2, opts=[{**base, "may_reconnect": True},
+    lr, r = node_factory.get_nodes(2, opts=[{**base, **(lr_opts or {}), "may_reconnect": True},
                                             {**base, **(r_opts or {}), "may_reconnect": True}])
     s = node_factory.get_node(options={**base, "asyncpay-payer-lsp": ls.info["id"], **(s_opts or {})},
                               may_reconnect=True)

@@ -75,6 +75,12 @@ class Bookkeeping:
         with self._mu:
             return len(self._counts) + len(self._served)
 
+    def pending_counts(self) -> dict[str, int]:
+        """The counter increments waiting for the next flush (a reader that
+        must not write adds them to the stored values: cln/metrics.py)."""
+        with self._mu:
+            return dict(self._counts)
+
     # -- writing ------------------------------------------------------------
 
     def flush(self) -> None:

@@ -5,7 +5,10 @@ answer ``continue`` later with a replacement ``payload`` (given without its
 length prefix: ``peer_htlcs.c`` prepends it), and replays every HTLC that
 had no verdict when it restarts. The hold request is an odd record in our
 hop's payload, so lightningd itself parsed the rest of it and knows where
-to forward.
+to forward; except when our hop is the introduction node of the
+recipient's blinded path (we serve the recipient too): lightningd refuses
+any extra record there, so we work out the forward ourselves
+(``cln/blinded_forward.py``) and the ``continue`` carries it.
 
 Every answer the core owes (``Step.answers``) goes through ``_run``, the
 one place that pairs it with the open call; an answer without one (we
@@ -36,10 +39,13 @@ from pyln.client import RpcError
 from ..endpoint import Delivered, Dropped
 from ..hold import KINDS, Continue, FailBack, Forward, Hold, HoldConfig, Holder, HtlcToHold, Refuse, Step
 from ..hold.records import HeldRow
+from ..metrics import timed
 from ..open_calls import OpenCalls
 from ..payment import HopPayload
-from ..payment.hold_request import HOLD_REQUEST, HoldRequest
+from ..payment.blinded_forward import BlindedForwardError
+from ..payment.hold_request import HOLD_REQUEST, HoldRequest, hold_confirmed
 from ..wire import WireError
+from . import blinded_forward
 from .convert import has_tlv, hop_payload, msat
 from .role import Host, Respond, Role, store_pass
 
@@ -77,6 +83,7 @@ class HoldRole(Role):
         # each open call's row on every pass would cost what is held, not
         # what is due (issue 24).
         self.unsure = False
+        self.forward_fields: dict[str, dict] = {}  # HTLC key -> what its continue adds (a blinded hop)
         self._stop = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------
@@ -124,6 +131,7 @@ class HoldRole(Role):
     def _fail_overdue(self, height: int, now: int) -> None:
         for key, call in self.waiting.overdue(height, now):
             self.node.log(f"failing held HTLC {key}: the store cannot be used and its deadline came", level="warn")
+            self.forward_fields.pop(key, None)
             call.respond(FailBack(key, "store_unavailable").hook_answer())
             try:
                 self.node.books.bump("hold_failed_store_unavailable")
@@ -176,18 +184,31 @@ class HoldRole(Role):
             raise
         return True
 
+    @timed("hold_decision")
     def _take(self, key: str, params: dict, payload: HopPayload, request: HoldRequest, respond: Respond,
               now: int) -> None:
         onion, h = params.get("onion") or {}, params["htlc"]
         rest = HopPayload.decode(payload.encode())
         del rest.unknown[HOLD_REQUEST]
+        outgoing_cltv = int(onion.get("outgoing_cltv_value") or payload.outgoing_cltv_value or 0)
+        if payload.encrypted_recipient_data is not None:  # our hop is the recipient's blinded introduction
+            try:
+                fwd, channel_id = blinded_forward.resolve(self.node.rpc, payload, msat(h.get("amount_msat")),
+                                                          int(h["cltv_expiry"]))
+            except BlindedForwardError as e:
+                self.node.log(f"failing a held HTLC whose blinded hop we cannot forward: {e}", level="info")
+                self.node.store.bump("hold_refused_blinded_hop")
+                respond({"result": "fail", "failure_message": Refuse("blinded_hop").failure_message.hex()})
+                return
+            outgoing_cltv = fwd.outgoing_cltv
+            self.forward_fields[key] = fwd.hook_fields(channel_id)
         height = int(h["cltv_expiry"]) - int(h["cltv_expiry_relative"])
         self.node.saw_height(height)
         peer_id = str(params.get("peer_id") or self.node.peer_for_scid(str(h.get("short_channel_id"))) or "")
         htlc = HtlcToHold(
             key=key, payment_hash=bytes.fromhex(h["payment_hash"]), amount_msat=msat(h.get("amount_msat")),
             cltv_expiry=int(h["cltv_expiry"]),
-            outgoing_cltv=int(onion.get("outgoing_cltv_value") or payload.outgoing_cltv_value or 0),
+            outgoing_cltv=outgoing_cltv,
             peer_id=peer_id, payload=rest.encode(), request=request,
             peer_channels_private=self._channels_private(peer_id))
         with self.node.lock:
@@ -198,10 +219,21 @@ class HoldRole(Role):
                 self.core.forwarded(key, now)  # recorded with the answer, before it
         if isinstance(verdict, Hold):
             self.node.perform(verdict.actions)
+            self._confirm(peer_id, htlc.payment_hash)
         elif isinstance(verdict, Forward):
-            respond({"result": "continue", "payload": verdict.payload.hex()})
+            respond({"result": "continue", "payload": verdict.payload.hex(), **self.forward_fields.pop(key, {})})
         else:
+            self.forward_fields.pop(key, None)
             respond({"result": "fail", "failure_message": verdict.failure_message.hex()})
+
+    def _confirm(self, peer_id: str, payment_hash: bytes) -> None:
+        """Tell the sender we hold its HTLC (``hold_request.HOLD_CONFIRMED``):
+        only then does it report ``held``. Lost if it went offline already,
+        which only leaves its payment ``pending`` until the outcome."""
+        try:
+            self.node.rpc.call("sendcustommsg", {"node_id": peer_id, "msg": hold_confirmed(payment_hash).hex()})
+        except RpcError as e:
+            self.node.log(f"hold confirmation to {peer_id} not sent: {e.error}", level="debug")
 
     def _channels_private(self, peer_id: str) -> tuple[bool, ...]:
         """The private flag of each open channel with the peer (asked only
@@ -229,11 +261,13 @@ class HoldRole(Role):
         finds it gone), then send the onions."""
         for a in step.answers:
             respond = self.waiting.pop(a.key)
+            fields = self.forward_fields.pop(a.key, {})
             if respond is not None:  # else lightningd replays it after its restart; the store answers then
-                respond(a.hook_answer())
+                respond({**a.hook_answer(), **fields} if isinstance(a, Continue) else a.hook_answer())
         if step.sends:
             self.node.perform(step.sends)
 
+    @timed("release_forward")
     def on_message(self, d: Delivered, now: int) -> list[InjectOnion]:
         """A release: the released and forwarded marks (and their counter) go
         in one commit, on disk before lightningd gets ``continue``. A commit

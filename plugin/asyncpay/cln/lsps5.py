@@ -45,6 +45,7 @@ from ..lsps.config import AUTO, ON, Lsps5Config
 from ..lsps.url_guard import UrlRefused, checked_addresses, parse_webhook
 from ..lsps.wake_hold import FailBack, Hold, Release, WakeCandidate, WakeHolder
 from ..lsps.webhooks import PROTOCOL_NUMBER, REMOVE_WEBHOOK, WebhookService
+from ..metrics import timed
 from ..open_calls import OpenCalls
 from ..ratelimit import TokenBuckets
 from ..storage.base import is_store_failure
@@ -269,6 +270,7 @@ class Lsps5Role(Role):
     def sign(self, text: str) -> str:
         return self.node.rpc.call("signmessage", {"message": text})["zbase"]
 
+    @timed("webhook_call")
     def post(self, call: n.Call) -> str:
         """POST one signed notification: "200", another status, or why not.
         Look-up, connect, TLS, request and response head together take at
@@ -344,7 +346,7 @@ class Lsps5Role(Role):
                 return False
             if isinstance(verdict, Hold):
                 self.node.log(f"lsps5: holding HTLC {h['payment_hash']} for offline {peer} until "
-                              f"{verdict.deadline}", level="info")
+                              f"{verdict.deadline}", level="debug")
                 self.notify(peer, n.PAYMENT_INCOMING)
                 # It may have connected while we decided: release now rather than at its next connect.
                 if self.node.is_connected(peer):

@@ -37,6 +37,7 @@ from ..blinded_path import IntroductionNode
 from ..bookkeeping import Bookkeeping
 from ..endpoint import Dropped, Endpoint
 from ..lsp import LspConfig
+from ..metrics import answering, replied
 from ..offers import CHAINS
 from ..onion_message import Forward, OnionMessage, Receive
 from ..payment.forward_budget import CLN_CLTV_DELTA
@@ -374,6 +375,7 @@ class Node:
         try:
             self.rpc.call("injectonionmessage", {"path_key": action.path_key.hex(), "message": action.packet.hex()})
             self.books.bump(f"sent_{action.purpose}")
+            replied(action.purpose)
             return True
         except RpcError as e:
             self.log(f"injecting {action.purpose} failed: {e.error}", level="debug")
@@ -411,8 +413,10 @@ class Node:
             self.lsps5.mail_queued(params["peer_id"])
 
     def on_custommsg(self, peer_id: str, payload: str) -> None:
-        """A BOLT 8 custom message: LSPS0 (type 37913) goes to the LSPS5 service."""
+        """A BOLT 8 custom message: LSPS0 (type 37913) goes to the LSPS5
+        service, our LSP's hold confirmation to the payer."""
         self.lsps5.on_custommsg(peer_id, payload)
+        self.payer.on_custommsg(peer_id, payload)
 
     def on_forward_fail(self, params: dict) -> None:
         now = int(time.time())
@@ -431,6 +435,7 @@ class Node:
             if role.on_forward_fail(params, now):
                 return
 
+    @answering
     def _for_endpoint(self, outgoing: str | None, now: int, source: str | None = None) -> None:
         """A message for V handed to our node by ``source``: the role's
         answers carry it as their ``cause`` (the mailbox counts them against

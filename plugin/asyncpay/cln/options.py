@@ -16,11 +16,12 @@ from pyln.client import Plugin
 from ..hold import HoldConfig
 from ..lsp import LspConfig
 from ..lsps.config import Lsps5Config
+from ..metrics import MetricsConfig
 from ..payer import PayerConfig
 from ..recipient import RecipientConfig
 
 # Every role's config class; a role adds its own here.
-CONFIGS: tuple[type, ...] = (LspConfig, RecipientConfig, PayerConfig, HoldConfig, Lsps5Config)
+CONFIGS: tuple[type, ...] = (LspConfig, RecipientConfig, PayerConfig, HoldConfig, Lsps5Config, MetricsConfig)
 
 def option_name(field_name: str) -> str:
     return "asyncpay-" + field_name.replace("_", "-")

@@ -27,7 +27,7 @@ from ..crypto import CryptoError
 from ..endpoint import Delivered, Dropped
 from ..payer import KINDS, Action, Payer, PayerConfig, PayInvoice, PaymentRow, PayStatic
 from ..payer.budget import OverBudget, check_route, check_sent, screen
-from ..payment.hold_request import HOLD_REQUEST
+from ..payment.hold_request import HOLD_REQUEST, read_hold_confirmed
 from ..payment.route import RouteHop, blinded_payment_onion
 from .convert import msat, parse_scid
 from .role import Host, Role
@@ -218,31 +218,26 @@ class PayerRole(Role):
         # The last guard, on what we hand to lightningd: amount over the payment's is all fee.
         check_sent(built.amount_msat, built.cltv_expiry, a.amount_msat, budget, height)
         self._groupid += 1
-        done = threading.Event()
-        if a.hold is not None:
-            threading.Thread(target=self._watch_lock_in, args=(a, done), daemon=True).start()
-        try:
-            res = node.rpc.call("injectpaymentonion", {
-                "onion": built.onion.hex(), "payment_hash": a.payment_hash.hex(), "amount_msat": built.amount_msat,
-                "cltv_expiry": built.cltv_expiry, "partid": 0, "groupid": self._groupid})
-        finally:
-            done.set()
+        res = node.rpc.call("injectpaymentonion", {
+            "onion": built.onion.hex(), "payment_hash": a.payment_hash.hex(), "amount_msat": built.amount_msat,
+            "cltv_expiry": built.cltv_expiry, "partid": 0, "groupid": self._groupid})
         return bytes.fromhex(res["payment_preimage"])
 
-    def _watch_lock_in(self, a: PayStatic, done: threading.Event) -> None:
-        """``held`` once our HTLC to the LSP is irrevocably committed: from
-        then on the LSP has it, and we may go offline."""
-        while not done.wait(TICK):
-            try:
-                chans = self.node.rpc.call("listpeerchannels", {"id": (a.lsp or b"").hex()})["channels"]
-            except RpcError:
-                continue
-            if any(h.get("payment_hash") == a.payment_hash.hex() and h.get("state") == "SENT_ADD_ACK_REVOCATION"
-                   for ch in chans for h in ch.get("htlcs", [])):
-                with self.node.lock:
-                    self.core.held(a.payment_id, int(time.time()))
-                    self.changed.notify_all()
-                return
+    def on_custommsg(self, peer_id: str, payload_hex: str) -> None:
+        """``held`` only on our LSP's word (``hold_request.HOLD_CONFIRMED``),
+        never on our HTLC's lock-in alone: an LSP that refuses the hold fails
+        a locked-in HTLC a moment later. From then on we may go offline."""
+        if not self.config.payer_lsp or peer_id != self.config.payer_lsp:
+            return
+        try:
+            payment_hash = read_hold_confirmed(bytes.fromhex(payload_hex))
+        except ValueError:
+            return
+        if payment_hash is None:
+            return
+        with self.node.lock:
+            self.core.hold_confirmed(payment_hash, int(time.time()))
+            self.changed.notify_all()
 
     # -- outcomes ------------------------------------------------------------------
 

@@ -17,9 +17,10 @@ import time
 import traceback
 
 from .. import __version__
+from ..metrics import MetricsConfig
 from ..storage import StoreError, shown
+from . import metrics, params, rpc_hold, rpc_lsps5, rpc_payer, rpc_recipient, views
 from . import options as opts
-from . import params, rpc_hold, rpc_lsps5, rpc_payer, rpc_recipient, views
 from .dispatch import AsyncpayPlugin
 from .errors import NotFound, NotReady
 from .hold import asks_for_hold
@@ -131,7 +132,19 @@ def _start(options, configuration, plugin) -> Node:
         if p.get("connected"):
             started.on_connect(p["id"])
     started.start()
+    _serve_metrics(started)
     return started
+
+
+def _serve_metrics(started: Node) -> None:
+    """/metrics for Prometheus (asyncpay-metrics-listen); one that cannot
+    listen is logged and the node runs on: payments never wait on metrics."""
+    config = started.config_for(MetricsConfig)
+    try:
+        if metrics.serve(started, config) is not None:
+            plugin.log(f"metrics: serving /metrics on {config.metrics_listen}")
+    except OSError as e:
+        plugin.log(f"metrics: cannot listen on {config.metrics_listen}: {e}", level="broken")
 
 
 # -- notifications ----------------------------------------------------------
@@ -159,8 +172,11 @@ def on_channel_opened(plugin, **kwargs):
 
 @plugin.subscribe("channel_state_changed")
 @_guard("channel_state_changed")
-def on_channel_state_changed(plugin, **kwargs):
+def on_channel_state_changed(plugin, channel_state_changed=None, **kwargs):
     node.channels_changed()
+    c = channel_state_changed or kwargs
+    if c.get("peer_id"):
+        node.recipient.on_channel_state(c["peer_id"], c.get("old_state"), c.get("new_state"))
 
 
 @plugin.subscribe("disconnect")

@@ -36,7 +36,7 @@ from ..endpoint import Delivered
 from ..open_calls import AnswerBy, OpenCall, OpenCalls
 from ..recipient import KINDS, Claimer, Fail, Htlc, LspChannel, Recipient, RecipientConfig, Resolve, Snapshot, Wait
 from ..recipient.claim import failure
-from ..recipient.recipient import HELD
+from ..recipient.recipient import HELD, OFFER_PATHS, SERVERS_WAIT
 from ..storage.base import is_store_failure
 from ..wire import WireError
 from .convert import hop_payload, msat, parse_scid, path_key_of
@@ -80,9 +80,11 @@ class RecipientRole(Role):
     # -- lightningd lookups ------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
+        """The height and our channel from each server's node (payment and
+        held-HTLC paths go through every one of them)."""
         height = int(self.node.rpc.getinfo().get("blockheight", 0))
-        lsp = self.core.lsp_id()
-        return Snapshot(self.lsp_channel(lsp) if lsp else None, height)
+        channels = tuple(c for c in (self.lsp_channel(lsp) for lsp in self.core.lsp_ids()) if c is not None)
+        return Snapshot(channels[0] if channels else None, height, channels)
 
     def lsp_channel(self, lsp: bytes) -> LspChannel | None:
         chans = self.node.rpc.call("listpeerchannels", {"id": lsp.hex()}).get("channels", [])
@@ -158,11 +160,10 @@ class RecipientRole(Role):
         self.refresh(force)
 
     def _lsp_connected(self) -> bool:
-        lsp = self.core.lsp_id()
-        if lsp is None:
-            return True  # nothing to serve to yet; refresh says why
+        """Some server is connected (nothing to serve to yet counts: refresh says why)."""
+        lsps = self.core.lsp_ids()
         try:
-            return self.node.is_connected(lsp.hex())
+            return not lsps or any(self.node.is_connected(lsp.hex()) for lsp in lsps)
         except RpcError:
             return True
 
@@ -176,13 +177,21 @@ class RecipientRole(Role):
             self.node.log(f"recipient refresh failed: {traceback.format_exc()}", level="warn")
 
     def on_connect(self, peer_id: str) -> None:
-        lsp = self.core.lsp_id()
-        if lsp is not None and lsp.hex() == peer_id:
+        if any(lsp.hex() == peer_id for lsp in self.core.lsp_ids()):
             # Back in touch with the server: re-serve, after connectd settles (the
             # start's re-serve if it is still due, else one the reserve interval limits).
             with self.node.lock:
                 start, self._start_serve_due = self._start_serve_due, False
             threading.Timer(1.0, self.refresh, kwargs={"force": start, "reconnected": not start}).start()
+
+    def on_channel_state(self, peer_id: str, old_state: str | None, new_state: str | None) -> None:
+        """A channel with one of our servers became usable or stopped being
+        so: refresh (the static invoices it serves get our current paths),
+        after lightningd settled."""
+        if "CHANNELD_NORMAL" not in (old_state, new_state) or old_state == new_state:
+            return
+        if any(lsp.hex() == peer_id for lsp in self.core.lsp_ids()):
+            threading.Timer(1.0, self.refresh).start()
 
     # -- messages ----------------------------------------------------------------
 
@@ -191,6 +200,10 @@ class RecipientRole(Role):
         snap = RELEASE_SNAPSHOT if d.kind == HELD else self.snapshot()
         actions = self.core.handle(d, now, snap)
         self.changed.notify_all()
+        if d.kind == OFFER_PATHS and not actions:
+            # Another server's paths are still to come: the offer is built without them
+            # after SERVERS_WAIT seconds, not at the next hourly refresh.
+            threading.Timer(SERVERS_WAIT + 1, self.refresh).start()
         return actions
 
     def offer(self, slot: int, description: str | None, amount_msat: int | None, wait: float) -> dict:

@@ -11,10 +11,16 @@ from pyln.client import Plugin
 
 from ..blinded_path import BlindedPath
 from ..endpoint import Dropped
-from ..recipient.records import OfferRow
+from ..recipient.records import OfferRow, OfferServer
 from ..wire import WireError
 from . import params
 from .errors import NotReady, ParamError
+
+
+def servers_view(rows: list[OfferServer]) -> list[dict]:
+    """Each server's part in an offer: has it confirmed our static invoice?"""
+    return [{"id": r.server or None, "confirmed": r.persisted_at is not None, "persisted_at": r.persisted_at}
+            for r in rows]
 
 
 def offer_view(row: OfferRow | None, slot: int) -> dict:
@@ -32,17 +38,21 @@ def register(plugin: Plugin, get_node: Callable[[], object]) -> None:
     plugin.add_notification_topic("asyncpay_payment_received")
 
     def setserver(plugin, paths):
-        """Use the static invoice server whose asyncpay-recipientpaths printed these paths (paths[].hex)."""
+        """Use the static invoice servers whose asyncpay-recipientpaths printed these paths (paths[].hex); a
+        server's paths replace its earlier ones only (at most 3 servers)."""
         node = get_node()
         blobs = params.hexlist("paths", paths, max_items=16)
         try:
             decoded = [BlindedPath.decode(b) for b in blobs]
         except WireError as e:
             raise ParamError(f"paths: not a blinded path: {e}") from None
-        with node.lock:
-            node.recipient.core.set_server(decoded, int(time.time()))
-            lsp = node.recipient.core.lsp_id()
-        return {"paths": len(decoded), "server_id": lsp.hex() if lsp else None}
+        try:
+            with node.lock:
+                servers = node.recipient.core.set_server(decoded, int(time.time()))
+                count = len(node.recipient.core.server_paths())
+        except ValueError as e:
+            raise ParamError(f"paths: {e}") from None
+        return {"paths": count, "servers": [s.hex() for s in servers]}
 
     def offer(plugin, request, description=None, amount_msat=None, slot=0):
         """Get this node's async offer for slot (default 0), waiting a few seconds for the server."""
@@ -72,10 +82,11 @@ def register(plugin: Plugin, get_node: Callable[[], object]) -> None:
         """The async offers of this node, one per slot."""
         node = get_node()
         with node.lock:
-            rows = node.recipient.core.records.offers()
+            rows = [(r, node.recipient.core.records.servers_of(r.slot)) for r in node.recipient.core.records.offers()]
         return {"offers": [{**offer_view(r, r.slot), "description": r.description, "amount_msat": r.amount_msat,
-                            "persisted_at": r.persisted_at, "paths_expires_at": r.paths_expires_at}
-                           for r in rows]}
+                            "persisted_at": r.persisted_at, "paths_expires_at": r.paths_expires_at,
+                            "servers": servers_view(servers)}
+                           for r, servers in rows]}
 
     def listreceived(plugin):
         """Payments received over our async offers."""

@@ -1,5 +1,8 @@
-"""The walk-through: S -- Ls -- Lr -- R on regtest, the flagship network of
-tests/test_regtest_hold.py, driven step by step (STEPS in ``plan``)."""
+"""The walk-through on regtest, driven step by step: by default S -- Ls --
+Lr -- R, the flagship network of tests/test_regtest_hold.py; with
+``--topology`` one LSP for both wallets (tests/test_regtest_one_lsp.py) or
+R's offer at two LSPs, one of which stops (tests/test_regtest_redundant.py).
+The steps of each are ``plan.TOPOLOGIES``."""
 
 from __future__ import annotations
 
@@ -24,7 +27,9 @@ from .plan import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     REQUIRED,
-    STEPS,
+    TOPOLOGIES,
+    TWO_LSPS,
+    Topology,
     missing_binaries,
     missing_message,
     parse_args,
@@ -37,25 +42,28 @@ from .plan import (
 from .progress import Deadline, DemoError, DemoTimeout, Progress
 
 FUND_BTC = 0.02  # each funder's coins; channels below take at most half
-CHANNEL_SAT = {"S-Ls": 500_000, "Ls-Lr": 1_000_000, "Lr-R": 500_000}
 STOCK_AMOUNT_MSAT = 25_000
 INDENT = "        "
 
 
 class Demo:
-    def __init__(self, out: TextIO, binaries: dict[str, str], plugin: str, limit: float, amount_msat: int) -> None:
+    def __init__(self, out: TextIO, binaries: dict[str, str], plugin: str, limit: float, amount_msat: int,
+                 topology: Topology = TWO_LSPS) -> None:
         self.out, self.binaries, self.plugin, self.amount = out, binaries, plugin, amount_msat
+        self.topo = topology
         self.deadline = Deadline(limit)
         self.progress = Progress(out, self.deadline)
         self.base = Path(tempfile.mkdtemp(prefix="asyncpay-demo-"))
-        rpcport, *ports = free_ports(5)
+        rpcport, *ports = free_ports(1 + len(topology.nodes))
         self.auth = BitcoindAuth(rpcport, "demo", secrets.token_hex(16))
         self.bitcoind = Bitcoind(binaries["bitcoind"], self.base / "bitcoin", self.auth)
-        parts = (("S", "wallet that pays (its LSP is Ls)"), ("Ls", "S's LSP: holds S's HTLC"),
-                 ("Lr", "R's LSP: static invoice server and mailbox"), ("R", "wallet that is paid, often asleep"))
-        self.s, self.ls, self.lr, self.r = (Node(name, part, self.base / name.lower(), port, binaries["lightningd"])
-                                            for (name, part), port in zip(parts, ports))
-        self.nodes = [self.s, self.ls, self.lr, self.r]
+        self.by_name = {name: Node(name, part, self.base / name.lower(), port, binaries["lightningd"])
+                        for (name, part), port in zip(topology.nodes, ports)}
+        self.nodes = list(self.by_name.values())
+        self.s, self.r = self.by_name["S"], self.by_name["R"]
+        self.holder = self.by_name[topology.holder] if topology.holder else None  # holds S's HTLC
+        self.servers = [self.by_name[x] for x in topology.servers]
+        self.mailbox = self.by_name[topology.survivor]  # keeps R's mail, R reaches it on waking
         self.rows: list[tuple[str, ...]] = []
         self.offer = ""
         self.pay: dict = {}
@@ -67,10 +75,10 @@ class Demo:
 
     def run(self) -> None:
         self.say(f"asyncpay demo: an async payment on a private regtest network in {self.base}")
-        self.say("  S (wallet) -- Ls (LSP) -- Lr (LSP) -- R (wallet); S-Ls and Lr-R unannounced, "
-                 "everything on 127.0.0.1\n")
-        for i, step in enumerate(STEPS):
-            self.say(step_line(i, step))
+        self.say(f"  {self.topo.picture}; everything on 127.0.0.1 (--topology {self.topo.name})\n")
+        steps = self.topo.steps
+        for i, step in enumerate(steps):
+            self.say(step_line(i, step, steps))
             started = time.monotonic()
             result = getattr(self, f"step_{step.key}")()
             took = seconds(time.monotonic() - started)
@@ -99,67 +107,98 @@ class Demo:
         self.bitcoind.start(self.progress)
         self.bitcoind.call("createwallet", "demo")
         self.bitcoind.mine(101)  # coinbase outputs mature after 100 blocks
-        for n in (self.ls, self.lr, self.r):
+        others = [n for n in self.nodes if n is not self.s]
+        for n in others:
             n.configure(self.auth, self.plugin)
             n.launch()
-        for n in (self.ls, self.lr, self.r):
+        for n in others:
             n.wait_ready(self.progress)
-        # S needs Ls's id: asyncpay-payer-lsp makes Ls hold S's payments.
-        self.s.configure(self.auth, self.plugin, {"asyncpay-payer-lsp": self.ls.id})
+        # S needs its LSP's id: asyncpay-payer-lsp makes that LSP hold S's payments.
+        self.s.configure(self.auth, self.plugin, {"asyncpay-payer-lsp": self.holder.id} if self.holder else None)
         self.s.start(self.progress)
         for n in self.nodes:
             self.say(f"{INDENT}{n.name:<2} {n.id}  {n.part}")
-        return f"bitcoind on {LOOPBACK}:{self.auth.rpcport}, 4 nodes with asyncpay"
+        return f"bitcoind on {LOOPBACK}:{self.auth.rpcport}, {len(self.nodes)} nodes with asyncpay"
 
     def step_channels(self) -> str:
-        funders = (self.s, self.ls, self.lr)
-        self.bitcoind.call("sendmany", "", {_address(n): FUND_BTC for n in funders})
+        channels = [(self.by_name[c.opener], self.by_name[c.peer], c) for c in self.topo.channels]
+        # One coin per channel: a second fundchannel cannot spend the first one's unconfirmed change.
+        self.bitcoind.call("sendmany", "", {_address(a): FUND_BTC for a, _, _ in channels})
         self.bitcoind.mine(1)
-        for n in funders:
-            self.wait(lambda n=n: any(o["status"] == "confirmed" for o in n.rpc.listfunds()["outputs"]),
-                      f"{n.name} to see its coins", slow=True)
-        for a, b, announce in ((self.ls, self.lr, True), (self.s, self.ls, False), (self.lr, self.r, False)):
+        for n in self.nodes:
+            count = sum(a is n for a, _, _ in channels)
+            if count:
+                self.wait(lambda n=n, count=count: sum(o["status"] == "confirmed"
+                                                       for o in n.rpc.listfunds()["outputs"]) >= count,
+                          f"{n.name} to see its coins", slow=True)
+        for a, b, c in channels:
             self.call(a, "connect", {"id": b.id, "host": LOOPBACK, "port": b.port})
-            self.call(a, "fundchannel", {"id": b.id, "amount": CHANNEL_SAT[f"{a.name}-{b.name}"],
-                                         "announce": announce})
-        self.bitcoind.mine(6)  # 6 confirmations: Ls-Lr may be announced
-        for a, b in ((self.s, self.ls), (self.ls, self.lr), (self.lr, self.r)):
+            self.call(a, "fundchannel", {"id": b.id, "amount": c.sat, "announce": c.announce})
+        self.bitcoind.mine(6)  # 6 confirmations: public channels may be announced
+        for a, b, _ in channels:
             self.wait(lambda a=a, b=b: [c for c in a.rpc.listpeerchannels(b.id)["channels"]
                                         if c["state"] == "CHANNELD_NORMAL"],
                       f"channel {a.name}-{b.name} to be normal", slow=True)
-        return f"S-Ls, Ls-Lr, Lr-R normal at block {self.bitcoind.height()}"
+        return f"{', '.join(f'{a.name}-{b.name}' for a, b, _ in channels)} normal at block {self.bitcoind.height()}"
 
     def step_gossip(self) -> str:
-        [chan] = self.ls.rpc.listpeerchannels(self.lr.id)["channels"]
-        scid = chan["short_channel_id"]
-        for n in (self.s, self.r):  # both directions: routes and onion-message replies use them
-            self.wait(lambda n=n: len(n.rpc.listchannels(scid)["channels"]) == 2,
-                      f"{n.name} to learn channel Ls-Lr ({scid})", timeout=90, slow=True)
-        # R builds its blinded payment paths from Lr's channel_update.
-        self.wait(lambda: any((c.get("updates") or {}).get("remote")
-                              for c in self.r.rpc.listpeerchannels(self.lr.id)["channels"]),
-                  "Lr's channel_update at R", slow=True)
-        return f"S and R know Ls-Lr ({scid}) in both directions"
+        known = []
+        for c in (c for c in self.topo.channels if c.announce):
+            a, b = self.by_name[c.opener], self.by_name[c.peer]
+            [chan] = a.rpc.listpeerchannels(b.id)["channels"]
+            scid = chan["short_channel_id"]
+            for n in (self.s, self.r):  # both directions: routes and onion-message replies use them
+                self.wait(lambda n=n, scid=scid: len(n.rpc.listchannels(scid)["channels"]) == 2,
+                          f"{n.name} to learn channel {a.name}-{b.name} ({scid})", timeout=90, slow=True)
+            known.append(f"{a.name}-{b.name} ({scid})")
+        # R builds its blinded payment paths from each LSP's channel_update.
+        for lsp in self.servers:
+            self.wait(lambda lsp=lsp: any((c.get("updates") or {}).get("remote")
+                                          for c in self.r.rpc.listpeerchannels(lsp.id)["channels"]),
+                      f"{lsp.name}'s channel_update at R", slow=True)
+        updates = ", ".join(lsp.name for lsp in self.servers)
+        if not known:
+            return f"R has {updates}'s channel_update (no public channel to learn)"
+        return f"S and R know {', '.join(known)} in both directions; R has {updates}'s channel_update"
 
     def step_offer(self) -> str:
-        paths = self.call(self.lr, "asyncpay-recipientpaths", {"recipient_id": self.r.id})["paths"]
-        self.call(self.r, "asyncpay-setserver", {"paths": [p["hex"] for p in paths]})
+        paths = [p["hex"] for lsp in self.servers
+                 for p in self.call(lsp, "asyncpay-recipientpaths", {"recipient_id": self.r.id})["paths"]]
+        servers = self.call(self.r, "asyncpay-setserver", {"paths": paths})["servers"]
         self.call(self.r, "asyncpay-offer", {"description": "asyncpay demo"})
+        names = "+".join(lsp.name for lsp in self.servers)
         row = self.wait(lambda: next((o for o in self.call(self.r, "asyncpay-listoffers")["offers"]
-                                      if o["slot"] == 0 and o["status"] == "ready"), None),
-                        "R's static invoice to be stored at Lr")
+                                      if o["slot"] == 0 and o["status"] == "ready"
+                                      and all(s["confirmed"] for s in o["servers"])), None),
+                        f"R's static invoice to be stored at {names}")
         self.offer = row["bolt12"]
-        stored = self.call(self.lr, "asyncpay-listinvoices", {"recipient_id": self.r.id})["invoices"]
+        stored = sum(len(self.call(lsp, "asyncpay-listinvoices", {"recipient_id": self.r.id})["invoices"])
+                     for lsp in self.servers)
         self.say(f"{INDENT}offer: {self.offer}")
-        return f"offer ready ({len(self.offer)} chars); Lr stores {len(stored)} static invoice(s) for R"
+        return (f"offer ready ({len(self.offer)} chars), registered at {len(servers)} server(s); "
+                f"{names} store{'s' if len(self.servers) == 1 else ''} {stored} static invoice(s) for R")
+
+    def step_lsp_down(self) -> str:
+        down = self.by_name[self.topo.down or ""]
+        down.stop()
+        return f"{down.name}'s lightningd stopped; it does not come back"
 
     def step_r_sleeps(self) -> str:
         self.r.stop()
-        self.wait(lambda: not any(p.get("connected") for p in self.lr.rpc.listpeers(self.r.id)["peers"]),
-                  "Lr to see R disconnected")
-        return "R's lightningd stopped; Lr sees R offline"
+        box = self.mailbox
+        self.wait(lambda: not any(p.get("connected") for p in box.rpc.listpeers(self.r.id)["peers"]),
+                  f"{box.name} to see R disconnected")
+        return f"R's lightningd stopped; {box.name} sees R offline"
 
     def step_pay(self) -> str:
+        if self.holder is None:  # S holds its own HTLC and stays online
+            pay = self.call(self.s, "asyncpay-pay", {"offer": self.offer, "amount_msat": self.amount, "timeout": 5})
+            if pay.get("status") != "pending" or pay.get("kind") != "static":
+                raise DemoError(f"asyncpay-pay at S answered {pay}, not a pending static payment")
+            self.pay = pay
+            # The payment hash comes with the preimage S picks after R's release.
+            return (f"asyncpay-pay: pending (static invoice from {self.mailbox.name}), "
+                    f"payment id {shorten(pay['id'], 8)}")
         pay = self.call(self.s, "asyncpay-pay", {"offer": self.offer, "amount_msat": self.amount, "timeout": 60})
         if pay.get("status") != "held":
             raise DemoError(f"asyncpay-pay at S answered {pay.get('status')!r}, not 'held': {pay}")
@@ -168,37 +207,51 @@ class Demo:
 
     def step_s_sleeps(self) -> str:
         self.s.stop()
-        return "S's lightningd stopped; its HTLC stays at Ls"
+        return f"S's lightningd stopped; its HTLC stays at {self.holder.name if self.holder else 'S'}"
 
     def _held_row(self) -> dict | None:
-        return next((h for h in self.call(self.ls, "asyncpay-listheld")["held"]
+        if self.holder is None:
+            return None
+        return next((h for h in self.call(self.holder, "asyncpay-listheld")["held"]
                      if h["payment_hash"] == self.pay["payment_hash"]), None)
 
     def step_held(self) -> str:
+        box = self.wait(lambda: (m := self.call(self.mailbox, "asyncpay-listmailbox"))["messages"] >= 1 and m,
+                        f"held_htlc_available in {self.mailbox.name}'s mailbox")
+        mail = f"{self.mailbox.name}'s mailbox: {box['messages']} message(s) for R"
+        if self.holder is None:
+            return f"S waits for R's release; {mail}"
         row = self._held_row()
         if row is None or row["state"] != "held":
-            raise DemoError(f"asyncpay-listheld at Ls: expected the payment held, got {row}")
-        box = self.wait(lambda: (m := self.call(self.lr, "asyncpay-listmailbox"))["messages"] >= 1 and m,
-                        "held_htlc_available in Lr's mailbox")
-        return (f"Ls holds {row['amount_msat']} msat (CLTV {row['cltv_expiry']}); "
-                f"Lr's mailbox: {box['messages']} message(s) for R")
+            raise DemoError(f"asyncpay-listheld at {self.holder.name}: expected the payment held, got {row}")
+        return f"{self.holder.name} holds {row['amount_msat']} msat (CLTV {row['cltv_expiry']}); {mail}"
 
     def step_r_wakes(self) -> str:
         self.r.start(self.progress)
-        self.call(self.r, "connect", {"id": self.lr.id, "host": LOOPBACK, "port": self.lr.port})
-        got = self.wait(lambda: self._received(self.pay["payment_hash"]), "R to release and claim",
+        self.call(self.r, "connect", {"id": self.mailbox.id, "host": LOOPBACK, "port": self.mailbox.port})
+        got = self.wait(lambda: self._received(self._payment_hash()), "R to release and claim",
                         timeout=90, slow=True)
+        if self.holder is None:
+            return f"R claimed {got['amount_msat']} msat over its path through {self.mailbox.name}"
         row = self.wait(lambda: (h := self._held_row()) and h["state"] == "forwarded" and h,
-                        "Ls to mark the HTLC forwarded")
-        return f"R claimed {got['amount_msat']} msat; Ls forwarded it after {int(time.time()) - row['since']} s"
+                        f"{self.holder.name} to mark the HTLC forwarded")
+        return (f"R claimed {got['amount_msat']} msat; {self.holder.name} forwarded it after "
+                f"{int(time.time()) - row['since']} s")
 
-    def _received(self, payment_hash: str) -> dict | None:
+    def _payment_hash(self) -> str | None:
+        """S's payment hash (known once S picked its preimage, after the release when S holds)."""
+        if not self.pay.get("payment_hash"):
+            self.pay = self.call(self.s, "asyncpay-listpays", {"id": self.pay["id"]})["pays"][0]
+        return self.pay.get("payment_hash")
+
+    def _received(self, payment_hash: str | None) -> dict | None:
         return next((p for p in self.call(self.r, "asyncpay-listreceived")["payments"]
                      if p["payment_hash"] == payment_hash), None)
 
     def step_s_wakes(self) -> str:
-        self.s.start(self.progress)
-        self.call(self.s, "connect", {"id": self.ls.id, "host": LOOPBACK, "port": self.ls.port})
+        if self.holder is not None:  # S slept: it wakes and reconnects to its LSP
+            self.s.start(self.progress)
+            self.call(self.s, "connect", {"id": self.holder.id, "host": LOOPBACK, "port": self.holder.port})
         done = self.wait(lambda: (p := self.call(self.s, "asyncpay-listpays", {"id": self.pay["id"]})["pays"][0])
                          ["status"] in ("complete", "failed") and p, "S's payment to complete", timeout=90, slow=True)
         if done["status"] != "complete":
@@ -220,14 +273,17 @@ class Demo:
     # -- the end ------------------------------------------------------------------
 
     def final_state(self) -> str:
-        held = self._held_row() or {}
         received = self.call(self.r, "asyncpay-listreceived")["payments"]
         lines = ["Final state:",
                  f"  S  asyncpay-listpays      {self.pay['status']}, {self.pay.get('amount_msat', self.amount)} msat, "
-                 f"preimage {shorten(self.pay['payment_preimage'], 8)}",
-                 f"  Ls asyncpay-listheld      {held.get('state')}",
-                 f"  Lr asyncpay-listmailbox   {self.call(self.lr, 'asyncpay-listmailbox')['messages']} message(s)",
-                 "  R  asyncpay-listreceived  " + ", ".join(f"{p['kind']} {p['amount_msat']} msat" for p in received)]
+                 f"preimage {shorten(self.pay['payment_preimage'], 8)}"]
+        if self.holder is not None:
+            held = self._held_row() or {}
+            lines.append(f"  {self.holder.name:<2} asyncpay-listheld      {held.get('state')}")
+        box = self.mailbox
+        lines += [f"  {box.name:<2} asyncpay-listmailbox   {self.call(box, 'asyncpay-listmailbox')['messages']} "
+                  "message(s)",
+                  "  R  asyncpay-listreceived  " + ", ".join(f"{p['kind']} {p['amount_msat']} msat" for p in received)]
         return "\n".join(lines)
 
     def keep_instructions(self) -> str:
@@ -271,7 +327,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         print(missing_message(missing), file=sys.stderr)
         return EXIT_CANNOT_RUN
     binaries = {b: shutil.which(b) or b for b in REQUIRED}
-    demo = Demo(out, binaries, str(plugin), args.limit, args.amount_msat)
+    demo = Demo(out, binaries, str(plugin), args.limit, args.amount_msat, TOPOLOGIES[args.topology])
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
     signal.signal(signal.SIGTERM, _raise(KeyboardInterrupt))
     # A backstop for a single RPC call that hangs; every wait checks the deadline itself.

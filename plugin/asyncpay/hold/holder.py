@@ -46,6 +46,7 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from .. import payment_log
 from ..actions import InjectOnion
 from ..endpoint import Delivered, Dropped, Endpoint, Resolver
 from ..open_calls import AnswerBy
@@ -186,7 +187,7 @@ class Holder:
                 self._fail(row, "no_usable_path", now)  # answered below, by the Refuse
                 return Refuse("no_usable_path")
             self.store.bump("hold_held")
-        log.info("holding HTLC %s from %s until its release", h.payment_hash.hex(), h.peer_id)
+        payment_log.changed(payment_log.HOLD, h.payment_hash, "held", f"from {h.peer_id}")
         return Hold(actions, self.answer_by(row))
 
     def _replay(self, row: HeldRow, height: int, now: int) -> Hold | Forward | Refuse:
@@ -278,6 +279,7 @@ class Holder:
         row.state, row.updated_at = RELEASED, now
         self.records.put(row)
         self.store.bump("hold_released")
+        payment_log.changed(payment_log.HOLD, row.payment_hash, "released")
         return Step([Continue(row.key, row.payload)])
 
     def forwarded(self, key: str, now: int) -> None:
@@ -286,6 +288,7 @@ class Holder:
         if row is not None and row.state == RELEASED:
             row.state, row.updated_at = FORWARDED, now
             self.records.put(row)
+            payment_log.changed(payment_log.HOLD, row.payment_hash, "forwarded")
 
     # -- time --------------------------------------------------------------
 
@@ -347,5 +350,5 @@ class Holder:
         row.state, row.reason, row.updated_at = FAILED, reason, now
         self.records.put(row)
         self.store.bump(f"hold_failed_{reason}")
-        log.info("failing held HTLC %s: %s", row.payment_hash.hex(), reason)
+        payment_log.changed(payment_log.HOLD, row.payment_hash, "failed", reason)
         return FailBack(row.key, reason)

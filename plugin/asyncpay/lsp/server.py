@@ -143,7 +143,7 @@ class StaticInvoiceServer:
             offer_paths=OfferPaths(paths=[offer_path], paths_absolute_expiry=expires_at),
             reply_path=serve_path,
         )
-        log.info("offer paths for %s slot %d", rid, slot)
+        log.debug("offer paths for %s slot %d", rid, slot)
         return [self._send(d.payload.reply_path, reply, "offer_paths")]
 
     def _paths_in_use(self, rid: str, slot: int) -> list[bytes]:
@@ -168,17 +168,23 @@ class StaticInvoiceServer:
             inv.validate(now, self.chain)
         except WireError as e:
             raise Dropped("invalid_invoice", str(e)) from None
+        ours = 0
         for path in inv.offer_paths:
             owner = self.store.offer_path_owner(path.encode())
+            if owner is None and path.introduction.node_id not in (None, self.endpoint.node_id):
+                continue  # another server's path: a wallet may register one offer with several servers
             if owner is None or (owner[0], owner[1]) != (rid, slot):
                 raise Dropped("foreign_offer_path", f"{rid} slot {slot}")
+            ours += 1
+        if not ours:
+            raise Dropped("foreign_offer_path", f"{rid} slot {slot}: none of its offer paths is ours")
         with self.store.tx():
             self.store.put_invoice(
                 rid, slot, msg.invoice, msg.forward_invoice_request_path.encode(),
                 ldk_offer_id(inv.to_records()), inv.invoice_created_at, inv.expires_at(), now,
             )
             self.store.bump("invoices_stored")
-        log.info("stored static invoice for %s slot %d", rid, slot)
+        log.debug("stored static invoice for %s slot %d", rid, slot)
         if d.payload.reply_path is None:
             return []
         reply = OnionMessagePayload(static_invoice_persisted=StaticInvoicePersisted())

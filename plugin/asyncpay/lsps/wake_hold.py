@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from .. import payment_log
 from ..held_counts import CHANNEL, PEER, TOTAL, CountedRows, HeldCounts, incoming_channel
 from ..open_calls import AnswerBy
 from ..payment.forward_budget import CLN_CLTV_DELTA, forward_budget
@@ -185,6 +186,7 @@ class WakeHolder:
         with self.store.tx():
             self.rows.put(row)
             self.store.bump("wake_held")
+        payment_log.changed(payment_log.WAKE_HOLD, h.payment_hash, "held", f"for {h.peer_id}")
         return Hold(row.deadline, self.answer_by(row))
 
     def channel_bound(self, slots: int) -> int:
@@ -293,12 +295,14 @@ class WakeHolder:
         row.state, row.updated_at = RELEASED, now
         self.rows.put(row)
         self.store.bump("wake_released")
+        payment_log.changed(payment_log.WAKE_HOLD, row.payment_hash, "released")
         return Release(row.key)
 
     def _fail(self, row: WakeRow, reason: str, now: int) -> FailBack:
         row.state, row.reason, row.updated_at = FAILED, reason, now
         self.rows.put(row)
         self.store.bump(f"wake_failed_{reason}")
+        payment_log.changed(payment_log.WAKE_HOLD, row.payment_hash, "failed", reason)
         return FailBack(row.key, reason)
 
     def count_held(self, peer_id: str | None = None) -> int:

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import payment_log
 from ..actions import InjectOnion
 from ..blinded_path import BlindedPaymentPath, EncryptedData
 from ..crypto import CryptoError, pubkey_of
@@ -67,6 +68,7 @@ from .records import (
 log = logging.getLogger("asyncpay.payer")
 
 REPLY = "payer:reply"  # reply path of our invoice_request (owner: payment id)
+REQUEST_PATHS = 3  # offer paths one invoice_request goes over at once
 RELEASE = "payer:release"  # reply path of held_htlc_available (owner: payment id)
 KINDS = (REPLY, RELEASE)
 
@@ -194,22 +196,37 @@ class Payer:
                          offer=offer.encode(), amount_msat=amount, nonce=nonce, invreq=req.encode(),
                          expires_at=now + REQUEST_TTL, created_at=now, updated_at=now)
         with self.store.tx():
-            action = self._request(row, offer, now)
-        return row, [action]
+            actions = self._request(row, offer, now)
+        payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
+        return row, list(actions)
 
-    def _request(self, row: PaymentRow, offer: Offer, now: int) -> InjectOnion:
-        """Send (or resend) the request over the next of the offer's paths."""
+    def _request(self, row: PaymentRow, offer: Offer, now: int) -> list[InjectOnion]:
+        """Send (or resend) the request over up to ``REQUEST_PATHS`` of the
+        offer's paths at once, as LDK does (``offers/flow.rs``), starting at
+        the next one: an offer registered with several servers is answered
+        by whichever is up, the first valid answer wins (``_invoice``,
+        ``_static_invoice``), and a path we cannot send over is not fatal
+        while another is left."""
         if offer.offer_paths:
-            dest = offer.offer_paths[row.attempts % len(offer.offer_paths)]
+            n = len(offer.offer_paths)
+            dests = [offer.offer_paths[(row.attempts + i) % n] for i in range(min(n, REQUEST_PATHS))]
         else:  # no paths: straight to the issuer, a one-hop blinded path to it
             assert offer.offer_issuer_id is not None
-            dest = build_path(self.rng(32), [(offer.offer_issuer_id, EncryptedData())])
+            dests = [build_path(self.rng(32), [(offer.offer_issuer_id, EncryptedData())])]
         reply = self.endpoint.mint_path(REPLY, row.id, None, row.expires_at, now, via=self._via())
         payload = OnionMessagePayload(invoice_request=row.invreq, reply_path=reply)
         row.attempts += 1
         row.next_at, row.updated_at = now + self.config.payer_request_retry, now
         self.records.put(row)
-        return self.endpoint.send(dest, payload, "invoice_request", self.resolve_intro)
+        actions, errors = [], []
+        for dest in dests:
+            try:
+                actions.append(self.endpoint.send(dest, payload, "invoice_request", self.resolve_intro))
+            except Dropped as e:
+                errors.append(e)
+        if not actions:
+            raise errors[0]
+        return actions
 
     def _via(self) -> tuple[bytes, ...]:
         """Our reply paths start at our LSP when we have one: a wallet behind
@@ -229,7 +246,7 @@ class Payer:
                     if row.attempts >= self.config.payer_request_attempts:
                         failed.append(self._fail(row, "no invoice came in answer to our invoice_request", now))
                     else:
-                        actions.append(self._request(row, Offer.decode(row.offer), now))
+                        actions += self._request(row, Offer.decode(row.offer), now)
                 elif row.state == STATIC and now >= row.next_at:
                     actions += self._hand_to_lsp(row, now) if self.config.payer_lsp else self._hold(row, now)
                     if row.state == FAILED:  # no path within our limits, or none to send the hold over
@@ -276,6 +293,7 @@ class Payer:
         row.state, row.kind, row.invoice = PAYING, "invoice", inv.encode()
         row.payment_hash, row.updated_at = inv.invoice_payment_hash, now
         self.records.put(row)
+        payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
         return [self.invoice_action(row)]
 
     def check_invoice(self, row: PaymentRow, raw: bytes | None, now: int) -> Invoice:
@@ -334,6 +352,7 @@ class Payer:
         row.next_at = now + self.config.payer_invoice_grace
         row.expires_at, row.updated_at = inv.expires_at(), now
         self.records.put(row)
+        payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
         if self.config.payer_invoice_grace > 0:
             return []
         return self._hand_to_lsp(row, now) if self.config.payer_lsp else self._hold(row, now)
@@ -370,6 +389,7 @@ class Payer:
         row.state, row.payment_preimage = PAYING, preimage
         row.payment_hash, row.updated_at = hashlib.sha256(preimage).digest(), now
         self.records.put(row)  # the preimage is on disk before any HTLC carries it
+        payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
         return [self.retry(row)]
 
     def check_static_invoice(self, row: PaymentRow, raw: bytes | None, now: int) -> StaticInvoice:
@@ -406,6 +426,7 @@ class Payer:
                 return []
             row.state = AWAITING_RELEASE
             self.records.put(row)
+            payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
         return onions
 
     def _send_held(self, row: PaymentRow, now: int) -> list[Action]:
@@ -457,6 +478,7 @@ class Payer:
         row.state, row.payment_preimage = PAYING, preimage
         row.payment_hash, row.updated_at = hashlib.sha256(preimage).digest(), now
         self.records.put(row)  # the preimage is on disk before any HTLC carries it
+        payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
         return [self.retry(row)]
 
     def retry(self, row: PaymentRow) -> PayInvoice | PayStatic:
@@ -476,13 +498,19 @@ class Payer:
         return PayStatic(row.id, tuple(paths), row.amount_msat, row.payment_hash, row.payment_preimage, row.invreq,
                          budget, lsp, hold, tuple(skipped))
 
+    def hold_confirmed(self, payment_hash: bytes, now: int) -> PaymentRow | None:
+        """Our LSP says it holds the HTLC of this payment hash."""
+        row = next((r for r in self.records.in_state(PAYING) if r.payment_hash == payment_hash), None)
+        return self.held(row.id, now) if row is not None else None
+
     def held(self, payment_id: str, now: int) -> PaymentRow | None:
-        """Our LSP holds the HTLC (it is locked in on our channel)."""
+        """Our LSP holds the HTLC (it said so: ``hold_confirmed``)."""
         row = self.records.get(payment_id)
         if row is None or row.state != PAYING:
             return None
         row.state, row.updated_at = HELD_AT_LSP, now
         self.records.put(row)
+        payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
         return row
 
     # -- outcomes ------------------------------------------------------------------
@@ -497,6 +525,7 @@ class Payer:
         row.state, row.payment_preimage, row.updated_at = COMPLETE, preimage, now
         self.records.put(row)
         self.store.bump("payer_payments_sent")
+        payment_log.changed(payment_log.PAYER, row.payment_hash, row.state, f"id {row.id}")
         return row
 
     def pay_failed(self, payment_id: str, reason: str, now: int) -> PaymentRow | None:
@@ -509,7 +538,7 @@ class Payer:
         row.state, row.reason, row.updated_at = FAILED, reason, now
         self.records.put(row)
         self.store.bump("payer_payments_failed")
-        log.info("payment %s failed: %s", row.id, reason)
+        payment_log.changed(payment_log.PAYER, row.payment_hash, FAILED, f"id {row.id}: {reason}")
         return row
 
     def paying(self) -> list[PaymentRow]:

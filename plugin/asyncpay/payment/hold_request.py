@@ -46,3 +46,23 @@ class HoldRequest(TlvMessage):
     def check(self) -> None:
         if not self.held_htlc_available_paths:
             raise WireError("hold_request: missing held_htlc_available_paths")
+
+
+# The LSP's word that it holds an HTLC: a BOLT 1 custom message (odd, in the
+# custom range >= 32768) to the sender, its peer, carrying the payment hash.
+# The sender reports ``held`` on this, never on its HTLC's lock-in alone: an
+# LSP that refuses the hold fails a locked-in HTLC a moment later, and one
+# that never read the request (an older LSP, a request lightningd dropped)
+# forwards it; in both cases nothing holds the payment.
+HOLD_CONFIRMED = 42401
+
+
+def hold_confirmed(payment_hash: bytes) -> bytes:
+    return HOLD_CONFIRMED.to_bytes(2, "big") + payment_hash
+
+
+def read_hold_confirmed(msg: bytes) -> bytes | None:
+    """The payment hash of a hold confirmation (None: another message)."""
+    if len(msg) != 34 or int.from_bytes(msg[:2], "big") != HOLD_CONFIRMED:
+        return None
+    return msg[2:]

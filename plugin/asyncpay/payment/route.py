@@ -68,19 +68,27 @@ def blinded_payment_onion(
     """``route`` leads from us to ``path``'s introduction node and must end
     with what ``to_introduction`` asks for. ``total_msat`` is the whole
     payment when this onion carries one part of it (BOLT 4 multi-part).
-    ``extra`` adds records to the payloads of route nodes, by node id (our
-    hold request for the sender's LSP: ``payment/hold_request.py``)."""
+    ``extra`` adds records to the payloads of nodes the onion reaches under
+    their own id, by node id: the route's nodes and the introduction node
+    (our hold request for the sender's LSP: ``payment/hold_request.py``; the
+    LSP may be the introduction node when it serves the recipient too). A
+    node named in ``extra`` that the onion reaches only blinded, or not at
+    all, raises ``ValueError``: its record would be lost and nothing would
+    read it."""
     if not route:
         raise ValueError("a route to the introduction node is needed (we are not it)")
     intro_amount, intro_cltv = to_introduction(path, amount_msat, final_cltv)
     last = route[-1]
     if last.amount_msat < intro_amount or last.cltv_expiry < intro_cltv:
         raise ValueError("the route does not deliver what the blinded path needs")
+    extra = extra or {}
     hops: list[tuple[bytes, HopPayload]] = []
     node = our_id
+    placed: set[bytes] = set()
     for ch in route:
+        placed.add(node)
         hops.append((node, HopPayload(amt_to_forward=ch.amount_msat, outgoing_cltv_value=ch.cltv_expiry,
-                                      short_channel_id=ch.short_channel_id, unknown=dict((extra or {}).get(node, {})))))
+                                      short_channel_id=ch.short_channel_id, unknown=dict(extra.get(node, {})))))
         node = ch.next_node_id
     blinded = path.path.hops
     for i, hop in enumerate(blinded):
@@ -93,8 +101,16 @@ def blinded_payment_onion(
             payload = HopPayload(encrypted_recipient_data=hop.encrypted_data)
         if i == 0:
             payload.current_path_key = path.path.first_path_key
+            # Only a node that knows to look reads a record here: lightningd
+            # refuses any record but these two in a blinded hop it forwards.
+            payload.unknown.update(extra.get(node, {}))
+            placed.add(node)
             hops.append((node, payload))  # the introduction node, under its own id
         else:
             hops.append((hop.blinded_node_id, payload))
+    lost = set(extra) - placed
+    if lost:
+        raise ValueError("the onion does not reach " + ", ".join(sorted(n.hex() for n in lost))
+                         + " unblinded: its records would be lost")
     first = route[0]
     return PaymentOnion(build_payment_onion(session_key, hops, payment_hash), first.amount_msat, first.cltv_expiry)

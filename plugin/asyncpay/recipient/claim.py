@@ -47,6 +47,7 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from .. import payment_log
 from ..blinded_path import EncryptedData
 from ..endpoint import Dropped
 from ..offers import BITCOIN_CHAIN
@@ -172,8 +173,9 @@ class Claimer:
         try:
             c = self._check(htlc, height, now)
         except Dropped as e:
-            log.info("failing HTLC %s: %s", htlc.payment_hash.hex(), e)
+            log.debug("failing HTLC %s: %s", htlc.payment_hash.hex(), e)
             return self._fail(htlc, height, e.reason)
+        payment_log.changed(payment_log.RECIPIENT, htlc.payment_hash, "received", f"{htlc.amount_msat} msat")
         total = htlc.payload.total_amount_msat or htlc.amount_msat
         if total < c.required_msat:
             return self._fail(htlc, height, "amount_too_low")
@@ -247,7 +249,7 @@ class Claimer:
         with self.store.tx():
             self.records.drop_claim(claim.payment_hash)
             self.store.bump(f"claim_failed_{reason}")
-        log.info("failing the %d parts of %s: %s", len(parts), claim.payment_hash.hex(), reason)
+        payment_log.changed(payment_log.RECIPIENT, claim.payment_hash, "failed", f"{len(parts)} parts: {reason}")
         return [(p.key, Fail(reason, failure(p.amount_msat, height))) for p in parts]
 
     def _claim(self, payment_hash: bytes, path_id: bytes, slot: int, kind: str, offer_id: bytes | None,
@@ -258,10 +260,13 @@ class Claimer:
             self.records.drop_claim(payment_hash)
             recorded = self.records.received(payment_hash, preimage, amount, slot, kind, now, path_id, offer_id)
             self.store.bump("recipient_payments_received" if recorded else "claim_replayed")
+        if recorded:
+            payment_log.changed(payment_log.RECIPIENT, payment_hash, "claimed", f"{amount} msat")
         return [(k, Resolve(preimage, recorded)) for k, _ in parts]
 
     def _fail(self, htlc: Htlc, height: int, reason: str) -> list[tuple[HtlcKey, Verdict]]:
         self.store.bump(f"claim_failed_{reason}")
+        payment_log.changed(payment_log.RECIPIENT, htlc.payment_hash, "failed", reason)
         return [(htlc.key, Fail(reason, failure(htlc.amount_msat, height)))]
 
     def _check(self, htlc: Htlc, height: int, now: int) -> _Checked:

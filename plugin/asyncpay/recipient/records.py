@@ -74,6 +74,19 @@ def _v2(db: SchemaEditor) -> None:
 
 
 def _v3(db: SchemaEditor) -> None:
+    # One offer, several static invoice servers (at most MAX_SERVERS): each one's offer paths,
+    # serve path and confirmation, per slot. A slot's earlier single server becomes server ''.
+    db["recipient_offer_servers"].create(
+        {"slot": int, "server": str, "paths": bytes, "paths_expires_at": int, "serve_path": bytes,
+         "persisted_at": int, "requested_at": int, "answered_at": int},
+        pk=("slot", "server"),
+    )
+    db.execute("INSERT INTO recipient_offer_servers (slot, server, paths, paths_expires_at, serve_path, "
+               "persisted_at, requested_at, answered_at) SELECT slot, '', NULL, paths_expires_at, serve_path, "
+               "persisted_at, created_at, updated_at FROM recipient_offers WHERE serve_path IS NOT NULL")
+
+
+def _v4(db: SchemaEditor) -> None:
     # Timers and prunes find what is due through an index on its time (issue 24):
     # received payments and old offers grow, a pass must not read them all.
     db["recipient_payments"].create_index(["status", "created_at"])
@@ -82,7 +95,7 @@ def _v3(db: SchemaEditor) -> None:
     db["recipient_parts"].create_index(["cltv_expiry"])
 
 
-MIGRATIONS = [_v1, _v2, _v3]
+MIGRATIONS = [_v1, _v2, _v3, _v4]
 MAX_OFFERS_PER_SLOT = 16  # older offers of a slot (beyond the user's or the server's churn) are forgotten
 
 # Offer states: paths asked for; invoice sent to the server; server confirmed it.
@@ -152,6 +165,26 @@ class OfferRow:
     updated_at: int = 0
 
 
+@dataclass
+class OfferServer:
+    """One static invoice server's part in a slot's offer. ``server`` is its
+    node id in hex ('' for the one server of an offer made before several
+    were possible)."""
+
+    slot: int
+    server: str
+    paths: bytes | None = None  # its offer paths (concatenated), from its last offer_paths
+    paths_expires_at: int | None = None
+    serve_path: bytes | None = None  # where serve_static_invoice goes
+    persisted_at: int | None = None  # it confirmed our current static invoice
+    requested_at: int | None = None  # this round's offer_paths_request went out
+    answered_at: int | None = None  # its last offer_paths came
+
+    def answered(self) -> bool:
+        """Its paths came in answer to this round's request."""
+        return self.paths is not None and (self.answered_at or 0) >= (self.requested_at or 0)
+
+
 class RecipientRecords:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -161,6 +194,8 @@ class RecipientRecords:
         self.issued = RowTable(store, "recipient_issued_offers", IssuedOffer, "offer_id")
         self.claims = RowTable(store, "recipient_claims", Claim, "payment_hash")
         self.parts = RowTable(store, "recipient_parts", Part, "scid")  # keyed by (scid, htlc_id): see part()
+        self.offer_servers = RowTable(store, "recipient_offer_servers", OfferServer, "slot")
+        self.put_offer_server = self.offer_servers.put
 
     @property
     def conn(self):
@@ -183,6 +218,19 @@ class RecipientRecords:
 
     def offers(self) -> list[OfferRow]:
         return self.offer_rows.where(order="slot")
+
+    def servers_of(self, slot: int) -> list[OfferServer]:
+        return self.offer_servers.where("slot = ?", (slot,), order="server")
+
+    def offer_server(self, slot: int, server: str) -> OfferServer | None:
+        [row] = self.offer_servers.where("slot = ? AND server = ?", (slot, server)) or [None]
+        return row
+
+    def drop_offer_servers(self, slot: int, keep: tuple[str, ...]) -> None:
+        """Forget the slot's servers we no longer use."""
+        marks = ", ".join("?" * len(keep)) or "''"
+        self.conn.execute(f"DELETE FROM recipient_offer_servers WHERE slot = ? AND server NOT IN ({marks})",
+                          (slot, *keep))
 
     # -- issued offers -----------------------------------------------------------
 
