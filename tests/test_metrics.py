@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from asyncpay import metrics as m
+from asyncpay import payment_log
 from asyncpay.cln import metrics as cm
 from asyncpay.cln import options as opts
 from asyncpay.cln import views
@@ -338,6 +339,7 @@ def test_metric_options_and_every_metric_are_documented(flow):
 
 def test_the_dashboards_counters_start_at_zero(flow):
     """rate() sees no increase in a series born at 1: these exist from the start."""
+    payment_log.STATE_CHANGES.clear()  # process-wide: other tests in this process changed payments
     fams = scrape(cm.NodeCollector(flow.lsp, clock=Clock()))
     assert value(fams, "asyncpay_webhook_calls_total", result="failed") == 0
     assert value(fams, "asyncpay_invoices_served_total") == 0
