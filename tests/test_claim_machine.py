@@ -299,16 +299,22 @@ class ClaimMachine(RuleBasedStateMachine):
             self._from_memory()
         else:
             self.apply(verdicts)
+            self._from_memory(store_up=True)  # a call the store said nothing of by its time
         for k in self.live:
             assert not self.by[k].due(self.b.height, self.b.now), f"{k} open past its time after a timer pass"
 
-    def _from_memory(self) -> None:
+    def _from_memory(self, store_up: bool = False) -> None:
         """The store cannot be used: each call whose time came is resolved if a preimage of its
         payment went out in this process, else failed (cln/recipient.py ``_from_memory``)."""
         for k in sorted(self.live):
             if not self.by[k].due(self.b.height, self.b.now):
                 continue
             h = self.htlcs[k]
+            if h.payment_hash not in self.paid and store_up:
+                preimage = self.b.claimer.preimage_out(h.payment_hash)
+                if preimage is not None:
+                    self.decided_before.add(h.payment_hash)
+                    self.paid[h.payment_hash] = preimage
             if h.payment_hash in self.paid:
                 self.apply([(k, Resolve(self.paid[h.payment_hash]))])
                 continue

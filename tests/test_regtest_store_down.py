@@ -79,11 +79,14 @@ def test_held_htlc_is_failed_back_at_its_deadline_while_the_lsps_store_is_gone(n
     [held] = ls.rpc.call("asyncpay-listheld")["held"]
     deadline = held["since"] + HOLD_SECONDS
     assert end_every_session(admin_uri, name) >= 1  # the lock's session among them
+    gone_at = time.time()
     ls.daemon.wait_for_log("StoreLocked|advisory lock", timeout=60)  # a pass found the store gone
     failed = failed_at_sender(s, pay)
     answered_at = time.time()
     assert failed["status"] == "failed"
     assert answered_at <= deadline + CHECK_SECONDS + 30, (answered_at, deadline)  # the pay's own poll lags
+    print(f"held since {held['since']}, hold deadline {deadline}, store gone at {gone_at:.0f}, "
+          f"failed at S {answered_at - deadline:+.1f} s from the deadline")
     ls.daemon.wait_for_log("failing held HTLC .*: the store cannot be used and its deadline came")
     wait_for(lambda: not any(c.get("htlcs") for c in ls.rpc.listpeerchannels(s.info["id"])["channels"]),
              what="the HTLC gone from S-Ls")

@@ -419,15 +419,24 @@ class RecipientRole(Role):
         verdicts = store_pass(self.node, lambda: self.claimer.expire(height, now), "recipient MPP expiry")
         if verdicts is not None:
             self._answer(verdicts)
+            # A call the store said nothing of by its time: its set was dropped by a commit
+            # whose answer was lost. Resolved if its preimage is out, else failed.
+            self._from_memory(height, now, store_up=True)
             return
         self._from_memory(height, now)
 
-    def _from_memory(self, height: int, now: int) -> None:
+    def _from_memory(self, height: int, now: int, store_up: bool = False) -> None:
         """The store cannot be used: each call whose time came is resolved if a preimage
-        of its payment went out in this process, else failed."""
+        of its payment went out in this process (or, ``store_up``, is on disk), else failed."""
         for key, call in self.waiting.overdue(height, now):
             payment_hash, amount = call.tag
             preimage = self.paid.get(payment_hash)
+            if preimage is None and store_up:
+                try:
+                    with self.node.lock:
+                        preimage = self.claimer.preimage_out(payment_hash)
+                except Exception:
+                    preimage = None
             self.node.log(f"recipient: {'resolving' if preimage else 'failing'} HTLC {key} of {payment_hash.hex()} "
                           "from memory: the store cannot be used and its time came", level="warn")
             self.retry.pop(key, None)
